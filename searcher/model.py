@@ -1,0 +1,202 @@
+"""Build a CNN from a plain architecture dict. Plain PyTorch: no Ray, Optuna or MLflow here."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+from torch import nn
+
+ACTIVATIONS = {
+    "relu": nn.ReLU,
+    "leaky_relu": lambda: nn.LeakyReLU(0.1),  # 0.1 as in the tutorials' Keras examples
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "elu": nn.ELU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+}
+POOLS = ("max", "avg", "strided", "none")
+PADDINGS = ("same", "valid")
+HEADS = ("flatten", "gap")
+
+
+class InfeasibleArchitecture(ValueError):
+    """The architecture cannot be built (e.g. its feature map shrinks below 1x1)."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    filters: int = 32  # output channels of every conv in the stage
+    kernel: int = 3  # square kernel size
+    convs: int = 1  # conv layers before the pooling
+    padding: str = "same"  # "valid" (Keras' default) shrinks the map by kernel-1 per conv
+    activation: str = "relu"
+    pool: str = "max"  # "strided" makes the stage's last conv stride 2 instead of pooling
+    dropout: float = 0.0  # after the pooling
+    batch_norm: bool = False  # conv -> BN -> activation; the conv then has no bias
+
+
+@dataclass(frozen=True)
+class Arch:
+    stages: tuple[Stage, ...]
+    num_classes: int = 10
+    in_channels: int = 3
+    image_size: int = 32
+    head: str = "flatten"  # "flatten" + dense layers, or "gap": global average pooling
+    dense: tuple[int, ...] = ()  # hidden dense units before the classifier layer
+    head_activation: str = "relu"
+    head_dropout: float = 0.0  # before each dense layer
+
+    @classmethod
+    def from_dict(cls, arch: dict[str, Any]) -> "Arch":
+        _reject_unknown(arch, cls, "architecture")
+        for s in arch.get("stages", ()):
+            _reject_unknown(s, Stage, "stage")
+        values = dict(arch)
+        values["stages"] = tuple(Stage(**s) for s in arch.get("stages", ()))
+        values["dense"] = tuple(int(u) for u in arch.get("dense", ()))
+        built = cls(**values)
+        _check_choices(built)
+        return built
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["stages"] = [asdict(s) for s in self.stages]
+        d["dense"] = list(self.dense)
+        return d
+
+
+def _reject_unknown(d: dict[str, Any], cls: type, what: str) -> None:
+    unknown = set(d) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {what} key(s): {', '.join(sorted(unknown))}")
+
+
+def _check_choices(arch: Arch) -> None:
+    def need(value: Any, choices: Any, what: str) -> None:
+        if value not in choices:
+            raise ValueError(f"{what}={value!r}; choose from {', '.join(map(str, choices))}")
+
+    need(arch.head, HEADS, "head")
+    need(arch.head_activation, ACTIVATIONS, "head_activation")
+    for s in arch.stages:
+        need(s.activation, ACTIVATIONS, "activation")
+        need(s.pool, POOLS, "pool")
+        need(s.padding, PADDINGS, "padding")
+        if s.filters < 1 or s.kernel < 1 or s.convs < 1:
+            raise ValueError(f"stage {s}: filters, kernel and convs must be at least 1")
+        if not 0.0 <= s.dropout < 1.0:
+            raise ValueError(f"dropout={s.dropout}: must be in [0, 1)")
+    if not arch.stages:
+        raise ValueError("an architecture needs at least one stage")
+
+
+def _stage_layers(s: Stage, in_ch: int, size: int) -> tuple[list[nn.Module], int]:
+    layers: list[nn.Module] = []
+    for i in range(s.convs):
+        stride = 2 if (s.pool == "strided" and i == s.convs - 1) else 1
+        pad = s.kernel // 2 if s.padding == "same" else 0
+        size = (size + 2 * pad - s.kernel) // stride + 1
+        if size < 1:
+            raise InfeasibleArchitecture(f"feature map shrinks below 1x1 in a {s.kernel}x{s.kernel} conv")
+        layers.append(nn.Conv2d(in_ch, s.filters, s.kernel, stride, pad, bias=not s.batch_norm))
+        if s.batch_norm:
+            layers.append(nn.BatchNorm2d(s.filters))
+        layers.append(ACTIVATIONS[s.activation]())
+        in_ch = s.filters
+    if s.pool in ("max", "avg"):
+        if size < 2:
+            raise InfeasibleArchitecture(f"a {size}x{size} feature map cannot be pooled")
+        layers.append(nn.MaxPool2d(2) if s.pool == "max" else nn.AvgPool2d(2))
+        size //= 2
+    if s.dropout > 0:
+        layers.append(nn.Dropout(s.dropout))
+    return layers, size
+
+
+def build_model(arch_dict: dict[str, Any]) -> nn.Sequential:
+    """Return the network for `arch_dict`; raises InfeasibleArchitecture if it cannot work."""
+    arch = Arch.from_dict(arch_dict)
+    layers: list[nn.Module] = []
+    channels, size = arch.in_channels, arch.image_size
+    for stage in arch.stages:
+        stage_layers, size = _stage_layers(stage, channels, size)
+        layers += stage_layers
+        channels = stage.filters
+    if arch.head == "gap":
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        features = channels
+    else:
+        layers.append(nn.Flatten())
+        features = channels * size * size
+    for units in arch.dense:
+        if arch.head_dropout > 0:
+            layers.append(nn.Dropout(arch.head_dropout))
+        layers += [nn.Linear(features, units), ACTIVATIONS[arch.head_activation]()]
+        features = units
+    if arch.head_dropout > 0:
+        layers.append(nn.Dropout(arch.head_dropout))
+    layers.append(nn.Linear(features, arch.num_classes))
+    return nn.Sequential(*layers)
+
+
+@dataclass(frozen=True)
+class Cost:
+    params: int
+    macs: int  # multiply-accumulates per image in the forward pass (convs and dense layers)
+
+
+def measure(arch_dict: dict[str, Any]) -> Cost:
+    """Size and compute of the network, without allocating it (built on the meta device)."""
+    with torch.device("meta"):
+        model = build_model(arch_dict)
+    size, macs = Arch.from_dict(arch_dict).image_size, 0
+    for layer in model:
+        if isinstance(layer, nn.Conv2d):
+            k, stride, pad = layer.kernel_size[0], layer.stride[0], layer.padding[0]
+            size = (size + 2 * pad - k) // stride + 1
+            macs += layer.out_channels * size * size * k * k * layer.in_channels
+        elif isinstance(layer, (nn.MaxPool2d, nn.AvgPool2d)):
+            size //= 2
+        elif isinstance(layer, nn.Linear):
+            macs += layer.in_features * layer.out_features
+    return Cost(sum(p.numel() for p in model.parameters()), macs)
+
+
+def feasible_cost(arch_dict: dict[str, Any], max_params: int, max_mmacs: float) -> Cost:
+    """The network's cost; InfeasibleArchitecture if it cannot work or exceeds the limits."""
+    cost = measure(arch_dict)
+    if cost.params > max_params:
+        raise InfeasibleArchitecture(f"{cost.params:,} parameters exceed max_params={max_params:,}")
+    if cost.macs > max_mmacs * 1e6:
+        raise InfeasibleArchitecture(f"{cost.macs / 1e6:.0f}M multiply-adds per image exceed "
+                                     f"max_mmacs={max_mmacs:g}")
+    return cost
+
+
+class Classifier(nn.Module):
+    """A trained network that takes images as the dataset stores them: uint8, N x C x H x W.
+
+    `model(x)` gives logits; `model(x).argmax(1)` (or `model.predict(x)`) the class labels.
+    """
+
+    def __init__(self, net: nn.Module, mean: list[float], std: list[float], classes: list[str]):
+        super().__init__()
+        self.net = net
+        self.classes = list(classes)
+        # Stored as buffers in the 0..255 scale so the input needs no conversion beyond float().
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1) * 255.0)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1) * 255.0)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = (images.to(self.mean.device, torch.float32) - self.mean) / self.std
+        return self.net(x)
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        return self.forward(images).argmax(1)
+
+
+__all__ = ["Arch", "Stage", "Classifier", "InfeasibleArchitecture", "build_model", "measure", "feasible_cost", "Cost",
+           "ACTIVATIONS", "POOLS", "PADDINGS", "HEADS"]

@@ -1,0 +1,100 @@
+"""`python -m searcher.run SPACE_FILE`: run a search and log it to MLflow."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from searcher.errors import one_line_errors
+
+PROG = "python -m searcher.run"
+
+# option -> setting; options left out keep the space file's value
+OVERRIDES = {
+    "num_samples": (int, "trials to run (-1: until --time-budget is spent)"),
+    "time_budget": (float, "wall-clock budget for the whole search, in seconds"),
+    "epochs": (int, "the most epochs a trial trains (ASHA's max_t)"),
+    "data_dir": (str, "folder holding cifar-10-batches-py/ (or an image folder's root); "
+                      "default $SEARCHER_DATA_DIR, else ./data, downloading CIFAR-10 if missing"),
+    "tracking_uri": (str, "MLflow tracking URI; default $MLFLOW_TRACKING_URI, else "
+                          "sqlite:///mlflow.db in this folder"),
+    "address": (str, "Ray cluster to join (default $RAY_ADDRESS, else a local Ray)"),
+    "storage_path": (str, "where Tune keeps checkpoints; a shared path (NFS, s3://) on clusters"),
+    "experiment": (str, "MLflow experiment name (default: the space file's name)"),
+    "cpus_per_trial": (float, "CPUs per trial, also its torch threads"),
+    "gpus_per_trial": (float, "GPUs per trial, fractions allowed (default 0.25 if GPUs exist)"),
+    "max_concurrent_trials": (int, "cap on trials running at once"),
+    "seed": (int, "seed for the sampler, the validation split and the trials"),
+}
+_SETTING_NAME = {"time_budget": "time_budget_s"}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Search CNN architectures and hyperparameters: Optuna proposes, "
+        "Ray Tune schedules (ASHA), MLflow records.",
+        epilog="Example: python -m searcher.run spaces/cifar10.py --data-dir ../shared/data "
+               "--num-samples 12 --epochs 4")
+    parser.add_argument("space", help="search-space file, e.g. spaces/cifar10.py")
+    for name, (kind, text) in OVERRIDES.items():
+        parser.add_argument("--" + name.replace("_", "-"), type=kind, help=text)
+    return parser.parse_args(argv)
+
+
+def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
+    return {_SETTING_NAME.get(k, k): getattr(args, k) for k in OVERRIDES if getattr(args, k) is not None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    with one_line_errors(PROG):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    # Heavy imports after argument parsing, so --help and bad options answer at once.
+    from searcher.data import load_search_data
+    from searcher.leaderboard import build_leaderboard, format_leaderboard
+    from searcher.search import run_search
+    from searcher.space import load_space
+    from searcher import tracking
+
+    space = load_space(args.space, overrides_from(args))
+    s = space.settings
+    client = tracking.connect(s.tracking_uri)
+    uri = client.tracking_uri
+    print(f"[searcher] loading {s.dataset} from {s.resolved_data_dir()}", flush=True)
+    data = load_search_data(s.dataset, s.resolved_data_dir(), s.image_size, s.val_fraction, s.seed)
+    summary = {"dataset": s.dataset, "data_dir": s.resolved_data_dir(), "classes": data.classes,
+               "train": len(data.train), "val": len(data.val), "image_shape": data.image_shape}
+    print(f"[searcher] {len(data.train)} training and {len(data.val)} validation images, "
+          f"{len(data.classes)} classes", flush=True)
+    parent = tracking.start_search_run(client, space, summary)
+    status = "FAILED"
+    try:
+        result = run_search(space, data, uri, parent)
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        if status != "FINISHED":
+            client.set_terminated(parent, status)
+    rows = build_leaderboard(result.records, s.metric, s.mode)
+    text = format_leaderboard(rows, s.metric)
+    tracking.finish_search_run(client, parent, rows, text, result.study, s.metric, result.wall_time_s)
+
+    print(f"\nSearch finished: {len(rows)} trials in {result.wall_time_s / 60:.1f} min "
+          f"({result.errors} failed). Leaderboard ({s.metric}, * = tutorial baseline):\n")
+    print(text)
+    data_opt = f" --data-dir {s.resolved_data_dir()}"
+    print(f"\nMLflow run:  experiment '{space.name}', run {parent}"
+          f"\nBrowse:      mlflow ui --backend-store-uri {uri}   (then open http://127.0.0.1:5000)"
+          if uri.startswith("sqlite:") else f"\nMLflow run:  {uri} experiment '{space.name}', run {parent}")
+    print(f"Promote:     python -m searcher.promote --experiment {space.name} "
+          f"--tracking-uri {uri}{data_opt}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

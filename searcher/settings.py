@@ -1,0 +1,134 @@
+"""Search settings: one dataclass, validated where it enters (space file or command line)."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, fields
+from typing import Any, Mapping
+
+from searcher.errors import UserError
+
+# The metrics a trial reports that a search can optimise, and their direction. Declared once:
+# Tune, Optuna, MLflow and promotion all read the direction from here.
+METRICS: dict[str, str] = {"val_acc": "max", "val_loss": "min"}
+
+DATASETS = ("cifar10", "folder")
+DATA_DIR_ENV = "SEARCHER_DATA_DIR"
+
+
+class SettingsError(UserError):
+    """A setting that is unknown or has an impossible value."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    # --- data ---
+    dataset: str = "cifar10"  # "cifar10" (torchvision layout) or "folder" (root/train/<class>/*)
+    data_dir: str | None = None  # None: $SEARCHER_DATA_DIR, else ./data (CIFAR-10 is downloaded there)
+    image_size: int = 32  # folder images are resized to this; CIFAR-10 is 32 already
+    val_fraction: float = 0.1  # carved from the training set, seeded: 45k/5k on CIFAR-10
+    # --- objective ---
+    metric: str = "val_acc"  # one of METRICS; the direction comes with it
+    # --- budget ---
+    num_samples: int = 16  # trials; -1 runs until the time budget is spent
+    time_budget_s: float | None = None  # wall-clock budget for the whole search
+    epochs: int = 8  # the most epochs a trial trains (ASHA's max_t)
+    # --- ASHA ---
+    grace_period: int = 1  # epochs every trial gets before it can be stopped
+    reduction_factor: int = 3  # ASHA keeps the top 1/reduction_factor at each rung
+    # --- resources ---
+    cpus_per_trial: float = 1.0  # also the number of torch threads a trial uses
+    gpus_per_trial: float | None = None  # None: 0.25 when the cluster has GPUs, else 0
+    max_concurrent_trials: int | None = None  # None: as many as the resources allow
+    max_params: int = 5_000_000  # larger architectures are recorded infeasible, not trained
+    max_mmacs: float = 200.0  # so are those over this many million multiply-adds per image
+    seed: int = 0  # seeds the sampler, the validation split and every trial
+    # --- where things go (command line or environment, rarely the space file) ---
+    tracking_uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db
+    address: str | None = None  # None: $RAY_ADDRESS, else a local Ray
+    storage_path: str | None = None  # Tune's checkpoints; a shared path (NFS or s3://) on clusters
+    experiment: str | None = None  # MLflow experiment; None: the space file's name
+
+    @property
+    def mode(self) -> str:
+        return METRICS[self.metric]
+
+    def resolved_data_dir(self) -> str:
+        return self.data_dir or os.environ.get(DATA_DIR_ENV) or "data"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _check(s: Settings) -> None:
+    def bad(name: str, why: str) -> SettingsError:
+        return SettingsError(f"setting {name}={getattr(s, name)!r}: {why}")
+
+    if s.dataset not in DATASETS:
+        raise bad("dataset", f"must be one of {', '.join(DATASETS)}")
+    if s.metric not in METRICS:
+        raise bad("metric", f"must be one of {', '.join(METRICS)}")
+    if not 0.0 < s.val_fraction < 1.0:
+        raise bad("val_fraction", "must be between 0 and 1")
+    if s.image_size < 8:
+        raise bad("image_size", "must be at least 8")
+    if s.dataset == "cifar10" and s.image_size != 32:
+        raise bad("image_size", "CIFAR-10 images are 32x32")
+    if s.num_samples == 0 or s.num_samples < -1:
+        raise bad("num_samples", "must be a positive count, or -1 with a time budget")
+    if s.num_samples == -1 and s.time_budget_s is None:
+        raise bad("num_samples", "-1 (unlimited) needs time_budget_s")
+    if s.time_budget_s is not None and not s.time_budget_s > 0:
+        raise bad("time_budget_s", "must be positive")
+    if s.epochs < 1:
+        raise bad("epochs", "must be at least 1")
+    if not 1 <= s.grace_period <= s.epochs:
+        raise bad("grace_period", f"must be between 1 and epochs ({s.epochs})")
+    if s.reduction_factor < 2:
+        raise bad("reduction_factor", "must be at least 2")
+    if not s.cpus_per_trial > 0:
+        raise bad("cpus_per_trial", "must be positive")
+    if s.gpus_per_trial is not None and s.gpus_per_trial < 0:
+        raise bad("gpus_per_trial", "must not be negative")
+    if s.max_concurrent_trials is not None and s.max_concurrent_trials < 1:
+        raise bad("max_concurrent_trials", "must be at least 1")
+    if s.max_params < 1:
+        raise bad("max_params", "must be positive")
+    if not s.max_mmacs > 0:
+        raise bad("max_mmacs", "must be positive")
+
+
+_TYPES = {"int": int, "float": float, "str": str}
+
+
+def _coerce(f: dataclasses.Field, value: Any) -> Any:
+    """Accept what a Python file or a command line would naturally give; reject the rest."""
+    name, annotation = f.name, str(f.type)
+    if value is None and annotation.endswith("| None"):
+        return None
+    kind = _TYPES[annotation.split(" |")[0]]
+    if isinstance(value, bool):
+        raise SettingsError(f"setting {name}={value!r}: expected {kind.__name__}")
+    if kind is float and isinstance(value, (int, float)) and math.isfinite(value):
+        return float(value)
+    if kind is int and isinstance(value, int):
+        return value
+    if kind is str and isinstance(value, str):
+        return value
+    raise SettingsError(f"setting {name}={value!r}: expected {kind.__name__}")
+
+
+def make_settings(values: Mapping[str, Any], base: Settings | None = None) -> Settings:
+    """Build validated Settings from `values` on top of `base`; unknown keys are an error."""
+    base = base or Settings()
+    known = {f.name: f for f in fields(Settings)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise SettingsError(f"unknown setting {unknown[0]!r}; known settings: {', '.join(known)}")
+    coerced = {k: _coerce(known[k], v) for k, v in values.items()}
+    settings = dataclasses.replace(base, **coerced)
+    _check(settings)
+    return settings
+
+

@@ -1,0 +1,75 @@
+"""One trial inside Ray Tune: build the net, train it epoch by epoch, report and checkpoint.
+
+The only ties to Tune are `tune.report` and `tune.get_checkpoint`; everything else is the plain
+PyTorch engine, so a trial behaves the same inside and outside a search.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+import warnings
+from typing import Any
+
+import torch
+from ray import tune
+
+from searcher.checkpoint import load_checkpoint, save_checkpoint
+from searcher.config import split_params
+from searcher.data import SearchData
+from searcher.engine import TrainConfig, Trainer
+from searcher.model import InfeasibleArchitecture, build_model, feasible_cost
+from searcher.settings import Settings
+
+
+def chance_metrics(num_classes: int) -> dict[str, float]:
+    """What a network that cannot be built achieves: no better than guessing."""
+    return {"val_acc": 1.0 / num_classes, "val_loss": math.log(num_classes)}
+
+
+def _tensors(data: SearchData) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+    # The arrays come zero-copy from Ray's object store and are read-only; training only reads.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        train = (torch.from_numpy(data.train.x), torch.from_numpy(data.train.y))
+        val = (torch.from_numpy(data.val.x), torch.from_numpy(data.val.y))
+    return train, val
+
+
+def run_trial(config: dict[str, Any], data: SearchData, settings: Settings) -> None:
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint saved" per epoch
+    torch.set_num_threads(max(1, int(settings.cpus_per_trial)))
+    channels, size = data.image_shape[0], data.image_shape[1]
+    arch, train = split_params(config, num_classes=len(data.classes), in_channels=channels,
+                               image_size=size, epochs=settings.epochs)
+    try:
+        cost = feasible_cost(arch, settings.max_params, settings.max_mmacs)
+    except InfeasibleArchitecture as exc:
+        tune.report({**chance_metrics(len(data.classes)), "epoch": 0, "infeasible": 1,
+                     "reason": str(exc)})
+        return
+
+    torch.manual_seed(settings.seed)
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # Ray hides GPUs a trial did not ask for
+    trainer = Trainer(build_model(arch), TrainConfig.from_dict(train), *_tensors(data), data.mean,
+                      data.std, device=device, seed=settings.seed)
+    resumed = tune.get_checkpoint()
+    if resumed:
+        with resumed.as_directory() as directory:
+            trainer.load_state_dict(load_checkpoint(directory, device)["trainer"])
+
+    while trainer.epoch < settings.epochs:
+        metrics = trainer.train_epoch()
+        metrics.update(trainer.evaluate(), epoch=trainer.epoch, n_params=cost.params,
+                       mmacs=cost.macs / 1e6, infeasible=0)
+        with tempfile.TemporaryDirectory() as directory:
+            save_checkpoint(directory, arch=arch, train=train, metrics=metrics,
+                            classes=data.classes, mean=data.mean, std=data.std,
+                            trainer_state=trainer.state_dict())
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+
+
+def make_trainable(data: SearchData, settings: Settings, gpus_per_trial: float):
+    """The Tune trainable: data goes into the object store once and is shared by every trial."""
+    trainable = tune.with_parameters(run_trial, data=data, settings=settings)
+    return tune.with_resources(trainable, {"cpu": settings.cpus_per_trial, "gpu": gpus_per_trial})
