@@ -1,0 +1,33 @@
+import pytest
+
+from searcher.settings import METRICS, Settings, SettingsError, make_settings
+
+
+def test_defaults_are_valid_and_mode_follows_metric():
+    s = make_settings({})
+    assert s == Settings()
+    assert make_settings({"metric": "val_loss"}).mode == "min" == METRICS["val_loss"]
+    assert s.mode == "max"
+
+
+def test_values_are_coerced_where_natural():
+    s = make_settings({"time_budget_s": 60, "cpus_per_trial": 2, "gpus_per_trial": None})
+    assert s.time_budget_s == 60.0 and isinstance(s.time_budget_s, float)
+    assert s.cpus_per_trial == 2.0 and s.gpus_per_trial is None
+
+
+@pytest.mark.parametrize("values, words", [
+    ({"epoch": 3}, "unknown setting 'epoch'"),
+    ({"epochs": "3"}, "expected int"),
+    ({"epochs": True}, "expected int"),
+    ({"epochs": 0}, "at least 1"),
+    ({"metric": "accuracy"}, "must be one of val_acc, val_loss"),
+    ({"num_samples": -1}, "needs time_budget_s"),
+    ({"grace_period": 9, "epochs": 4}, "between 1 and epochs"),
+    ({"dataset": "imagenet"}, "must be one of cifar10, folder"),
+    ({"dataset": "cifar10", "image_size": 64}, "32x32"),
+    ({"val_fraction": 1.5}, "between 0 and 1"),
+])
+def test_impossible_settings_name_the_setting(values, words):
+    with pytest.raises(SettingsError, match=words):
+        make_settings(values)

@@ -1,0 +1,108 @@
+"""Every space file: its baselines and many sampled points build and run a forward pass."""
+import textwrap
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+from searcher.config import split_params
+from searcher.model import InfeasibleArchitecture, build_model, feasible_cost
+from searcher.space import SpaceError, load_space
+
+from conftest import ROOT
+
+SPACES = sorted((ROOT / "spaces").glob("*.py"))
+SAMPLES = 60
+
+
+def test_there_are_space_files():
+    assert {p.name for p in SPACES} >= {"cifar10.py"}
+
+
+@pytest.mark.parametrize("path", SPACES, ids=lambda p: p.name)
+def test_sampled_points_build_and_give_finite_logits(path):
+    space = load_space(path)
+    s = space.settings
+    num_classes = 10 if s.dataset == "cifar10" else 2
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=1))
+    for name, params in space.baselines.items():
+        study.enqueue_trial(params)
+    built, infeasible = 0, 0
+    for i in range(SAMPLES + len(space.baselines)):
+        trial = study.ask()
+        params = space.sample(trial)
+        if i < len(space.baselines):
+            assert space.baseline_of(params) == list(space.baselines)[i]
+        arch, train = split_params(params, num_classes=num_classes, in_channels=3,
+                                   image_size=s.image_size, epochs=s.epochs)
+        try:
+            cost = feasible_cost(arch, s.max_params, s.max_mmacs)
+        except InfeasibleArchitecture:
+            assert i >= len(space.baselines), "a baseline must be feasible"
+            infeasible += 1
+            study.tell(trial, 0.0)
+            continue
+        model = build_model(arch).eval()
+        assert sum(p.numel() for p in model.parameters()) == cost.params
+        with torch.no_grad():
+            out = model(torch.randn(2, 3, s.image_size, s.image_size))
+        assert out.shape == (2, num_classes)
+        assert torch.isfinite(out).all(), params
+        built += 1
+        study.tell(trial, float(i % 7))
+    assert built >= SAMPLES // 2, f"only {built} of {SAMPLES} sampled points were feasible"
+
+
+def write(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "myspace.py"
+    path.write_text(body)
+    return path
+
+
+GOOD = textwrap.dedent("""
+    def space(trial):
+        trial.suggest_int("stages", 1, 2)
+        trial.suggest_categorical("filters", [8, 16])
+""")
+
+
+def test_a_minimal_space_loads_with_default_settings(tmp_path):
+    space = load_space(write(tmp_path, GOOD), {"epochs": 2})
+    assert space.name == "myspace" and space.settings.epochs == 2
+    assert space.sample(optuna.trial.FixedTrial({"stages": 1, "filters": 8})) == {"stages": 1, "filters": 8}
+
+
+@pytest.mark.parametrize("body, words", [
+    ("X = 1\n", "no `space(trial)` function"),
+    (GOOD + "SETTINGS = {'epoch': 3}\n", "unknown setting 'epoch'"),
+    (GOOD + "SETTINGS = {'epochs': -1}\n", "epochs=-1"),
+    ("def space(trial):\n    trial.suggest_int('stages', 1, 2\n", "syntax error"),
+    ("def space(trial):\n    trial.suggest_int('stages', 1, 2)\n    trial.suggest_int('filterz', 1, 2)\n",
+     "unknown parameter 'filterz'"),
+    ("def space(trial):\n    trial.suggest_int('stages', 1, 2)\n    return {'x': [1]}\n",
+     "constants must be"),
+    (GOOD + "BASELINES = {'b': {'stages': 1}}\n", "baseline 'b'"),
+    (GOOD + "BASELINES = {'b': {'stages': 1, 'filters': 8, 'lr': 0.1}}\n", "'lr' is not a parameter"),
+    (GOOD + "BASELINES = {'b': {'stages': 9, 'filters': 8}}\n", "baseline 'b'"),
+])
+def test_bad_space_files_fail_with_the_file_named(tmp_path, body, words):
+    path = write(tmp_path, body)
+    with pytest.raises(SpaceError) as info:
+        load_space(path)
+    assert str(path) in str(info.value) and words in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(SpaceError, match="no such space file"):
+        load_space(tmp_path / "nope.py")
+
+
+def test_space_function_pickles_by_its_text(tmp_path):
+    import pickle
+    space = load_space(write(tmp_path, GOOD))
+    clone = pickle.loads(pickle.dumps(space.fn))
+    params = space.sample(optuna.trial.FixedTrial({"stages": 2, "filters": 16}))
+    assert clone(optuna.trial.FixedTrial({"stages": 2, "filters": 16})) is None
+    assert params == {"stages": 2, "filters": 16}
