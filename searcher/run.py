@@ -61,10 +61,11 @@ def _run(args: argparse.Namespace) -> int:
 
     space = load_space(args.space, overrides_from(args))
     s = space.settings
-    client = tracking.connect(s.tracking_uri)
-    uri = client.tracking_uri
+    tracking.check_server(s.tracking_uri)
     print(f"[searcher] loading {s.dataset} from {s.resolved_data_dir()}", flush=True)
     data = load_search_data(s.dataset, s.resolved_data_dir(), s.image_size, s.val_fraction, s.seed)
+    client = tracking.connect(s.tracking_uri)
+    uri = client.tracking_uri
     summary = {"dataset": s.dataset, "data_dir": s.resolved_data_dir(), "classes": data.classes,
                "train": len(data.train), "val": len(data.val), "image_shape": data.image_shape}
     print(f"[searcher] {len(data.train)} training and {len(data.val)} validation images, "

@@ -5,6 +5,7 @@ the tracking server and a trial's history lives in exactly one place.
 """
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import shutil
@@ -46,8 +47,8 @@ def resolve_tracking_uri(uri: str | None) -> str:
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
 
 
-def connect(uri: str | None) -> MlflowClient:
-    """A client for the store at `uri`, checked to answer now, before any trial starts."""
+def check_server(uri: str | None) -> None:
+    """Fail at once, with one line, if `uri` names a tracking server that does not answer."""
     uri = resolve_tracking_uri(uri)
     if uri.startswith(("http://", "https://")):
         import requests
@@ -56,6 +57,14 @@ def connect(uri: str | None) -> MlflowClient:
         except Exception as exc:
             raise UserError(f"cannot reach the MLflow tracking server at {uri} ({type(exc).__name__}); "
                             f"start it or fix --tracking-uri / MLFLOW_TRACKING_URI") from None
+
+
+def connect(uri: str | None) -> MlflowClient:
+    """A client for the store at `uri`, checked to answer now, before any trial starts."""
+    uri = resolve_tracking_uri(uri)
+    check_server(uri)
+    for name in ("mlflow.store.db.utils", "alembic"):  # schema set-up chatter on a new store
+        logging.getLogger(name).setLevel(logging.WARNING)
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
     try:

@@ -1,0 +1,32 @@
+# Two commands do all set-up on a fresh machine with Python 3.11+:
+#   make demo   - a small search on CIFAR-10 (local Ray, local MLflow store in ./mlflow.db)
+#   make test   - the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Where CIFAR-10 lives (the folder holding cifar-10-batches-py/); downloaded there if missing.
+DATA_DIR ?= $(or $(SEARCHER_DATA_DIR),data)
+DEMO_ARGS ?= --num-samples 14 --epochs 6
+
+.PHONY: demo test ui promote clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) -m searcher.run spaces/cifar10.py --data-dir $(DATA_DIR) $(DEMO_ARGS)
+
+test: $(VENV)/.installed
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+ui: $(VENV)/.installed
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db
+
+promote: $(VENV)/.installed
+	$(PY) -m searcher.promote --data-dir $(DATA_DIR)
+
+clean:
+	rm -rf ray_results mlflow.db mlartifacts

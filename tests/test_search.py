@@ -1,0 +1,131 @@
+"""A real search end to end: a local Ray, a real MLflow store, tiny data in the CIFAR layout."""
+from __future__ import annotations
+
+import textwrap
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from searcher import promote as promote_mod
+from searcher.data import load_cifar10
+from searcher.run import main as run_main
+
+NUM_SAMPLES, EPOCHS = 7, 3
+
+TINY_SPACE = textwrap.dedent('''
+    SETTINGS = {"epochs": 3, "num_samples": 7, "grace_period": 1, "reduction_factor": 2,
+                "max_mmacs": 5, "seed": 0}
+
+    def space(trial):
+        stages = trial.suggest_int("stages", 1, 2)
+        for i in range(1, stages + 1):
+            trial.suggest_categorical(f"stage{i}.filters", [4, 8, 96])
+        trial.suggest_categorical("batch_norm", [True, False])
+        trial.suggest_float("lr", 1e-3, 0.3, log=True)
+        return {"batch_size": 32, "head": "flatten"}
+
+    BASELINES = {"tiny_tutorial": {"stages": 1, "stage1.filters": 8, "batch_norm": False,
+                                   "lr": 0.05}}
+''')
+
+BAD_SPACE = textwrap.dedent('''
+    SETTINGS = {"epochs": 1, "num_samples": 1, "seed": 0}
+
+    def space(trial):
+        trial.suggest_int("stages", 1, 1)
+        trial.suggest_float("lr", 1e-7, 1e-6, log=True)
+        return {"filters": 4, "optimizer": "sgd", "momentum": 0.0, "crop": 0, "flip": False}
+
+    BASELINES = {"frozen": {"stages": 1, "lr": 1e-7}}
+''')
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return tmp_path_factory.mktemp("store")
+
+
+@pytest.fixture(scope="module")
+def first_search(local_ray, tiny_cifar, store):
+    space = store / "tiny.py"
+    space.write_text(TINY_SPACE)
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    code = run_main([str(space), "--data-dir", str(tiny_cifar), "--tracking-uri", uri,
+                     "--storage-path", str(store / "ray")])
+    assert code == 0
+    return uri
+
+
+def runs_of(client: MlflowClient, role: str, experiment: str = "tiny"):
+    exp = client.get_experiment_by_name(experiment)
+    return client.search_runs([exp.experiment_id], f"tags.`searcher.role` = '{role}'",
+                              order_by=["attributes.start_time ASC"])
+
+
+def test_search_logs_a_parent_and_one_child_per_trial(first_search):
+    client = MlflowClient(first_search)
+    (parent,) = runs_of(client, "search")
+    assert parent.info.status == "FINISHED"
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"settings.json", "versions.json", "leaderboard.json", "space", "plots"} <= artifacts
+    plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert "plots/optimization_history.png" in plots
+    assert parent.data.params["epochs"] == str(EPOCHS)
+    assert parent.data.tags["mlflow.source.git.commit"]
+
+    children = runs_of(client, "trial")
+    assert len(children) == NUM_SAMPLES
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert children[0].data.tags.get("searcher.baseline") == "tiny_tutorial"  # baselines go first
+
+    outcomes = [c.data.tags["searcher.outcome"] for c in children]
+    assert set(outcomes) <= {"completed", "stopped early", "infeasible"}
+    assert "stopped early" in outcomes, outcomes  # ASHA stopped someone, and MLflow shows it
+    assert "completed" in outcomes
+    for child in children:
+        if child.data.tags["searcher.outcome"] == "infeasible":
+            assert "max_mmacs" in child.data.tags["searcher.outcome_detail"]
+            continue
+        history = client.get_metric_history(child.info.run_id, "val_acc")
+        epochs = int(child.data.metrics["epochs_run"])
+        assert sorted(m.step for m in history) == list(range(1, epochs + 1))  # no gaps, no repeats
+        if child.data.tags["searcher.outcome"] == "stopped early":
+            assert epochs < EPOCHS
+        assert child.data.metrics["best_val_acc"] == max(m.value for m in history)
+        files = {a.path for a in client.list_artifacts(child.info.run_id, "checkpoint")}
+        assert files == {"checkpoint/checkpoint.pt"}
+
+
+def test_promotion_sets_champion_and_a_worse_candidate_does_not_move_it(first_search, store,
+                                                                      tiny_cifar):
+    first = promote_mod.promote(first_search, experiment="tiny", data_dir=str(tiny_cifar))
+    assert first["moved"] and first["champion_before"] is None
+    client = MlflowClient(first_search)
+    assert client.get_model_version_by_alias("tiny", "champion").version == first["version"]
+
+    bad = store / "bad.py"
+    bad.write_text(BAD_SPACE)
+    assert run_main([str(bad), "--data-dir", str(tiny_cifar), "--tracking-uri", first_search,
+                     "--experiment", "tiny", "--storage-path", str(store / "ray")]) == 0
+    second = promote_mod.promote(first_search, experiment="tiny", data_dir=str(tiny_cifar))
+    assert second["test_acc"] < first["test_acc"]
+    assert not second["moved"] and second["champion_before"] == first["version"]
+    assert client.get_model_version_by_alias("tiny", "champion").version == first["version"]
+
+    # The champion, loaded the way a user would, predicts labels from raw uint8 images.
+    mlflow.set_tracking_uri(first_search)
+    model = mlflow.pytorch.load_model("models:/tiny@champion")
+    test, _ = load_cifar10(tiny_cifar, train=False, download=False)
+    labels = model(torch.from_numpy(test.x)).argmax(1).numpy()
+    assert labels.shape == (len(test),)
+    assert np.mean(labels == test.y) == pytest.approx(first["test_acc"], abs=1e-6)
+    one = model(torch.from_numpy(test.x[:1])).argmax(1)
+    assert one.item() == labels[0]
+
+    forced = promote_mod.promote(first_search, experiment="tiny", data_dir=str(tiny_cifar),
+                                 force=True)
+    assert forced["moved"]
+    assert client.get_model_version_by_alias("tiny", "champion").version == forced["version"]
