@@ -75,17 +75,38 @@ def random_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- training
 
+def fast_bf16(device: torch.device) -> bool:
+    """Whether bf16 autocast speeds training up here: on GPUs, and on CPUs with bf16 units.
+
+    Measured on a 2-core AVX512-BF16 EPYC: 3-4x the images/s of fp32 for small CNNs (1 thread,
+    channels_last); without the CPU instructions bf16 would be emulated and slower.
+    """
+    if device.type == "cuda":
+        return True
+    cpu = getattr(torch, "cpu", None)
+    return bool(device.type == "cpu" and cpu is not None and (
+        getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
+        or getattr(cpu, "_is_amx_tile_supported", lambda: False)()))
+
+
 class Trainer:
-    """Trains `model` on (train_x, train_y) and evaluates on (val_x, val_y), one epoch per call."""
+    """Trains `model` on (train_x, train_y) and evaluates on (val_x, val_y), one epoch per call.
+
+    Mixed precision (bf16 autocast, fp32 weights) and channels_last wherever they are fast:
+    on GPUs always, on CPUs with bf16 instructions (see `fast_bf16`); `bf16=False` turns it off.
+    """
 
     def __init__(self, model: nn.Module, cfg: TrainConfig, train: tuple[torch.Tensor, torch.Tensor],
                  val: tuple[torch.Tensor, torch.Tensor], mean: list[float], std: list[float],
-                 device: str | torch.device = "cpu", seed: int = 0):
+                 device: str | torch.device = "cpu", seed: int = 0, bf16: bool | None = None):
         self.cfg, self.device = cfg, torch.device(device)
         self.cuda = self.device.type == "cuda"
         if self.cuda:
             torch.backends.cudnn.benchmark = True
-        self.memory_format = torch.channels_last if self.cuda else torch.contiguous_format
+        self.bf16 = fast_bf16(self.device) if bf16 is None else bf16
+        # channels_last is faster for convs on GPUs and in oneDNN on CPUs (1.4-1.5x measured
+        # here in fp32 for the tutorial nets), so it goes with every device.
+        self.memory_format = torch.channels_last
         self.model = model.to(self.device, memory_format=self.memory_format)
         self.train_x, self.train_y = (t.to(self.device) for t in train)
         self.val_x, self.val_y = (t.to(self.device) for t in val)
@@ -124,7 +145,7 @@ class Trainer:
         return x.contiguous(memory_format=self.memory_format)
 
     def _autocast(self) -> torch.autocast:
-        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
     def train_epoch(self) -> dict[str, float]:
         """One pass over the training split; returns train_loss, epoch_time_s, images_per_s."""

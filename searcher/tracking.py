@@ -30,7 +30,8 @@ ROLE_TAG = "searcher.role"  # "search" on parent runs, "trial" on children, "pro
 OUTCOME_TAG = "searcher.outcome"
 BASELINE_TAG = "searcher.baseline"
 TRIAL_ID_TAG = "searcher.trial_id"
-EPOCH_METRICS = ("val_acc", "val_loss", "train_loss", "epoch_time_s", "images_per_s")
+EPOCH_METRICS = ("val_acc", "val_loss", "train_loss", "epoch_time_s", "eval_time_s",
+                 "images_per_s", "rss_mb", "uss_mb")
 PACKAGES = ("searcher", "torch", "torchvision", "ray", "optuna", "mlflow", "numpy")
 
 
@@ -143,6 +144,8 @@ class TrialRecord:
     outcome: str = "running"
     history: list[dict[str, float]] = field(default_factory=list)
     new_best: bool = False  # the latest epoch is the best so far, so its checkpoint is kept
+    started_at: float = field(default_factory=time.time)
+    finished_at: float | None = None
 
 
 class MLflowTrialLogger(tune.Callback):
@@ -213,7 +216,7 @@ class MLflowTrialLogger(tune.Callback):
         rec = self.records.get(trial.trial_id)
         if rec is None:
             return
-        rec.outcome = outcome
+        rec.outcome, rec.finished_at = outcome, time.time()
         tags = [RunTag(OUTCOME_TAG, outcome.split(":")[0]), RunTag("searcher.outcome_detail", outcome)]
         metrics = [Metric("epochs_run", rec.epochs, int(time.time() * 1000), 0)]
         if rec.best is not None:

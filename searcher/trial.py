@@ -8,9 +8,11 @@ from __future__ import annotations
 import logging
 import math
 import tempfile
+import time
 import warnings
 from typing import Any
 
+import psutil
 import torch
 from ray import tune
 
@@ -34,6 +36,12 @@ def _tensors(data: SearchData) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Te
         train = (torch.from_numpy(data.train.x), torch.from_numpy(data.train.y))
         val = (torch.from_numpy(data.val.x), torch.from_numpy(data.val.y))
     return train, val
+
+
+def _memory_mb() -> dict[str, float]:
+    """Resident and unique memory of this trial's process; the shared dataset is in RSS only."""
+    info = psutil.Process().memory_full_info()
+    return {"rss_mb": info.rss / 2**20, "uss_mb": info.uss / 2**20}
 
 
 def run_trial(config: dict[str, Any], data: SearchData, settings: Settings) -> None:
@@ -60,8 +68,10 @@ def run_trial(config: dict[str, Any], data: SearchData, settings: Settings) -> N
 
     while trainer.epoch < settings.epochs:
         metrics = trainer.train_epoch()
-        metrics.update(trainer.evaluate(), epoch=trainer.epoch, n_params=cost.params,
-                       mmacs=cost.macs / 1e6, infeasible=0)
+        start = time.perf_counter()
+        metrics.update(trainer.evaluate(), eval_time_s=time.perf_counter() - start,
+                       epoch=trainer.epoch, n_params=cost.params, mmacs=cost.macs / 1e6,
+                       infeasible=0, **_memory_mb())
         with tempfile.TemporaryDirectory() as directory:
             save_checkpoint(directory, arch=arch, train=train, metrics=metrics,
                             classes=data.classes, mean=data.mean, std=data.std,
