@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # Where CIFAR-10 lives (the folder holding cifar-10-batches-py/); downloaded there if missing.
 DATA_DIR ?= $(or $(SEARCHER_DATA_DIR),data)
-DEMO_ARGS ?= --num-samples 14 --epochs 6
+DEMO_ARGS ?=
 
 .PHONY: demo test ui promote clean
 

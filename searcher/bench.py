@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from searcher.engine import Trainer, TrainConfig
+from searcher.engine import Trainer, TrainConfig, fast_bf16
 from searcher.model import build_model, measure
 
 # ----------------------------------------------------------------------------- setup
@@ -108,12 +108,11 @@ def engine_epoch(arch: dict, x: torch.Tensor, y: torch.Tensor, batch: int, devic
 
 def plain_epoch(arch: dict, x: torch.Tensor, y: torch.Tensor, batch: int,
                 device: torch.device) -> Callable[[], int]:
-    """The shortest honest loop: index, normalise, forward, backward, step."""
+    """The shortest honest loop doing the same arithmetic as the engine (bf16 autocast and
+    channels_last where the engine uses them): index, normalise, forward, backward, step."""
     torch.manual_seed(0)
-    model = build_model(arch).to(device)
-    cuda = device.type == "cuda"
-    if cuda:
-        model = model.to(memory_format=torch.channels_last)
+    model = build_model(arch).to(device, memory_format=torch.channels_last)
+    bf16 = fast_bf16(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
     x, y = x.to(device), y.to(device)
     mean, std = 0.5 * 255, 0.25 * 255
@@ -124,10 +123,8 @@ def plain_epoch(arch: dict, x: torch.Tensor, y: torch.Tensor, batch: int,
         steps = len(x) // batch
         for i in range(steps):
             idx = order[i * batch:(i + 1) * batch]
-            xb = ((x[idx].float() - mean) / std)
-            if cuda:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+            xb = ((x[idx].float() - mean) / std).contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 loss = nn.functional.cross_entropy(model(xb), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -239,13 +236,25 @@ def bench_search(data_dir: Path, trials: int, epochs: int) -> dict[str, Any]:
         overhead.append((rec.finished_at or rec.started_at) - rec.started_at - busy)
         rss += [h["rss_mb"] for h in rec.history]
         uss += [h["uss_mb"] for h in rec.history]
+    baseline = _import_uss_mb()
     return {"trials": len(result.records), "epochs": epochs, "slots": slots,
             "wall_s": round(result.wall_time_s, 2), "train_s": round(sum(train_s), 2),
             "slot_utilisation": round(sum(train_s) / (result.wall_time_s * slots), 3),
             "trial_overhead_s": round(statistics.median(overhead), 3),
             "dataset_mb": round((data.train.x.nbytes + data.val.x.nbytes) / 2**20, 1),
             "driver_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "trial_peak_rss_mb": round(max(rss), 1), "trial_peak_uss_mb": round(max(uss), 1)}
+            "trial_peak_rss_mb": round(max(rss), 1), "trial_peak_uss_mb": round(max(uss), 1),
+            # what a bare process holds after importing what a trial imports (torch, ray, ...)
+            "import_uss_mb": round(baseline, 1),
+            "trial_extra_uss_mb": round(max(uss) - baseline, 1)}
+
+
+def _import_uss_mb() -> float:
+    import subprocess
+    code = ("import psutil, torch, ray, searcher.trial; "
+            "print(psutil.Process().memory_full_info().uss / 2**20)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
 
 
 _BENCH_SPACE = '''
@@ -282,7 +291,8 @@ def table(result: dict[str, Any]) -> str:
     if search:
         for name in ("slot_utilisation", "trial_overhead_s"):
             lines.append(f"{name:<42} {search[name]:>10.3f}  {_verdict(name, search[name])}")
-        for name in ("driver_peak_rss_mb", "trial_peak_rss_mb", "trial_peak_uss_mb", "dataset_mb"):
+        for name in ("driver_peak_rss_mb", "trial_peak_rss_mb", "trial_peak_uss_mb", "import_uss_mb",
+                     "trial_extra_uss_mb", "dataset_mb"):
             lines.append(f"{name:<42} {search[name]:>10.1f}")
     return "\n".join(lines)
 
@@ -296,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--trials", type=int, default=12, help="trials in the search benchmark")
     p.add_argument("--epochs", type=int, default=2, help="epochs per trial in the search benchmark")
-    p.add_argument("--search-images", type=int, default=1000,
+    p.add_argument("--search-images", type=int, default=10_000,
                    help="images per CIFAR batch file for the search benchmark's generated data")
     p.add_argument("--no-search", action="store_true", help="engine figures only (no Ray)")
     p.add_argument("--json", help="also write the figures to this JSON file")

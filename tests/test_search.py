@@ -129,3 +129,33 @@ def test_promotion_sets_champion_and_a_worse_candidate_does_not_move_it(first_se
                                  force=True)
     assert forced["moved"]
     assert client.get_model_version_by_alias("tiny", "champion").version == forced["version"]
+
+
+FAILING_SPACE = textwrap.dedent('''
+    SETTINGS = {"epochs": 2, "num_samples": 2, "seed": 0}
+
+    def space(trial):
+        trial.suggest_int("stages", 1, 1)
+        trial.suggest_float("lr", 1e-3, 1e12, log=True)
+        return {"filters": 4, "optimizer": "sgd", "batch_size": 32}
+
+    BASELINES = {"explodes": {"stages": 1, "lr": 1e12}, "fine": {"stages": 1, "lr": 0.01}}
+''')
+
+
+def test_a_trial_that_raises_is_recorded_failed_and_the_search_goes_on(local_ray, tiny_cifar,
+                                                                       tmp_path):
+    space = tmp_path / "failing.py"
+    space.write_text(FAILING_SPACE)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert run_main([str(space), "--data-dir", str(tiny_cifar), "--tracking-uri", uri,
+                     "--storage-path", str(tmp_path / "ray")]) == 0
+    client = MlflowClient(uri)
+    (parent,) = runs_of(client, "search", "failing")
+    assert parent.info.status == "FINISHED"
+    runs = {r.data.tags["searcher.baseline"]: r for r in runs_of(client, "trial", "failing")}
+    failed, fine = runs["explodes"], runs["fine"]
+    assert failed.info.status == "FAILED" and failed.data.tags["searcher.outcome"] == "failed"
+    assert "TrainingDiverged" in failed.data.tags["searcher.outcome_detail"]
+    assert "loss became" in failed.data.tags["searcher.outcome_detail"]
+    assert fine.data.tags["searcher.outcome"] == "completed" and fine.info.status == "FINISHED"
