@@ -229,30 +229,32 @@ def bench_search(data_dir: Path, trials: int, epochs: int) -> dict[str, Any]:
         result = run_search(space, data, client.tracking_uri, parent)
         slots = int(ray.cluster_resources().get("CPU", 1) // space.settings.cpus_per_trial)
         ray.shutdown()
-    train_s, overhead, rss, uss = [], [], [], []
+    train_s, overhead, rss, private = [], [], [], []
     for rec in result.records:
         busy = sum(h["epoch_time_s"] + h["eval_time_s"] for h in rec.history)
         train_s.append(busy)
         overhead.append((rec.finished_at or rec.started_at) - rec.started_at - busy)
         rss += [h["rss_mb"] for h in rec.history]
-        uss += [h["uss_mb"] for h in rec.history]
-    baseline = _import_uss_mb()
+        private += [h["private_mb"] for h in rec.history]
+    baseline = _import_private_mb()
     return {"trials": len(result.records), "epochs": epochs, "slots": slots,
             "wall_s": round(result.wall_time_s, 2), "train_s": round(sum(train_s), 2),
             "slot_utilisation": round(sum(train_s) / (result.wall_time_s * slots), 3),
             "trial_overhead_s": round(statistics.median(overhead), 3),
             "dataset_mb": round((data.train.x.nbytes + data.val.x.nbytes) / 2**20, 1),
             "driver_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "trial_peak_rss_mb": round(max(rss), 1), "trial_peak_uss_mb": round(max(uss), 1),
-            # what a bare process holds after importing what a trial imports (torch, ray, ...)
-            "import_uss_mb": round(baseline, 1),
-            "trial_extra_uss_mb": round(max(uss) - baseline, 1)}
+            "trial_peak_rss_mb": round(max(rss), 1),
+            "trial_peak_private_mb": round(max(private), 1),
+            # private memory of a bare process after importing what a trial imports
+            "import_private_mb": round(baseline, 1),
+            "trial_extra_private_mb": round(max(private) - baseline, 1),
+            "dataset_shared": all(h.get("dataset_shared", 0) for h in
+                                  (r.history[-1] for r in result.records if r.history))}
 
 
-def _import_uss_mb() -> float:
+def _import_private_mb() -> float:
     import subprocess
-    code = ("import psutil, torch, ray, searcher.trial; "
-            "print(psutil.Process().memory_full_info().uss / 2**20)")
+    code = ("import torch, ray, searcher.trial as t; print(t._memory_mb()['private_mb'])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
@@ -291,9 +293,10 @@ def table(result: dict[str, Any]) -> str:
     if search:
         for name in ("slot_utilisation", "trial_overhead_s"):
             lines.append(f"{name:<42} {search[name]:>10.3f}  {_verdict(name, search[name])}")
-        for name in ("driver_peak_rss_mb", "trial_peak_rss_mb", "trial_peak_uss_mb", "import_uss_mb",
-                     "trial_extra_uss_mb", "dataset_mb"):
+        for name in ("driver_peak_rss_mb", "trial_peak_rss_mb", "trial_peak_private_mb",
+                     "import_private_mb", "trial_extra_private_mb", "dataset_mb"):
             lines.append(f"{name:<42} {search[name]:>10.1f}")
+        lines.append(f"{'dataset in shared memory (not copied)':<42} {str(search['dataset_shared']):>10}")
     return "\n".join(lines)
 
 

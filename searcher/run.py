@@ -36,6 +36,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         epilog="Example: python -m searcher.run spaces/cifar10.py --data-dir ../shared/data "
                "--num-samples 12 --epochs 4")
     parser.add_argument("space", help="search-space file, e.g. spaces/cifar10.py")
+    parser.add_argument("--resume", nargs="?", const="", metavar="EXPERIMENT_DIR",
+                        help="continue an interrupted search (default: this space's latest "
+                             "unfinished one): finished trials, Optuna's history and the MLflow "
+                             "parent run are kept")
     for name, (kind, text) in OVERRIDES.items():
         parser.add_argument("--" + name.replace("_", "-"), type=kind, help=text)
     return parser.parse_args(argv)
@@ -59,7 +63,16 @@ def _run(args: argparse.Namespace) -> int:
     from searcher.space import load_space
     from searcher import tracking
 
+    from searcher.search import find_resumable, read_search_file
+
     space = load_space(args.space, overrides_from(args))
+    resume, parent = None, None
+    if args.resume is not None:
+        resume = find_resumable(space, args.resume or None)
+        saved = read_search_file(resume)
+        space = load_space(args.space, {**saved["settings"], **overrides_from(args)})
+        parent = saved["parent_run_id"]
+        print(f"[searcher] resuming {resume} (MLflow run {parent})", flush=True)
     s = space.settings
     tracking.check_server(s.tracking_uri)
     print(f"[searcher] loading {s.dataset} from {s.resolved_data_dir()}", flush=True)
@@ -70,10 +83,13 @@ def _run(args: argparse.Namespace) -> int:
                "train": len(data.train), "val": len(data.val), "image_shape": data.image_shape}
     print(f"[searcher] {len(data.train)} training and {len(data.val)} validation images, "
           f"{len(data.classes)} classes", flush=True)
-    parent = tracking.start_search_run(client, space, summary)
+    if parent is None:
+        parent = tracking.start_search_run(client, space, summary)
+    else:
+        client.update_run(parent, "RUNNING")
     status = "FAILED"
     try:
-        result = run_search(space, data, uri, parent)
+        result = run_search(space, data, uri, parent, resume)
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
@@ -86,14 +102,13 @@ def _run(args: argparse.Namespace) -> int:
     tracking.finish_search_run(client, parent, rows, text, result.study, s.metric, result.wall_time_s)
 
     print(f"\nSearch finished: {len(rows)} trials in {result.wall_time_s / 60:.1f} min "
-          f"({result.errors} failed). Leaderboard ({s.metric}, * = tutorial baseline):\n")
+          f"({result.errors} failed). Leaderboard ({s.metric}, * = hand-made baseline):\n")
     print(text)
-    data_opt = f" --data-dir {s.resolved_data_dir()}"
-    print(f"\nMLflow run:  experiment '{space.name}', run {parent}"
-          f"\nBrowse:      mlflow ui --backend-store-uri {uri}   (then open http://127.0.0.1:5000)"
-          if uri.startswith("sqlite:") else f"\nMLflow run:  {uri} experiment '{space.name}', run {parent}")
-    print(f"Promote:     python -m searcher.promote --experiment {space.name} "
-          f"--tracking-uri {uri}{data_opt}")
+    browse = (f"mlflow ui --backend-store-uri {uri}   (then open http://127.0.0.1:5000)"
+              if uri.startswith("sqlite:") else f"open {uri}")
+    print(f"\nMLflow:   experiment '{space.name}', run {parent}\nBrowse:   {browse}\n"
+          f"Promote:  python -m searcher.promote --experiment {space.name} --tracking-uri {uri} "
+          f"--data-dir {s.resolved_data_dir()}")
     return 0
 
 

@@ -1,9 +1,11 @@
 """Ray Tune and Optuna: run a space's trials with a seeded TPE sampler and the ASHA scheduler."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
+import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,11 +18,13 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from searcher.data import SearchData
+from searcher.errors import UserError
 from searcher.space import Space
-from searcher.tracking import MLflowTrialLogger
+from searcher.tracking import MLflowTrialLogger, active_logger
 from searcher.trial import make_trainable
 
 DEFAULT_GPU_SHARE = 0.25  # small CNNs leave most of a card idle; four share one
+MAX_FAILURES = 3  # restarts of a trial whose node or worker died (spot instances)
 
 
 @dataclass
@@ -40,8 +44,12 @@ def init_ray(address: str | None) -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
-    ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True,
-             include_dashboard=False if not address else None)
+    try:
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True,
+                 include_dashboard=False if not address else None)
+    except ConnectionError as exc:
+        raise UserError(f"cannot reach the Ray cluster at {address} ({exc}); start it with "
+                        f"`ray up cluster.yaml` or fix --address / RAY_ADDRESS") from None
 
 
 def gpus_per_trial(requested: float | None) -> float:
@@ -50,8 +58,19 @@ def gpus_per_trial(requested: float | None) -> float:
     return DEFAULT_GPU_SHARE if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
 
 
-def make_study(space: Space) -> tuple[optuna.Study, optuna.storages.BaseStorage, str]:
-    """A study we own, with the space's baselines queued as its first trials.
+def _journal(folder: Path) -> optuna.storages.JournalStorage:
+    from optuna.storages.journal import JournalFileBackend
+    return optuna.storages.JournalStorage(JournalFileBackend(str(folder / STUDY_FILE)))
+
+
+def load_study(folder: Path) -> optuna.Study:
+    """The search's Optuna study, with every trial told so far (also after a resume)."""
+    return optuna.load_study(study_name=folder.name, storage=_journal(folder))
+
+
+def make_study(space: Space, folder: Path) -> tuple[optuna.Study, optuna.storages.BaseStorage]:
+    """A study we own, kept in a journal file in the experiment folder, with the space's
+    baselines queued as its first trials.
 
     OptunaSearch ignores `points_to_evaluate` with a define-by-run space in some Ray releases;
     queueing the points in the study it loads works in all of them.
@@ -62,19 +81,78 @@ def make_study(space: Space) -> tuple[optuna.Study, optuna.storages.BaseStorage,
         sampler = optuna.samplers.TPESampler(seed=s.seed, multivariate=True, group=True,
                                              constant_liar=True,
                                              n_startup_trials=len(space.baselines) + 6)
-    storage = optuna.storages.InMemoryStorage()
-    name = f"{space.name}-{int(time.time())}"
-    study = optuna.create_study(storage=storage, study_name=name, sampler=sampler,
+    storage = _journal(folder)
+    study = optuna.create_study(storage=storage, study_name=folder.name, sampler=sampler,
                                 direction="maximize" if s.mode == "max" else "minimize")
     for params in space.baselines.values():
         study.enqueue_trial(params)
-    return study, storage, name
+    return study, storage
 
 
-def run_search(space: Space, data: SearchData, tracking_uri: str, parent_run_id: str) -> SearchResult:
+SEARCH_FILE = "searcher_search.json"  # beside Tune's state: what `--resume` needs to go on
+STUDY_FILE = "optuna_journal.log"  # the Optuna study, every ask and tell
+
+
+def storage_root(space: Space) -> str:
+    """Where Tune keeps trials and checkpoints: a local folder, NFS, or a URI such as s3://."""
+    return (space.settings.storage_path or os.environ.get("SEARCHER_STORAGE_PATH")
+            or str(Path.cwd() / "ray_results"))
+
+
+def state_root(space: Space) -> Path:
+    """Where the driver keeps the Optuna journal and the search file: beside Tune's state when
+    that is a file system, else in ./searcher_state (the journal needs a real file)."""
+    root = storage_root(space)
+    return Path.cwd() / "searcher_state" if "://" in root else Path(root)
+
+
+def find_resumable(space: Space, path: str | None) -> Path:
+    """The search folder to resume: `path`, else this space's latest unfinished search."""
+    if path:
+        folder = Path(path)
+        if not (folder / SEARCH_FILE).is_file():
+            raise UserError(f"{folder} is not a searcher experiment folder (no {SEARCH_FILE})")
+        return folder
+    candidates = sorted(state_root(space).glob(f"{space.name}-*/{SEARCH_FILE}"),
+                        key=lambda p: p.stat().st_mtime, reverse=True)
+    for marker in candidates:
+        if not json.loads(marker.read_text()).get("finished"):
+            return marker.parent
+    raise UserError(f"no unfinished search of {space.name} under {state_root(space)}; "
+                    f"pass the experiment folder to --resume")
+
+
+def read_search_file(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / SEARCH_FILE).read_text())
+
+
+def mark_finished(folder: Path) -> None:
+    state = read_search_file(folder)
+    (folder / SEARCH_FILE).write_text(json.dumps({**state, "finished": True}, indent=2))
+
+
+def run_search(space: Space, data: SearchData, tracking_uri: str, parent_run_id: str,
+               resume: Path | None = None) -> SearchResult:
+    """Run (or, with `resume`, continue) the search; trials are logged under `parent_run_id`."""
     s = space.settings
     init_ray(s.address)
-    study, storage, study_name = make_study(space)
+    trainable = make_trainable(data, s, gpus_per_trial(s.gpus_per_trial))
+    if resume is not None:
+        # Tune restores its trials, the scheduler and the Optuna study (with its history) from
+        # the experiment's own checkpoint; unfinished trials go on from their last checkpoint.
+        tuner = tune.Tuner.restore(read_search_file(resume)["tune_path"], trainable,
+                                   resume_unfinished=True, resume_errored=False,
+                                   restart_errored=False)
+        return _fit(tuner, resume)
+    study_name = f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
+    storage_path = storage_root(space)
+    folder = state_root(space) / study_name
+    folder.mkdir(parents=True, exist_ok=False)
+    (folder / SEARCH_FILE).write_text(json.dumps(
+        {"parent_run_id": parent_run_id, "tracking_uri": tracking_uri,
+         "tune_path": f"{storage_path.rstrip('/')}/{study_name}", "space_file": str(space.path),
+         "settings": s.to_dict()}, indent=2))
+    study, storage = make_study(space, folder)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         searcher = OptunaSearch(space=space.fn, metric=s.metric, mode=s.mode,
@@ -82,9 +160,8 @@ def run_search(space: Space, data: SearchData, tracking_uri: str, parent_run_id:
     scheduler = ASHAScheduler(time_attr="training_iteration", max_t=s.epochs,
                               grace_period=s.grace_period, reduction_factor=s.reduction_factor)
     logger = MLflowTrialLogger(tracking_uri, parent_run_id, space)
-    storage_path = s.storage_path or str(Path.cwd() / "ray_results")
     tuner = tune.Tuner(
-        make_trainable(data, s, gpus_per_trial(s.gpus_per_trial)),
+        trainable,
         tune_config=tune.TuneConfig(
             metric=s.metric, mode=s.mode, search_alg=searcher, scheduler=scheduler,
             num_samples=s.num_samples, time_budget_s=s.time_budget_s,
@@ -96,11 +173,19 @@ def run_search(space: Space, data: SearchData, tracking_uri: str, parent_run_id:
             name=study_name, storage_path=storage_path, callbacks=[logger], verbose=0,
             checkpoint_config=tune.CheckpointConfig(
                 num_to_keep=1, checkpoint_score_attribute=s.metric, checkpoint_score_order=s.mode),
-            failure_config=tune.FailureConfig(max_failures=0)),
+            # Errors of a trial's own making end inside the trial (see trial.CONFIG_ERRORS); what
+            # reaches Tune is a lost node or worker, worth retrying from the last checkpoint.
+            failure_config=tune.FailureConfig(max_failures=MAX_FAILURES)),
     )
+    return _fit(tuner, folder)
+
+
+def _fit(tuner: tune.Tuner, folder: Path) -> SearchResult:
     start = time.perf_counter()
     results = tuner.fit()
     wall = time.perf_counter() - start
     errors = sum(1 for r in results if r.error is not None)
-    return SearchResult(list(logger.records.values()), study, wall,
-                        str(Path(storage_path) / study_name), errors)
+    logger = active_logger()
+    mark_finished(folder)
+    return SearchResult(list(logger.records.values()) if logger else [], load_study(folder),
+                        wall, str(folder), errors)

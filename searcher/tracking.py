@@ -5,12 +5,11 @@ the tracking server and a trial's history lives in exactly one place.
 """
 from __future__ import annotations
 
+import ast
 import logging
 import os
 import platform
-import shutil
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -30,8 +29,9 @@ ROLE_TAG = "searcher.role"  # "search" on parent runs, "trial" on children, "pro
 OUTCOME_TAG = "searcher.outcome"
 BASELINE_TAG = "searcher.baseline"
 TRIAL_ID_TAG = "searcher.trial_id"
+NODES_TAG = "searcher.nodes"
 EPOCH_METRICS = ("val_acc", "val_loss", "train_loss", "epoch_time_s", "eval_time_s",
-                 "images_per_s", "rss_mb", "uss_mb")
+                 "images_per_s", "rss_mb", "private_mb", "dataset_shared")
 PACKAGES = ("searcher", "torch", "torchvision", "ray", "optuna", "mlflow", "numpy")
 
 
@@ -144,8 +144,10 @@ class TrialRecord:
     outcome: str = "running"
     history: list[dict[str, float]] = field(default_factory=list)
     new_best: bool = False  # the latest epoch is the best so far, so its checkpoint is kept
+    logged: set[int] = field(default_factory=set)  # epochs already in MLflow
     started_at: float = field(default_factory=time.time)
     finished_at: float | None = None
+    nodes: list[str] = field(default_factory=list)  # Ray node ids the trial trained on
 
 
 class MLflowTrialLogger(tune.Callback):
@@ -155,11 +157,18 @@ class MLflowTrialLogger(tune.Callback):
         self.tracking_uri, self.parent_run_id, self.space = tracking_uri, parent_run_id, space
         self.metric, self.mode = space.settings.metric, space.settings.mode
         self.records: dict[str, TrialRecord] = {}
-        self._staging = Path(tempfile.mkdtemp(prefix="searcher-best-"))
         self._client: MlflowClient | None = None
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks; a client does not pickle
-        return {**self.__dict__, "_client": None}
+        return {**self.__dict__, "_client": None, "records": {}}
+
+    def setup(self, **info) -> None:
+        """Called by Tune when a search starts or resumes: pick up the runs already logged."""
+        global _ACTIVE
+        _ACTIVE = self
+        if not self.records:
+            self.records = _records_from_mlflow(self.client, self.parent_run_id, self.metric,
+                                                self.mode)
 
     @property
     def client(self) -> MlflowClient:
@@ -188,10 +197,18 @@ class MLflowTrialLogger(tune.Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         rec = self.records[trial.trial_id]
-        if result.get("infeasible"):
-            rec.outcome = f"infeasible: {result.get('reason', '')}"
+        if result.get("node") and result["node"] not in rec.nodes:
+            rec.nodes.append(result["node"])
+            self.client.set_tag(rec.run_id, NODES_TAG, ",".join(rec.nodes))
+        if result.get("infeasible") or result.get("failed"):
+            kind = "infeasible" if result.get("infeasible") else "failed"
+            rec.outcome = f"{kind}: {result.get('reason', '')}"
             return
         epoch = int(result["epoch"])
+        if epoch in rec.logged:  # replayed after a resume from an older checkpoint
+            rec.new_best = False
+            return
+        rec.logged.add(epoch)
         rec.epochs, rec.n_params, rec.mmacs = epoch, int(result["n_params"]), float(result["mmacs"])
         now = int(time.time() * 1000)
         metrics = [Metric(k, float(result[k]), now, epoch) for k in EPOCH_METRICS if k in result]
@@ -206,15 +223,16 @@ class MLflowTrialLogger(tune.Callback):
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info) -> None:
         # Tune reports the result before saving its checkpoint, so the flag is this epoch's.
+        # The best checkpoint goes to MLflow at once: it survives the driver, a node and Tune's
+        # own clean-up of old checkpoints.
         rec = self.records[trial.trial_id]
         if rec.new_best:
-            target = self._staging / trial.trial_id
-            shutil.rmtree(target, ignore_errors=True)
-            checkpoint.to_directory(str(target))
+            with checkpoint.as_directory() as directory:
+                self.client.log_artifacts(rec.run_id, directory, "checkpoint")
 
     def _finish(self, trial, outcome: str, status: str) -> None:
         rec = self.records.get(trial.trial_id)
-        if rec is None:
+        if rec is None or rec.finished_at is not None:  # a resume can replay a trial's end
             return
         rec.outcome, rec.finished_at = outcome, time.time()
         tags = [RunTag(OUTCOME_TAG, outcome.split(":")[0]), RunTag("searcher.outcome_detail", outcome)]
@@ -225,10 +243,6 @@ class MLflowTrialLogger(tune.Callback):
         if rec.n_params is not None:
             metrics.append(Metric("n_params", rec.n_params, int(time.time() * 1000), 0))
         self.client.log_batch(rec.run_id, metrics=metrics, tags=tags)
-        staged = self._staging / trial.trial_id
-        if staged.is_dir():
-            self.client.log_artifacts(rec.run_id, str(staged), "checkpoint")
-            shutil.rmtree(staged, ignore_errors=True)
         self.client.set_terminated(rec.run_id, status)
         print(_progress_line(rec, self.metric, len(self.records)), flush=True)
 
@@ -238,15 +252,79 @@ class MLflowTrialLogger(tune.Callback):
             return
         if rec.outcome.startswith("infeasible"):
             self._finish(trial, rec.outcome, "FINISHED")
+        elif rec.outcome.startswith("failed"):
+            self._finish(trial, rec.outcome, "FAILED")
         elif rec.epochs < self.space.settings.epochs:
             self._finish(trial, f"stopped early: at epoch {rec.epochs}", "FINISHED")
         else:
             self._finish(trial, "completed", "FINISHED")
 
+    def on_experiment_end(self, trials, **info) -> None:
+        # Trials still running when the time budget ran out get no completion call of their own.
+        by_id = {t.trial_id: t for t in trials}
+        for rec in self.records.values():
+            if rec.finished_at is None and rec.trial_id in by_id:
+                self._finish(by_id[rec.trial_id],
+                             f"stopped early: by the time budget at epoch {rec.epochs}", "FINISHED")
+
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         error = trial.get_error()
         reason = str(error).strip().splitlines()[-1] if error else "unknown error"
         self._finish(trial, f"failed: {reason[:400]}", "FAILED")
+
+
+_ACTIVE: MLflowTrialLogger | None = None
+
+
+def active_logger() -> MLflowTrialLogger | None:
+    """The logger of the search running (or last run) in this process.
+
+    On a resume Tune restores its own pickled copy of the callback, so the driver finds the
+    records here rather than on the object it created.
+    """
+    return _ACTIVE
+
+
+def _param(value: str) -> Any:
+    try:
+        return ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return value
+
+
+def _records_from_mlflow(client: MlflowClient, parent_run_id: str, metric: str,
+                         mode: str) -> dict[str, TrialRecord]:
+    """The trials a search has logged so far, as records, so a resumed search goes on with them."""
+    parent = client.get_run(parent_run_id)
+    runs = client.search_runs([parent.info.experiment_id],
+                              f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}' and "
+                              f"tags.`{ROLE_TAG}` = 'trial'", order_by=["attributes.start_time ASC"])
+    records = {}
+    for run in runs:
+        tags = run.data.tags
+        rec = TrialRecord(tags[TRIAL_ID_TAG], run.info.run_id,
+                          {k: _param(v) for k, v in run.data.params.items()}, tags.get(BASELINE_TAG),
+                          started_at=run.info.start_time / 1000)
+        by_step: dict[int, dict[str, float]] = {}
+        for key in EPOCH_METRICS:
+            for m in client.get_metric_history(run.info.run_id, key):
+                by_step.setdefault(m.step, {})[key] = m.value
+        rec.history = [by_step[step] for step in sorted(by_step)]
+        rec.logged = set(by_step)
+        rec.epochs = max(by_step, default=0)
+        for step in sorted(by_step):
+            value = by_step[step].get(metric)
+            if value is not None and (rec.best is None or (value > rec.best if mode == "max"
+                                                           else value < rec.best)):
+                rec.best, rec.best_epoch = value, step
+        rec.n_params = int(run.data.metrics["n_params"]) if "n_params" in run.data.metrics else None
+        rec.nodes = [n for n in tags.get(NODES_TAG, "").split(",") if n]
+        outcome = tags.get("searcher.outcome_detail", tags.get(OUTCOME_TAG, "running"))
+        rec.outcome = outcome
+        if run.info.end_time:
+            rec.finished_at = run.info.end_time / 1000
+        records[rec.trial_id] = rec
+    return records
 
 
 def _progress_line(rec: TrialRecord, metric: str, started: int) -> str:

@@ -13,13 +13,14 @@ import warnings
 from typing import Any
 
 import psutil
+import ray
 import torch
 from ray import tune
 
 from searcher.checkpoint import load_checkpoint, save_checkpoint
-from searcher.config import split_params
+from searcher.config import ConfigError, split_params
 from searcher.data import SearchData
-from searcher.engine import TrainConfig, Trainer
+from searcher.engine import TrainConfig, Trainer, TrainingDiverged
 from searcher.model import InfeasibleArchitecture, build_model, feasible_cost
 from searcher.settings import Settings
 
@@ -39,24 +40,59 @@ def _tensors(data: SearchData) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Te
 
 
 def _memory_mb() -> dict[str, float]:
-    """Resident and unique memory of this trial's process; the shared dataset is in RSS only."""
-    info = psutil.Process().memory_full_info()
-    return {"rss_mb": info.rss / 2**20, "uss_mb": info.uss / 2**20}
+    """Resident memory, and the part of it private to this process and not backed by a file or
+    shared memory: what a trial really adds. The shared dataset counts in RSS only."""
+    private_kb, anonymous = 0, False
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            key = line.split(maxsplit=1)[0]
+            if "-" in key and not key.endswith(":"):  # a mapping's header: address range first
+                fields = line.split()
+                anonymous = len(fields) < 6 or fields[5].startswith("[")
+            elif anonymous and key in ("Private_Clean:", "Private_Dirty:"):
+                private_kb += int(line.split()[1])
+    return {"rss_mb": psutil.Process().memory_info().rss / 2**20, "private_mb": private_kb / 1024}
+
+
+def _in_shared_memory(array: Any) -> bool:
+    """Whether `array` lies in a shared mapping (Ray's object store), i.e. was not copied."""
+    address = array.__array_interface__["data"][0]
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split()
+            start, end = (int(v, 16) for v in fields[0].split("-"))
+            if start <= address < end:
+                return fields[1].endswith("s")
+    return False
+
+
+# Errors that belong to the trial's configuration: retrying them elsewhere gives the same result,
+# so the trial ends as failed (at chance level, which tells Optuna the region is bad) and only
+# infrastructure errors (a lost node, a killed worker) reach Tune, which retries those.
+CONFIG_ERRORS = (TrainingDiverged, torch.OutOfMemoryError, ConfigError)
 
 
 def run_trial(config: dict[str, Any], data: SearchData, settings: Settings) -> None:
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint saved" per epoch
     torch.set_num_threads(max(1, int(settings.cpus_per_trial)))
+    ended = {**chance_metrics(len(data.classes)), "epoch": 0, "node": _node()}
+    try:
+        _train(config, data, settings)
+    except InfeasibleArchitecture as exc:
+        tune.report({**ended, "infeasible": 1, "reason": str(exc)})
+    except CONFIG_ERRORS as exc:
+        tune.report({**ended, "failed": 1, "reason": f"{type(exc).__name__}: {exc}"})
+
+
+def _node() -> str:
+    return ray.get_runtime_context().get_node_id()
+
+
+def _train(config: dict[str, Any], data: SearchData, settings: Settings) -> None:
     channels, size = data.image_shape[0], data.image_shape[1]
     arch, train = split_params(config, num_classes=len(data.classes), in_channels=channels,
                                image_size=size, epochs=settings.epochs)
-    try:
-        cost = feasible_cost(arch, settings.max_params, settings.max_mmacs)
-    except InfeasibleArchitecture as exc:
-        tune.report({**chance_metrics(len(data.classes)), "epoch": 0, "infeasible": 1,
-                     "reason": str(exc)})
-        return
-
+    cost = feasible_cost(arch, settings.max_params, settings.max_mmacs)
     torch.manual_seed(settings.seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"  # Ray hides GPUs a trial did not ask for
     trainer = Trainer(build_model(arch), TrainConfig.from_dict(train), *_tensors(data), data.mean,
@@ -66,12 +102,13 @@ def run_trial(config: dict[str, Any], data: SearchData, settings: Settings) -> N
         with resumed.as_directory() as directory:
             trainer.load_state_dict(load_checkpoint(directory, device)["trainer"])
 
+    shared = _in_shared_memory(data.train.x)
     while trainer.epoch < settings.epochs:
         metrics = trainer.train_epoch()
         start = time.perf_counter()
         metrics.update(trainer.evaluate(), eval_time_s=time.perf_counter() - start,
                        epoch=trainer.epoch, n_params=cost.params, mmacs=cost.macs / 1e6,
-                       infeasible=0, **_memory_mb())
+                       node=_node(), dataset_shared=int(shared), **_memory_mb())
         with tempfile.TemporaryDirectory() as directory:
             save_checkpoint(directory, arch=arch, train=train, metrics=metrics,
                             classes=data.classes, mean=data.mean, std=data.std,

@@ -1,0 +1,109 @@
+"""Faults, for real: the driver is SIGKILLed mid-search and `--resume` finishes the same search."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import write_cifar
+
+NUM_SAMPLES, EPOCHS = 6, 3
+
+SPACE = textwrap.dedent('''
+    SETTINGS = {"epochs": 3, "num_samples": 6, "grace_period": 3, "seed": 0}
+
+    def space(trial):
+        trial.suggest_int("stages", 1, 2)
+        trial.suggest_categorical("filters", [8, 16])
+        trial.suggest_float("lr", 0.01, 0.1, log=True)
+        return {"batch_size": 64, "batch_norm": True}
+
+    BASELINES = {"first": {"stages": 1, "filters": 8, "lr": 0.05}}
+''')
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def ray_head(tmp_path):
+    """A Ray head of its own (as on a cluster), so killing a driver leaves it running."""
+    temp = Path("/tmp") / f"rayf{os.getpid()}"  # Ray's socket paths must stay short
+    port = free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    subprocess.run([str(Path(sys.executable).parent / "ray"), "start", "--head",
+                    f"--port={port}", "--num-cpus=2", f"--temp-dir={temp}",
+                    "--include-dashboard=false", "--disable-usage-stats"],
+                   check=True, capture_output=True, env=env, timeout=120)
+    yield f"127.0.0.1:{port}"
+    for proc in psutil.process_iter(["cmdline"]):  # stop exactly this head's processes
+        if any(str(temp) in part for part in (proc.info["cmdline"] or [])):
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
+
+
+def finished_children(client: MlflowClient) -> list:
+    exp = client.get_experiment_by_name("resumable")
+    if exp is None:
+        return []
+    runs = client.search_runs([exp.experiment_id], "tags.`searcher.role` = 'trial'")
+    return [r for r in runs if r.info.status == "FINISHED"]
+
+
+def test_killed_driver_resumes_the_same_search(ray_head, tmp_path):
+    data = write_cifar(tmp_path / "data", per_batch=1200)
+    space = tmp_path / "resumable.py"
+    space.write_text(SPACE)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = [sys.executable, "-m", "searcher.run", str(space), "--data-dir", str(data),
+            "--tracking-uri", uri, "--storage-path", str(tmp_path / "ray"), "--address", ray_head]
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    driver = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    client = MlflowClient(uri)
+    deadline = time.time() + 240
+    while len(finished_children(client)) < 2 and time.time() < deadline and driver.poll() is None:
+        time.sleep(0.5)
+    assert driver.poll() is None, "the search ended before it could be killed"
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    done_before = {r.data.tags["searcher.trial_id"] for r in finished_children(client)}
+    assert 2 <= len(done_before) < NUM_SAMPLES
+
+    resumed = subprocess.run(args + ["--resume"], cwd=tmp_path, env=env, capture_output=True,
+                             text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming" in resumed.stdout
+
+    exp = client.get_experiment_by_name("resumable")
+    parents = client.search_runs([exp.experiment_id], "tags.`searcher.role` = 'search'")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"  # the same parent went on
+    children = client.search_runs([exp.experiment_id], "tags.`searcher.role` = 'trial'")
+    trial_ids = [c.data.tags["searcher.trial_id"] for c in children]
+    assert len(children) == NUM_SAMPLES == len(set(trial_ids))  # the budget, no duplicate runs
+    assert done_before <= set(trial_ids)  # finished trials kept
+    assert sum("searcher.baseline" in c.data.tags for c in children) == 1  # Optuna did not restart
+    for child in children:
+        assert child.info.status == "FINISHED"
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_acc")]
+        assert sorted(steps) == list(range(1, EPOCHS + 1)), (child.data.tags, steps)
+
+    from searcher.search import load_study
+    (folder,) = (tmp_path / "ray").glob("resumable-*")
+    study = load_study(folder)
+    assert len(study.trials) == NUM_SAMPLES
+    assert all(t.state.name == "COMPLETE" for t in study.trials)
