@@ -140,10 +140,7 @@ def test_a_node_that_stops_mid_search_costs_only_a_restart(cluster, tmp_path):
                 victim = run.data.tags["searcher.trial_id"]
         time.sleep(0.3)
     assert victim, "no trial reached the second node"
-    for proc in psutil.process_iter(["cmdline"]):  # stop node two: its raylet and its workers
-        cmd = " ".join(proc.info["cmdline"] or [])
-        if "raylet" in cmd and '"second"' in cmd.replace("'", '"') or second in cmd:
-            proc.kill()
+    _kill_matching(f"--node_id={second}")  # node two's raylet: the node is gone, its workers too
     out, _ = driver.communicate(timeout=600)
     assert driver.returncode == 0, out[-3000:]
     runs = trial_runs(client)
