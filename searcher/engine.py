@@ -180,7 +180,7 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor | None = None, y: torch.Tensor | None = None,
-                 batch_size: int = 1024) -> dict[str, float]:
+                 batch_size: int = 256) -> dict[str, float]:
         """Loss and accuracy on the validation split (or on the given tensors)."""
         x = self.val_x if x is None else x.to(self.device)
         y = self.val_y if y is None else y.to(self.device)
@@ -198,7 +198,7 @@ class Trainer:
 
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, prepare, autocast,
-             batch_size: int = 1024) -> dict[str, float]:
+             batch_size: int = 256) -> dict[str, float]:
     model.eval()
     loss_sum = torch.zeros((), device=x.device)
     correct = torch.zeros((), device=x.device, dtype=torch.long)

@@ -57,20 +57,19 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     # Heavy imports after argument parsing, so --help and bad options answer at once.
+    from searcher import tracking
     from searcher.data import load_search_data
     from searcher.leaderboard import build_leaderboard, format_leaderboard
-    from searcher.search import run_search
+    from searcher.search import find_resumable, read_search_file, run_search
     from searcher.space import load_space
-    from searcher import tracking
-
-    from searcher.search import find_resumable, read_search_file
 
     space = load_space(args.space, overrides_from(args))
     resume, parent = None, None
     if args.resume is not None:
         resume = find_resumable(space, args.resume or None)
         saved = read_search_file(resume)
-        space = load_space(args.space, {**saved["settings"], **overrides_from(args)})
+        space = load_space(args.space, {**saved["settings"], "tracking_uri": saved["tracking_uri"],
+                                        **overrides_from(args)})
         parent = saved["parent_run_id"]
         print(f"[searcher] resuming {resume} (MLflow run {parent})", flush=True)
     s = space.settings
