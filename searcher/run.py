@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from searcher.errors import one_line_errors
@@ -98,7 +99,18 @@ def _run(args: argparse.Namespace) -> int:
             client.set_terminated(parent, status)
     rows = build_leaderboard(result.records, s.metric, s.mode)
     text = format_leaderboard(rows, s.metric)
-    tracking.finish_search_run(client, parent, rows, text, result.study, s.metric, result.wall_time_s)
+    folder = Path(result.experiment_path)
+    (folder / "leaderboard.txt").write_text(text + "\n")
+    unlogged = list(result.unlogged)
+    try:
+        tracking.finish_search_run(client, parent, rows, text, result.study, s.metric,
+                                   result.wall_time_s)
+    except Exception as exc:  # the server went away: the search's results are still on disk
+        unlogged.append(f"the search's summary, plots and leaderboard ({type(exc).__name__})")
+    if unlogged:
+        (folder / "unlogged.txt").write_text("\n".join(unlogged) + "\n")
+        print(f"[searcher] MLflow did not accept {len(unlogged)} update(s), listed in "
+              f"{folder / 'unlogged.txt'}; first: {unlogged[0]}", flush=True)
 
     print(f"\nSearch finished: {len(rows)} trials in {result.wall_time_s / 60:.1f} min "
           f"({result.errors} failed). Leaderboard ({s.metric}, * = hand-made baseline):\n")

@@ -32,8 +32,9 @@ class SearchResult:
     records: list[Any]  # tracking.TrialRecord, in start order
     study: optuna.Study
     wall_time_s: float
-    experiment_path: str
+    experiment_path: str  # the search folder: search file, Optuna journal, leaderboard
     errors: int
+    unlogged: list[str]  # MLflow updates the tracking store never accepted
 
 
 def init_ray(address: str | None) -> None:
@@ -188,4 +189,4 @@ def _fit(tuner: tune.Tuner, folder: Path) -> SearchResult:
     logger = active_logger()
     mark_finished(folder)
     return SearchResult(list(logger.records.values()) if logger else [], load_study(folder),
-                        wall, str(folder), errors)
+                        wall, str(folder), errors, logger.unlogged if logger else [])

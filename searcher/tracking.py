@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import mlflow
 from mlflow.entities import Metric, Param, RunTag
@@ -30,8 +30,10 @@ OUTCOME_TAG = "searcher.outcome"
 BASELINE_TAG = "searcher.baseline"
 TRIAL_ID_TAG = "searcher.trial_id"
 NODES_TAG = "searcher.nodes"
+RESUMED_TAG = "searcher.resumed_from_epoch"
 EPOCH_METRICS = ("val_acc", "val_loss", "train_loss", "epoch_time_s", "eval_time_s",
                  "images_per_s", "rss_mb", "private_mb", "dataset_shared")
+RETRY_AFTER_S = 15.0  # how long the callback waits before trying an unreachable store again
 PACKAGES = ("searcher", "torch", "torchvision", "ray", "optuna", "mlflow", "numpy")
 
 
@@ -66,6 +68,10 @@ def connect(uri: str | None) -> MlflowClient:
     check_server(uri)
     for name in ("mlflow.store.db.utils", "alembic"):  # schema set-up chatter on a new store
         logging.getLogger(name).setLevel(logging.WARNING)
+    # MLflow retries a failed request with back-off for minutes by default; the callback keeps
+    # what fails and retries itself, so it should hear of an outage in seconds.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
     try:
@@ -133,7 +139,7 @@ def start_search_run(client: MlflowClient, space: Space, data_summary: dict[str,
 class TrialRecord:
     """What the driver knows of one trial; the leaderboard is built from these."""
     trial_id: str
-    run_id: str
+    run_id: str | None  # None until the tracking store has accepted the run
     params: dict[str, Any]
     baseline: str | None
     best: float | None = None
@@ -148,6 +154,7 @@ class TrialRecord:
     started_at: float = field(default_factory=time.time)
     finished_at: float | None = None
     nodes: list[str] = field(default_factory=list)  # Ray node ids the trial trained on
+    resumed_from: list[int] = field(default_factory=list)  # checkpoint epochs it restarted from
 
 
 class MLflowTrialLogger(tune.Callback):
@@ -158,9 +165,40 @@ class MLflowTrialLogger(tune.Callback):
         self.metric, self.mode = space.settings.metric, space.settings.mode
         self.records: dict[str, TrialRecord] = {}
         self._client: MlflowClient | None = None
+        self._outbox: list[tuple[str, Callable[[], None]]] = []  # writes the store refused
+        self._last_failure = 0.0
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks; a client does not pickle
-        return {**self.__dict__, "_client": None, "records": {}}
+        return {**self.__dict__, "_client": None, "records": {}, "_outbox": []}
+
+    # An unreachable tracking server must not stop the search: writes that fail wait in an
+    # outbox, in order, and are retried now and then and at the end; `unlogged` says what is left.
+    def _send(self, what: str, write: Callable[[], None]) -> None:
+        if self._outbox and time.time() - self._last_failure > RETRY_AFTER_S:
+            self.flush()
+        if self._outbox:
+            self._outbox.append((what, write))
+            return
+        try:
+            write()
+        except Exception as exc:  # any transport or server error
+            self._outbox.append((what, write))
+            self._last_failure = time.time()
+            print(f"[searcher] MLflow unreachable ({type(exc).__name__}); training goes on, "
+                  f"updates are kept and retried", flush=True)
+
+    def flush(self) -> None:
+        while self._outbox:
+            try:
+                self._outbox[0][1]()
+            except Exception:
+                self._last_failure = time.time()
+                return
+            self._outbox.pop(0)
+
+    @property
+    def unlogged(self) -> list[str]:
+        return [what for what, _ in self._outbox]
 
     def setup(self, **info) -> None:
         """Called by Tune when a search starts or resumes: pick up the runs already logged."""
@@ -184,22 +222,34 @@ class MLflowTrialLogger(tune.Callback):
             return
         params = dict(trial.config)
         baseline = self.space.baseline_of(params)
-        parent = self.client.get_run(self.parent_run_id)
+        rec = TrialRecord(trial.trial_id, None, params, baseline)
+        self.records[trial.trial_id] = rec
         tags = {MLFLOW_PARENT_RUN_ID: self.parent_run_id, ROLE_TAG: "trial",
                 TRIAL_ID_TAG: trial.trial_id, OUTCOME_TAG: "running"}
         if baseline:
             tags[BASELINE_TAG] = baseline
-        name = f"{trial.trial_id}" + (f" ({baseline})" if baseline else "")
-        run = self.client.create_run(parent.info.experiment_id, run_name=name, tags=tags)
-        self.client.log_batch(run.info.run_id,
-                              params=[Param(k, str(v)) for k, v in sorted(params.items())])
-        self.records[trial.trial_id] = TrialRecord(trial.trial_id, run.info.run_id, params, baseline)
+
+        def create() -> None:
+            experiment = self.client.get_run(self.parent_run_id).info.experiment_id
+            name = f"{trial.trial_id}" + (f" ({baseline})" if baseline else "")
+            run_id = self.client.create_run(experiment, run_name=name, tags=tags).info.run_id
+            self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in sorted(params.items())])
+            rec.run_id = run_id
+        self._send(f"trial {trial.trial_id}: its run and parameters", create)
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         rec = self.records[trial.trial_id]
         if result.get("node") and result["node"] not in rec.nodes:
             rec.nodes.append(result["node"])
-            self.client.set_tag(rec.run_id, NODES_TAG, ",".join(rec.nodes))
+            nodes = ",".join(rec.nodes)
+            self._send(f"trial {rec.trial_id}: its node",
+                       lambda: self.client.set_tag(rec.run_id, NODES_TAG, nodes))
+        start = int(result.get("start_epoch", 0))
+        if start and start not in rec.resumed_from:  # restarted from a checkpoint of this epoch
+            rec.resumed_from.append(start)
+            resumed = ",".join(map(str, rec.resumed_from))
+            self._send(f"trial {rec.trial_id}: its restart",
+                       lambda: self.client.set_tag(rec.run_id, RESUMED_TAG, resumed))
         if result.get("infeasible") or result.get("failed"):
             kind = "infeasible" if result.get("infeasible") else "failed"
             rec.outcome = f"{kind}: {result.get('reason', '')}"
@@ -212,7 +262,8 @@ class MLflowTrialLogger(tune.Callback):
         rec.epochs, rec.n_params, rec.mmacs = epoch, int(result["n_params"]), float(result["mmacs"])
         now = int(time.time() * 1000)
         metrics = [Metric(k, float(result[k]), now, epoch) for k in EPOCH_METRICS if k in result]
-        self.client.log_batch(rec.run_id, metrics=metrics)
+        self._send(f"trial {rec.trial_id}: epoch {epoch} metrics",
+                   lambda: self.client.log_batch(rec.run_id, metrics=metrics))
         rec.history.append({k: float(result[k]) for k in EPOCH_METRICS if k in result})
         rec.new_best = self._better(float(result[self.metric]), rec.best)
         if rec.new_best:
@@ -227,8 +278,10 @@ class MLflowTrialLogger(tune.Callback):
         # own clean-up of old checkpoints.
         rec = self.records[trial.trial_id]
         if rec.new_best:
-            with checkpoint.as_directory() as directory:
-                self.client.log_artifacts(rec.run_id, directory, "checkpoint")
+            def upload() -> None:
+                with checkpoint.as_directory() as directory:
+                    self.client.log_artifacts(rec.run_id, directory, "checkpoint")
+            self._send(f"trial {rec.trial_id}: its best checkpoint (epoch {rec.best_epoch})", upload)
 
     def _finish(self, trial, outcome: str, status: str) -> None:
         rec = self.records.get(trial.trial_id)
@@ -242,8 +295,10 @@ class MLflowTrialLogger(tune.Callback):
                         Metric("best_epoch", rec.best_epoch, int(time.time() * 1000), 0)]
         if rec.n_params is not None:
             metrics.append(Metric("n_params", rec.n_params, int(time.time() * 1000), 0))
-        self.client.log_batch(rec.run_id, metrics=metrics, tags=tags)
-        self.client.set_terminated(rec.run_id, status)
+        def close() -> None:
+            self.client.log_batch(rec.run_id, metrics=metrics, tags=tags)
+            self.client.set_terminated(rec.run_id, status)
+        self._send(f"trial {rec.trial_id}: its outcome", close)
         print(_progress_line(rec, self.metric, len(self.records)), flush=True)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
@@ -266,6 +321,7 @@ class MLflowTrialLogger(tune.Callback):
             if rec.finished_at is None and rec.trial_id in by_id:
                 self._finish(by_id[rec.trial_id],
                              f"stopped early: by the time budget at epoch {rec.epochs}", "FINISHED")
+        self.flush()
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         error = trial.get_error()

@@ -102,13 +102,14 @@ def _train(config: dict[str, Any], data: SearchData, settings: Settings) -> None
         with resumed.as_directory() as directory:
             trainer.load_state_dict(load_checkpoint(directory, device)["trainer"])
 
-    shared = _in_shared_memory(data.train.x)
+    shared, start_epoch = _in_shared_memory(data.train.x), trainer.epoch
     while trainer.epoch < settings.epochs:
         metrics = trainer.train_epoch()
         start = time.perf_counter()
         metrics.update(trainer.evaluate(), eval_time_s=time.perf_counter() - start,
                        epoch=trainer.epoch, n_params=cost.params, mmacs=cost.macs / 1e6,
-                       node=_node(), dataset_shared=int(shared), **_memory_mb())
+                       node=_node(), start_epoch=start_epoch, dataset_shared=int(shared),
+                       **_memory_mb())
         with tempfile.TemporaryDirectory() as directory:
             save_checkpoint(directory, arch=arch, train=train, metrics=metrics,
                             classes=data.classes, mean=data.mean, std=data.std,

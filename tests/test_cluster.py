@@ -67,10 +67,11 @@ def cluster(tmp_path):
                     break
             except requests.RequestException:
                 time.sleep(0.5)
-        yield {"address": f"127.0.0.1:{port}", "uri": uri, "temp": temp}
+        yield {"address": f"127.0.0.1:{port}", "uri": uri, "temp": temp, "server": server}
     finally:
         _kill_matching(str(temp))
-        os.killpg(server.pid, 9)
+        if server.poll() is None:
+            os.killpg(server.pid, 9)
         server.wait()
 
 
@@ -149,3 +150,23 @@ def test_a_node_that_stops_mid_search_costs_only_a_restart(cluster, tmp_path):
     moved = next(r for r in runs if r.data.tags["searcher.trial_id"] == victim)
     assert [which.get(n, "?") for n in moved.data.tags["searcher.nodes"].split(",")] == \
         ["second", "head"]
+    assert int(moved.data.tags["searcher.resumed_from_epoch"]) >= 1  # from its checkpoint
+
+
+def test_a_tracking_server_that_goes_away_does_not_stop_the_search(cluster, tmp_path):
+    driver = start_search(tmp_path, cluster)
+    client = MlflowClient(cluster["uri"])
+    deadline = time.time() + 300
+    while time.time() < deadline and not any(
+            client.get_metric_history(r.info.run_id, "val_acc") for r in trial_runs(client)):
+        time.sleep(0.3)
+    os.killpg(cluster["server"].pid, 9)  # the server dies mid-search
+    out, _ = driver.communicate(timeout=600)
+    assert driver.returncode == 0, out[-3000:]
+    assert "MLflow did not accept" in out
+    (folder,) = (tmp_path / "shared").glob("twonode-*")
+    unlogged = (folder / "unlogged.txt").read_text().splitlines()
+    assert any("metrics" in line for line in unlogged)
+    assert "the search's summary" in unlogged[-1]
+    board = (folder / "leaderboard.txt").read_text()
+    assert board.count("completed") == 4  # every trial trained to the end regardless
