@@ -187,6 +187,12 @@ def _fit(tuner: tune.Tuner, folder: Path) -> SearchResult:
     wall = time.perf_counter() - start
     errors = sum(1 for r in results if r.error is not None)
     logger = active_logger()
+    study = load_study(folder)
+    for trial in study.trials:
+        # A driver killed between Optuna's ask and Tune's next snapshot leaves an asked trial
+        # that no Tune trial owns; once the search is over, nothing else can still be running.
+        if trial.state == optuna.trial.TrialState.RUNNING:
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
     mark_finished(folder)
-    return SearchResult(list(logger.records.values()) if logger else [], load_study(folder),
-                        wall, str(folder), errors, logger.unlogged if logger else [])
+    return SearchResult(list(logger.records.values()) if logger else [], study, wall,
+                        str(folder), errors, logger.unlogged if logger else [])

@@ -72,6 +72,7 @@ def connect(uri: str | None) -> MlflowClient:
     # what fails and retries itself, so it should hear of an outage in seconds.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # a line per trial run
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
     try:

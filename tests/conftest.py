@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import os
 import pickle
+import socket
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,3 +61,27 @@ def local_ray():
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
     yield
     ray.shutdown()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def kill_matching(text: str) -> None:
+    """Kill the processes whose command line mentions `text`, and all their descendants (Ray's
+    agents rename themselves, so only their parents carry the session folder)."""
+    doomed = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if any(text in part for part in (proc.info["cmdline"] or [])):
+            try:
+                doomed += [proc, *proc.children(recursive=True)]
+            except psutil.Error:
+                pass
+    for proc in doomed:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(doomed, timeout=10)

@@ -11,13 +11,11 @@ import textwrap
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 import requests
 from mlflow.tracking import MlflowClient
 
-from conftest import write_cifar
-from test_faults import free_port
+from conftest import free_port, kill_matching, write_cifar
 
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled"}
@@ -31,15 +29,6 @@ SPACE = textwrap.dedent('''
         trial.suggest_float("lr", 0.01, 0.1, log=True)
         return {"batch_size": 64, "batch_norm": True}
 ''')
-
-
-def _kill_matching(text: str) -> None:
-    for proc in psutil.process_iter(["cmdline"]):
-        if any(text in part for part in (proc.info["cmdline"] or [])):
-            try:
-                proc.kill()
-            except psutil.Error:
-                pass
 
 
 @pytest.fixture()
@@ -69,7 +58,7 @@ def cluster(tmp_path):
                 time.sleep(0.5)
         yield {"address": f"127.0.0.1:{port}", "uri": uri, "temp": temp, "server": server}
     finally:
-        _kill_matching(str(temp))
+        kill_matching(str(temp))
         if server.poll() is None:
             os.killpg(server.pid, 9)
         server.wait()
@@ -141,7 +130,7 @@ def test_a_node_that_stops_mid_search_costs_only_a_restart(cluster, tmp_path):
                 victim = run.data.tags["searcher.trial_id"]
         time.sleep(0.3)
     assert victim, "no trial reached the second node"
-    _kill_matching(f"--node_id={second}")  # node two's raylet: the node is gone, its workers too
+    kill_matching(f"--node_id={second}")  # node two's raylet: the node is gone, its workers too
     out, _ = driver.communicate(timeout=600)
     assert driver.returncode == 0, out[-3000:]
     runs = trial_runs(client)

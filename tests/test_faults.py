@@ -3,18 +3,16 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import write_cifar
+from conftest import free_port, kill_matching, write_cifar
 
 NUM_SAMPLES, EPOCHS = 6, 3
 
@@ -31,12 +29,6 @@ SPACE = textwrap.dedent('''
 ''')
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture()
 def ray_head(tmp_path):
     """A Ray head of its own (as on a cluster), so killing a driver leaves it running."""
@@ -48,12 +40,7 @@ def ray_head(tmp_path):
                     "--include-dashboard=false", "--disable-usage-stats"],
                    check=True, capture_output=True, env=env, timeout=120)
     yield f"127.0.0.1:{port}"
-    for proc in psutil.process_iter(["cmdline"]):  # stop exactly this head's processes
-        if any(str(temp) in part for part in (proc.info["cmdline"] or [])):
-            try:
-                proc.kill()
-            except psutil.Error:
-                pass
+    kill_matching(str(temp))  # exactly this head's processes and their children
 
 
 def finished_children(client: MlflowClient) -> list:
@@ -105,5 +92,7 @@ def test_killed_driver_resumes_the_same_search(ray_head, tmp_path):
     from searcher.search import load_study
     (folder,) = (tmp_path / "ray").glob("resumable-*")
     study = load_study(folder)
-    assert len(study.trials) == NUM_SAMPLES
-    assert all(t.state.name == "COMPLETE" for t in study.trials)
+    states = [t.state.name for t in study.trials]
+    assert states.count("COMPLETE") == NUM_SAMPLES
+    # at most the one trial Optuna had handed out when the driver died, closed as failed
+    assert set(states) <= {"COMPLETE", "FAIL"} and states.count("FAIL") <= 1
