@@ -77,10 +77,11 @@ def _cifar_folder(data_dir: Path, download: bool) -> Path:
 
 
 def _cifar_classes(folder: Path) -> list[str]:
-    meta = folder / "batches.meta"
-    if meta.is_file():
-        with open(meta, "rb") as f:
-            names = pickle.load(f, encoding="bytes").get(b"label_names")
+    path = folder / "batches.meta"
+    if path.is_file():
+        with open(path, "rb") as f:
+            meta = pickle.load(f, encoding="bytes")
+        names = meta.get(b"label_names", meta.get("label_names"))  # Python 2 or 3 pickles
         if names:
             return [n.decode() if isinstance(n, bytes) else n for n in names]
     return [str(i) for i in range(10)]

@@ -35,13 +35,13 @@ def write_cifar(root: Path, per_batch: int, seed: int = 0) -> Path:
              "test_batch"]
     for name in names:
         y = rng.integers(0, 10, per_batch)
-        batch = {b"batch_label": name.encode(), b"labels": y.tolist(),
-                 b"data": _images(y, rng).reshape(per_batch, 3072)}
+        batch = {"batch_label": name, "labels": y.tolist(),
+                 "data": _images(y, rng).reshape(per_batch, 3072)}
         with open(folder / name, "wb") as f:
             pickle.dump(batch, f)
     with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({b"label_names": [f"class{i}".encode() for i in range(10)],
-                     b"num_cases_per_batch": per_batch, b"num_vis": 3072}, f)
+        pickle.dump({"label_names": [f"class{i}" for i in range(10)],
+                     "num_cases_per_batch": per_batch, "num_vis": 3072}, f)
     return root
 
 
