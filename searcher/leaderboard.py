@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from searcher.tracking import TrialRecord
+from searcher.trial_logger import TrialRecord
 
 
 def _architecture(params: dict[str, Any]) -> str:

@@ -20,7 +20,7 @@ from ray.tune.search.optuna import OptunaSearch
 from searcher.data import SearchData
 from searcher.errors import UserError
 from searcher.space import Space
-from searcher.tracking import MLflowTrialLogger, active_logger
+from searcher.trial_logger import MLflowTrialLogger, active_logger
 from searcher.trial import make_trainable
 
 DEFAULT_GPU_SHARE = 0.25  # small CNNs leave most of a card idle; four share one
@@ -29,7 +29,7 @@ MAX_FAILURES = 3  # restarts of a trial whose node or worker died (spot instance
 
 @dataclass
 class SearchResult:
-    records: list[Any]  # tracking.TrialRecord, in start order
+    records: list[Any]  # trial_logger.TrialRecord, in start order
     study: optuna.Study
     wall_time_s: float
     experiment_path: str  # the search folder: search file, Optuna journal, leaderboard

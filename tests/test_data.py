@@ -19,7 +19,7 @@ def test_cifar_layout_without_filenames_is_read(tiny_cifar):
 def test_validation_split_is_seeded_and_disjoint():
     x = np.arange(100, dtype=np.uint8).reshape(100, 1, 1, 1)
     split = lambda seed: split_validation(_split(x), 0.1, seed)  # noqa: E731
-    (tr1, va1), (tr2, va2), (_, va3) = split(0), split(0), split(1)
+    (tr1, va1), (_, va2), (_, va3) = split(0), split(0), split(1)
     assert len(va1) == 10 and len(tr1) == 90
     assert set(tr1.x.ravel()).isdisjoint(va1.x.ravel())
     assert (va1.x == va2.x).all() and not (va1.x == va3.x).all()
