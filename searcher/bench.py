@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -322,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     result: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "machine": platform.platform(),
-                              "cpus": __import__("os").cpu_count(), "device": str(device),
+                              "cpus": os.cpu_count(), "device": str(device),
                               "torch": torch.__version__}
     if device.type == "cuda":
         result["gpu"] = torch.cuda.get_device_name()
