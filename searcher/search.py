@@ -32,6 +32,7 @@ class SearchResult:
     records: list[Any]  # trial_logger.TrialRecord, in start order
     study: optuna.Study
     wall_time_s: float
+    started_at: float  # time.time() when Tune started: anytime curves count from here
     experiment_path: str  # the search folder: search file, Optuna journal, leaderboard
     errors: int
     unlogged: list[str]  # MLflow updates the tracking store never accepted
@@ -182,7 +183,7 @@ def run_search(space: Space, data: SearchData, tracking_uri: str, parent_run_id:
 
 
 def _fit(tuner: tune.Tuner, folder: Path) -> SearchResult:
-    start = time.perf_counter()
+    start, started_at = time.perf_counter(), time.time()
     results = tuner.fit()
     wall = time.perf_counter() - start
     errors = sum(1 for r in results if r.error is not None)
@@ -194,5 +195,5 @@ def _fit(tuner: tune.Tuner, folder: Path) -> SearchResult:
         if trial.state == optuna.trial.TrialState.RUNNING:
             study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
     mark_finished(folder)
-    return SearchResult(list(logger.records.values()) if logger else [], study, wall,
+    return SearchResult(list(logger.records.values()) if logger else [], study, wall, started_at,
                         str(folder), errors, logger.unlogged if logger else [])

@@ -14,6 +14,9 @@ from searcher.errors import UserError
 METRICS: dict[str, str] = {"val_acc": "max", "val_loss": "min"}
 
 DATASETS = ("cifar10", "folder")
+# Optuna samplers a search can use (see searcher.samplers): TPE learns from every trial so far;
+# random is the honest baseline any search method has to beat.
+SAMPLERS = ("tpe", "random")
 DATA_DIR_ENV = "SEARCHER_DATA_DIR"
 
 
@@ -30,6 +33,9 @@ class Settings:
     val_fraction: float = 0.1  # carved from the training set, seeded: 45k/5k on CIFAR-10
     # --- objective ---
     metric: str = "val_acc"  # one of METRICS; the direction comes with it
+    # --- the sampler ---
+    sampler: str = "tpe"  # one of SAMPLERS; "random" is the baseline to compare against
+    warm_start: str | None = None  # earlier searches to learn from: experiment, run id or "latest"
     # --- budget ---
     num_samples: int = 16  # trials; -1 runs until the time budget is spent
     time_budget_s: float | None = None  # wall-clock budget for the whole search
@@ -67,6 +73,8 @@ def _check(s: Settings) -> None:
 
     if s.dataset not in DATASETS:
         raise bad("dataset", f"must be one of {', '.join(DATASETS)}")
+    if s.sampler not in SAMPLERS:
+        raise bad("sampler", f"must be one of {', '.join(SAMPLERS)}")
     if s.metric not in METRICS:
         raise bad("metric", f"must be one of {', '.join(METRICS)}")
     if not 0.0 < s.val_fraction < 1.0:

@@ -153,7 +153,9 @@ class MLflowTrialLogger(tune.Callback):
         metrics = [Metric(k, float(result[k]), now, epoch) for k in EPOCH_METRICS if k in result]
         self._send(f"trial {rec.trial_id}: epoch {epoch} metrics",
                    lambda: self.client.log_batch(rec.run_id, metrics=metrics))
-        rec.history.append({k: float(result[k]) for k in EPOCH_METRICS if k in result})
+        # "at": when the driver had the result, for anytime curves (best so far against time)
+        rec.history.append({**{k: float(result[k]) for k in EPOCH_METRICS if k in result},
+                            "at": time.time()})
         rec.new_best = self._better(float(result[self.metric]), rec.best)
         if rec.new_best:
             rec.best, rec.best_epoch = float(result[self.metric]), epoch
@@ -254,6 +256,7 @@ def _records_from_mlflow(client: MlflowClient, parent_run_id: str, metric: str,
         for key in EPOCH_METRICS:
             for m in client.get_metric_history(run.info.run_id, key):
                 by_step.setdefault(m.step, {})[key] = m.value
+                by_step[m.step]["at"] = m.timestamp / 1000
         rec.history = [by_step[step] for step in sorted(by_step)]
         rec.logged = set(by_step)
         rec.epochs = max(by_step, default=0)
