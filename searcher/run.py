@@ -26,6 +26,9 @@ OVERRIDES = {
     "gpus_per_trial": (float, "GPUs per trial, fractions allowed (default 0.25 if GPUs exist)"),
     "max_concurrent_trials": (int, "cap on trials running at once"),
     "seed": (int, "seed for the sampler, the validation split and the trials"),
+    "sampler": (str, "Optuna sampler: tpe (default) or random (the baseline to beat)"),
+    "warm_start": (str, "learn from earlier searches first: an MLflow experiment, a search's "
+                        "parent run id, or 'latest' (this space's newest search)"),
 }
 _SETTING_NAME = {"time_budget": "time_budget_s"}
 
@@ -63,6 +66,7 @@ def _run(args: argparse.Namespace) -> int:
     from searcher.leaderboard import build_leaderboard, format_leaderboard
     from searcher.search import find_resumable, read_search_file, run_search
     from searcher.space import load_space
+    from searcher.warm_start import load_warm_start
 
     space = load_space(args.space, overrides_from(args))
     resume, parent = None, None
@@ -79,17 +83,24 @@ def _run(args: argparse.Namespace) -> int:
     data = load_search_data(s.dataset, s.resolved_data_dir(), s.image_size, s.val_fraction, s.seed)
     client = tracking.connect(s.tracking_uri)
     uri = client.tracking_uri
+    warm = None
+    if s.warm_start and resume is None:  # a resumed study holds them already
+        warm = load_warm_start(client, space, s.warm_start)
+        print(f"[searcher] warm start from {len(warm.sources)} search(es): {len(warm.trials)} "
+              f"trials" + "".join(f", {n} skipped ({why})" for why, n in warm.skipped.items()),
+              flush=True)
     summary = {"dataset": s.dataset, "data_dir": s.resolved_data_dir(), "classes": data.classes,
                "train": len(data.train), "val": len(data.val), "image_shape": data.image_shape}
     print(f"[searcher] {len(data.train)} training and {len(data.val)} validation images, "
           f"{len(data.classes)} classes", flush=True)
     if parent is None:
-        parent = tracking.start_search_run(client, space, summary)
+        parent = tracking.start_search_run(client, space, summary,
+                                           warm.summary() if warm else None)
     else:
         client.update_run(parent, "RUNNING")
     status = "FAILED"
     try:
-        result = run_search(space, data, uri, parent, resume)
+        result = run_search(space, data, uri, parent, resume, warm.trials if warm else [])
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
@@ -104,7 +115,7 @@ def _run(args: argparse.Namespace) -> int:
     unlogged = list(result.unlogged)
     try:
         tracking.finish_search_run(client, parent, rows, text, result.study, s.metric,
-                                   result.wall_time_s)
+                                   result.wall_time_s, result.proposals, result.infeasible)
     except Exception as exc:  # the server went away: the search's results are still on disk
         unlogged.append(f"the search's summary, plots and leaderboard ({type(exc).__name__})")
     if unlogged:
@@ -112,8 +123,10 @@ def _run(args: argparse.Namespace) -> int:
         print(f"[searcher] MLflow did not accept {len(unlogged)} update(s), listed in "
               f"{folder / 'unlogged.txt'}; first: {unlogged[0]}", flush=True)
 
-    print(f"\nSearch finished: {len(rows)} trials in {result.wall_time_s / 60:.1f} min "
-          f"({result.errors} failed). Leaderboard ({s.metric}, * = hand-made baseline):\n")
+    print(f"\nSearch finished ({s.sampler} sampler): {len(rows)} trials in "
+          f"{result.wall_time_s / 60:.1f} min ({result.errors} failed); {result.infeasible} of "
+          f"{result.proposals} proposals were infeasible and never ran. "
+          f"Leaderboard ({s.metric}, * = hand-made baseline):\n")
     print(text)
     browse = (f"mlflow ui --backend-store-uri {uri}   (then open http://127.0.0.1:5000)"
               if uri.startswith("sqlite:") else f"open {uri}")

@@ -1,4 +1,4 @@
-"""Ray Tune and Optuna: run a space's trials with a seeded TPE sampler and the ASHA scheduler."""
+"""Ray Tune and Optuna: run a space's trials with the space's Optuna sampler and the ASHA scheduler."""
 from __future__ import annotations
 
 import json
@@ -6,7 +6,6 @@ import logging
 import os
 import time
 import uuid
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,11 +14,14 @@ import optuna
 import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
-from ray.tune.search.optuna import OptunaSearch
 
 from searcher.data import SearchData
 from searcher.errors import UserError
+from searcher.feasibility import proposal_check
+from searcher.samplers import make_sampler
 from searcher.space import Space
+from searcher.study_searcher import INFEASIBLE_ATTR, StudySearcher, close_unfinished
+from searcher.warm_start import WARM_START_ATTR
 from searcher.trial_logger import MLflowTrialLogger, active_logger
 from searcher.trial import make_trainable
 
@@ -36,6 +38,8 @@ class SearchResult:
     experiment_path: str  # the search folder: search file, Optuna journal, leaderboard
     errors: int
     unlogged: list[str]  # MLflow updates the tracking store never accepted
+    proposals: int = 0  # what the sampler proposed, infeasible ones included
+    infeasible: int = 0  # proposals that could not be trained within the limits (never run)
 
 
 def init_ray(address: str | None) -> None:
@@ -70,25 +74,22 @@ def load_study(folder: Path) -> optuna.Study:
     return optuna.load_study(study_name=folder.name, storage=_journal(folder))
 
 
-def make_study(space: Space, folder: Path) -> tuple[optuna.Study, optuna.storages.BaseStorage]:
-    """A study we own, kept in a journal file in the experiment folder, with the space's
-    baselines queued as its first trials.
+def make_study(space: Space, folder: Path,
+               earlier: list[optuna.trial.FrozenTrial] = ()) -> optuna.Study:
+    """A study we own, kept in a journal file in the experiment folder: the trials of earlier
+    searches it learns from (warm start) first, then the space's baselines queued to run first.
 
-    OptunaSearch ignores `points_to_evaluate` with a define-by-run space in some Ray releases;
-    queueing the points in the study it loads works in all of them.
+    Baselines go through the study rather than Tune's `points_to_evaluate`, which Ray's Optuna
+    integration ignores with a define-by-run space.
     """
     s = space.settings
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        sampler = optuna.samplers.TPESampler(seed=s.seed, multivariate=True, group=True,
-                                             constant_liar=True,
-                                             n_startup_trials=len(space.baselines) + 6)
-    storage = _journal(folder)
-    study = optuna.create_study(storage=storage, study_name=folder.name, sampler=sampler,
+    study = optuna.create_study(storage=_journal(folder), study_name=folder.name,
+                                sampler=make_sampler(s.sampler, s.seed, len(space.baselines)),
                                 direction="maximize" if s.mode == "max" else "minimize")
+    study.add_trials(list(earlier))
     for params in space.baselines.values():
         study.enqueue_trial(params)
-    return study, storage
+    return study
 
 
 SEARCH_FILE = "searcher_search.json"  # beside Tune's state: what `--resume` needs to go on
@@ -134,8 +135,10 @@ def mark_finished(folder: Path) -> None:
 
 
 def run_search(space: Space, data: SearchData, tracking_uri: str, parent_run_id: str,
-               resume: Path | None = None) -> SearchResult:
-    """Run (or, with `resume`, continue) the search; trials are logged under `parent_run_id`."""
+               resume: Path | None = None,
+               earlier: list[optuna.trial.FrozenTrial] = ()) -> SearchResult:
+    """Run (or, with `resume`, continue) the search; trials are logged under `parent_run_id`.
+    `earlier`: finished trials of earlier searches the sampler starts from (warm start)."""
     s = space.settings
     init_ray(s.address)
     trainable = make_trainable(data, s, gpus_per_trial(s.gpus_per_trial))
@@ -154,11 +157,10 @@ def run_search(space: Space, data: SearchData, tracking_uri: str, parent_run_id:
         {"parent_run_id": parent_run_id, "tracking_uri": tracking_uri,
          "tune_path": f"{storage_path.rstrip('/')}/{study_name}", "space_file": str(space.path),
          "settings": s.to_dict()}, indent=2))
-    study, storage = make_study(space, folder)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        searcher = OptunaSearch(space=space.fn, metric=s.metric, mode=s.mode,
-                                sampler=study.sampler, study_name=study_name, storage=storage)
+    study = make_study(space, folder, earlier)
+    searcher = StudySearcher(study, space.sample,
+                             proposal_check(s, len(data.classes), data.image_shape),
+                             s.metric, s.mode, s.epochs)
     scheduler = ASHAScheduler(time_attr="training_iteration", max_t=s.epochs,
                               grace_period=s.grace_period, reduction_factor=s.reduction_factor)
     logger = MLflowTrialLogger(tracking_uri, parent_run_id, space)
@@ -189,11 +191,11 @@ def _fit(tuner: tune.Tuner, folder: Path) -> SearchResult:
     errors = sum(1 for r in results if r.error is not None)
     logger = active_logger()
     study = load_study(folder)
-    for trial in study.trials:
-        # A driver killed between Optuna's ask and Tune's next snapshot leaves an asked trial
-        # that no Tune trial owns; once the search is over, nothing else can still be running.
-        if trial.state == optuna.trial.TrialState.RUNNING:
-            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+    # Once the search is over nothing can still be running: what is, was cut by the budget (or
+    # asked by a driver that was killed before Tune's next snapshot).
+    close_unfinished(study)
     mark_finished(folder)
+    proposals = [t for t in study.trials if WARM_START_ATTR not in t.user_attrs]
     return SearchResult(list(logger.records.values()) if logger else [], study, wall, started_at,
-                        str(folder), errors, logger.unlogged if logger else [])
+                        str(folder), errors, logger.unlogged if logger else [], len(proposals),
+                        sum(1 for t in proposals if INFEASIBLE_ATTR in t.user_attrs))

@@ -110,8 +110,10 @@ def _versions() -> dict[str, str]:
     return versions
 
 
-def start_search_run(client: MlflowClient, space: Space, data_summary: dict[str, Any]) -> str:
-    """Create the search's parent run and log what it takes to reproduce it."""
+def start_search_run(client: MlflowClient, space: Space, data_summary: dict[str, Any],
+                     warm_start: dict[str, Any] | None = None) -> str:
+    """Create the search's parent run and log what it takes to reproduce it, including the
+    sampler and the earlier searches it learnt from."""
     s = space.settings
     commit = _git_commit(Path(__file__).resolve().parent)
     run = client.create_run(
@@ -119,13 +121,21 @@ def start_search_run(client: MlflowClient, space: Space, data_summary: dict[str,
         run_name=f"search {time.strftime('%Y-%m-%d %H:%M:%S')}",
         tags={ROLE_TAG: "search", MLFLOW_GIT_COMMIT: commit,
               "searcher.space_file": str(space.path), "searcher.metric": s.metric,
-              "searcher.mode": s.mode, MLFLOW_RUN_NOTE: f"Search over {space.path.name}"})
+              "searcher.mode": s.mode, "searcher.sampler": s.sampler,
+              MLFLOW_RUN_NOTE: f"Search over {space.path.name} ({s.sampler} sampler)"})
     run_id = run.info.run_id
     client.log_batch(run_id, params=[Param(k, str(v)) for k, v in sorted(s.to_dict().items())])
     client.log_text(run_id, space.text, f"space/{space.path.name}")
     client.log_dict(run_id, s.to_dict(), "settings.json")
     client.log_dict(run_id, {**_versions(), "git_commit": commit}, "versions.json")
     client.log_dict(run_id, data_summary, "data.json")
+    if warm_start is not None:
+        client.log_dict(run_id, warm_start, "warm_start.json")
+        client.set_tag(run_id, "searcher.warm_start_runs", ",".join(warm_start["sources"]))
+        client.log_batch(run_id, metrics=[
+            Metric("warm_start_trials", warm_start["trials"], int(time.time() * 1000), 0),
+            Metric("warm_start_skipped", sum(warm_start["skipped"].values()),
+                   int(time.time() * 1000), 0)])
     return run_id
 
 
@@ -133,12 +143,14 @@ def start_search_run(client: MlflowClient, space: Space, data_summary: dict[str,
 
 def finish_search_run(client: MlflowClient, run_id: str, leaderboard: list[dict[str, Any]],
                       leaderboard_text: str, study: Any, metric: str, wall_time_s: float,
-                      status: str = "FINISHED") -> None:
+                      proposals: int = 0, infeasible: int = 0, status: str = "FINISHED") -> None:
     client.log_dict(run_id, leaderboard, "leaderboard.json")
     client.log_text(run_id, leaderboard_text, "leaderboard.txt")
     scored = [row for row in leaderboard if row.get(metric) is not None]
     metrics = [Metric("trials", len(leaderboard), int(time.time() * 1000), 0),
-               Metric("wall_time_s", wall_time_s, int(time.time() * 1000), 0)]
+               Metric("wall_time_s", wall_time_s, int(time.time() * 1000), 0),
+               Metric("proposals", proposals, int(time.time() * 1000), 0),
+               Metric("infeasible_proposals", infeasible, int(time.time() * 1000), 0)]
     if scored:
         metrics.append(Metric(best_key(metric), scored[0][metric], int(time.time() * 1000), 0))
     client.log_batch(run_id, metrics=metrics)
@@ -155,6 +167,7 @@ def _log_optuna_plots(client: MlflowClient, run_id: str, study: Any) -> None:
     from optuna.visualization import matplotlib as vis
 
     plots = {"optimization_history": vis.plot_optimization_history,
+             "intermediate_values": vis.plot_intermediate_values,  # every trial's epochs
              "param_importances": vis.plot_param_importances,
              "parallel_coordinate": vis.plot_parallel_coordinate}
     for name, plot in plots.items():

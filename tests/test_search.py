@@ -1,6 +1,7 @@
 """A real search end to end: a local Ray, a real MLflow store, tiny data in the CIFAR layout."""
 from __future__ import annotations
 
+import json
 import textwrap
 
 import mlflow
@@ -10,8 +11,16 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from searcher import promote as promote_mod
-from searcher.data import load_cifar10
+from optuna.trial import TrialState
+
+from searcher.data import load_cifar10, load_search_data
+from searcher.errors import UserError
+from searcher.feasibility import proposal_check
 from searcher.run import main as run_main
+from searcher.search import load_study, make_study
+from searcher.space import load_space
+from searcher.study_searcher import INFEASIBLE_ATTR, StudySearcher
+from searcher.warm_start import WARM_START_ATTR, load_warm_start
 
 NUM_SAMPLES, EPOCHS = 7, 3
 
@@ -97,6 +106,110 @@ def test_search_logs_a_parent_and_one_child_per_trial(first_search):
         assert child.data.metrics["best_val_acc"] == max(m.value for m in history)
         files = {a.path for a in client.list_artifacts(child.info.run_id, "checkpoint")}
         assert files == {"checkpoint/checkpoint.pt"}
+
+
+def study_of(store, parent_run_id):
+    """The Optuna study of the search logged as `parent_run_id` (its journal beside Tune's state)."""
+    for marker in (store / "ray").glob("*/searcher_search.json"):
+        if json.loads(marker.read_text())["parent_run_id"] == parent_run_id:
+            return load_study(marker.parent)
+    raise AssertionError(f"no study for {parent_run_id}")
+
+
+def test_optuna_is_told_what_each_trial_was(first_search, store):
+    from searcher.warm_start import _value
+    client = MlflowClient(first_search)
+    parent = runs_of(client, "search")[0]
+    study = study_of(store, parent.info.run_id)
+    children = runs_of(client, "trial")
+    infeasible = [t for t in study.trials if INFEASIBLE_ATTR in t.user_attrs]
+    measured = [t for t in study.trials if INFEASIBLE_ATTR not in t.user_attrs]
+    assert len(measured) == len(children)  # an infeasible proposal never became a trial
+    assert parent.data.metrics["proposals"] == len(study.trials)
+    assert parent.data.metrics["infeasible_proposals"] == len(infeasible)
+    for trial in infeasible:
+        assert trial.state == TrialState.PRUNED and trial.constraints["feasible"] > 0
+        assert trial.value is None and not trial.intermediate_values
+    for child in children:
+        params = {k: _value(v) for k, v in child.data.params.items()}
+        (trial,) = [t for t in measured if all(params.get(k) == v for k, v in t.params.items())]
+        history = {m.step: m.value for m in client.get_metric_history(child.info.run_id, "val_acc")}
+        assert trial.intermediate_values == history  # every epoch, as MLflow has it
+        if child.data.tags["searcher.outcome"] == "completed":
+            assert trial.state == TrialState.COMPLETE and trial.value == history[EPOCHS]
+        else:  # stopped by ASHA: pruned, not a final score
+            assert child.data.tags["searcher.outcome"] == "stopped early"
+            assert trial.state == TrialState.PRUNED and max(history) < EPOCHS
+
+
+def test_the_sampler_flag_picks_the_sampler_and_the_parent_run_says_which(local_ray, tiny_cifar,
+                                                                          store):
+    space = store / "tiny.py"
+    uri = f"sqlite:///{store / 'sampler.db'}"
+    assert run_main([str(space), "--data-dir", str(tiny_cifar), "--tracking-uri", uri,
+                     "--storage-path", str(store / "ray"), "--sampler", "random",
+                     "--num-samples", "2", "--epochs", "1"]) == 0
+    (parent,) = runs_of(MlflowClient(uri), "search")
+    assert parent.data.params["sampler"] == "random"
+    assert parent.data.tags["searcher.sampler"] == "random"
+    with pytest.raises(SystemExit) as exit_:
+        run_main([str(space), "--tracking-uri", uri, "--sampler", "grid"])
+    assert exit_.value.code == 2
+
+
+def test_a_warm_started_search_holds_the_earlier_trials(first_search, store, tiny_cifar):
+    client = MlflowClient(first_search)
+    first = runs_of(client, "search")[0].info.run_id
+    earlier = runs_of(client, "trial")
+    space = store / "tiny.py"
+    assert run_main([str(space), "--data-dir", str(tiny_cifar), "--tracking-uri", first_search,
+                     "--storage-path", str(store / "ray"), "--warm-start", first,
+                     "--num-samples", "2"]) == 0
+    warm_parent = [r for r in runs_of(client, "search") if r.info.run_id != first][-1]
+    assert warm_parent.data.tags["searcher.warm_start_runs"] == first
+    assert warm_parent.data.metrics["warm_start_trials"] == len(earlier)
+    study = study_of(store, warm_parent.info.run_id)
+    learnt = [t for t in study.trials if WARM_START_ATTR in t.user_attrs]
+    assert sorted(t.user_attrs[WARM_START_ATTR] for t in learnt) == sorted(
+        r.info.run_id for r in earlier)
+    by_run = {r.info.run_id: r for r in earlier}
+    for t in learnt:
+        outcome = by_run[t.user_attrs[WARM_START_ATTR]].data.tags["searcher.outcome"]
+        assert t.state == (TrialState.COMPLETE if outcome == "completed" else TrialState.PRUNED)
+    assert len(study.trials) == len(learnt) + warm_parent.data.metrics["proposals"]
+
+
+def test_warm_start_skips_what_no_longer_fits_and_changes_the_first_proposals(first_search, store,
+                                                                             tiny_cifar, tmp_path):
+    client = MlflowClient(first_search)
+    first = runs_of(client, "search")[0].info.run_id
+    earlier = [r for r in runs_of(client, "trial")
+               if r.data.tags["mlflow.parentRunId"] == first]
+    narrower = tmp_path / "tiny.py"  # 96 filters are no longer a choice
+    narrower.write_text(TINY_SPACE.replace("[4, 8, 96]", "[4, 8]"))
+    warm = load_warm_start(client, load_space(narrower), first)
+    with_96 = [r for r in earlier if any(
+        r.data.params.get(f"stage{i}.filters") == "96"
+        for i in range(1, int(r.data.params["stages"]) + 1))]
+    assert warm.skipped.get("no longer in the space", 0) == len(with_96)
+    assert len(warm.trials) == len(earlier) - len(with_96)
+    with pytest.raises(UserError, match="no search run or experiment"):
+        load_warm_start(client, load_space(narrower), "no-such-experiment")
+
+    # The same seeded TPE, once cold and once warm: after the baseline, different proposals.
+    space = load_space(store / "tiny.py")
+    warm = load_warm_start(client, space, first)
+    data = load_search_data("cifar10", tiny_cifar, 32, 0.1, 0)
+    check = proposal_check(space.settings, len(data.classes), data.image_shape)
+    firsts = []
+    for name, trials in (("cold", []), ("warm", warm.trials)):
+        (tmp_path / name).mkdir()
+        study = make_study(space, tmp_path / name, trials)
+        searcher = StudySearcher(study, space.sample, check, "val_acc", "max", EPOCHS)
+        proposals = [searcher.suggest(f"{name}{i}") for i in range(4)]
+        assert space.baseline_of(proposals[0]) == "tiny_tutorial"
+        firsts.append(proposals[1:])
+    assert firsts[0] != firsts[1]
 
 
 def test_promotion_sets_champion_and_a_worse_candidate_does_not_move_it(first_search, store,

@@ -1,0 +1,133 @@
+"""Warm start: the finished trials of earlier searches of a space, as Optuna trials to learn from.
+
+`--warm-start` names earlier searches in the MLflow store: an experiment (all its searches), one
+search's parent run id, or "latest" (the newest search of this space). Each of their trial runs
+is replayed through the current space function so that Optuna gets its parameters with today's
+distributions; a trial whose parameters no longer fit the space (a changed range, a removed
+choice, another conditional branch) is skipped and counted. Runs that never measured anything
+(infeasible, failed) are left out. How far each trial got decides what Optuna is told, as in a
+live search (see study_searcher): all of this search's epochs -> COMPLETE, fewer -> PRUNED.
+"""
+from __future__ import annotations
+
+import ast
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from optuna.distributions import BaseDistribution, CategoricalDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+from searcher.errors import UserError
+from searcher.space import Space
+
+WARM_START_ATTR = "warm_start_run"  # user attribute: the MLflow run a trial was learnt from
+_ROLE = "searcher.role"
+_OUTCOME = "searcher.outcome"
+
+
+@dataclass
+class WarmStart:
+    sources: list[str]  # parent run ids of the searches learnt from
+    trials: list[FrozenTrial] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)  # why -> how many
+
+    def summary(self) -> dict[str, Any]:
+        return {"sources": self.sources, "trials": len(self.trials), "skipped": self.skipped}
+
+
+def load_warm_start(client: MlflowClient, space: Space, spec: str) -> WarmStart:
+    """The trials of the searches `spec` names, fitted to `space`; UserError if none match."""
+    found = WarmStart(_search_runs(client, space, spec))
+    for parent in found.sources:
+        for run in _trial_runs(client, parent):
+            trial, why = _as_trial(client, run, space)
+            if trial is None:
+                found.skipped[why] = found.skipped.get(why, 0) + 1
+            else:
+                found.trials.append(trial)
+    return found
+
+
+def _search_runs(client: MlflowClient, space: Space, spec: str) -> list[str]:
+    where = f"tags.`{_ROLE}` = 'search'"
+    if spec != "latest":
+        try:
+            run = client.get_run(spec)
+        except MlflowException:
+            run = None
+        if run is not None:
+            if run.data.tags.get(_ROLE) != "search":
+                raise UserError(f"--warm-start {spec}: that run is not a search's parent run")
+            return [spec]
+    name = space.name if spec == "latest" else spec
+    experiment = client.get_experiment_by_name(name)
+    runs = client.search_runs([experiment.experiment_id], where,
+                              order_by=["attributes.start_time DESC"]) if experiment else []
+    if not runs:
+        raise UserError(f"--warm-start {spec}: no search run or experiment of that name in "
+                        f"{client.tracking_uri}; give an experiment, a search's run id or 'latest'")
+    return [runs[0].info.run_id] if spec == "latest" else [r.info.run_id for r in runs]
+
+
+def _trial_runs(client: MlflowClient, parent: str) -> list[Any]:
+    experiment = client.get_run(parent).info.experiment_id
+    return client.search_runs([experiment], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent}' and "
+                              f"tags.`{_ROLE}` = 'trial'", order_by=["attributes.start_time ASC"])
+
+
+def _value(text: str) -> Any:
+    """A parameter as MLflow keeps it (a string) back to what the space suggested."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _fits(distribution: BaseDistribution, value: Any) -> bool:
+    if isinstance(distribution, CategoricalDistribution):
+        return value in distribution.choices
+    return distribution.low <= value <= distribution.high  # type: ignore[attr-defined]
+
+
+def _replay(space: Space, params: dict[str, Any]) -> tuple[dict[str, BaseDistribution] | None, str]:
+    """The distributions the space gives `params` today, or None with the reason they don't fit."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.enqueue_trial(params)
+    trial = study.ask()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna warns on a fixed value outside its range
+        try:
+            constants = space.fn(trial) or {}
+        except Exception:  # e.g. a categorical value that is no longer a choice
+            return None, "no longer in the space"
+    suggested = trial.params
+    if {**suggested, **constants} != params:
+        return None, "no longer in the space"
+    if not all(_fits(trial.distributions[k], v) for k, v in suggested.items()):
+        return None, "no longer in the space"
+    return trial.distributions, ""
+
+
+def _as_trial(client: MlflowClient, run: Any, space: Space) -> tuple[FrozenTrial | None, str]:
+    s = space.settings
+    if run.data.tags.get(_OUTCOME) not in ("completed", "stopped early", "running"):
+        return None, "measured nothing (infeasible or failed)"
+    history = {m.step: m.value for m in client.get_metric_history(run.info.run_id, s.metric)}
+    if not history:
+        return None, "measured nothing (infeasible or failed)"
+    params = {k: _value(v) for k, v in run.data.params.items()}
+    distributions, why = _replay(space, params)
+    if distributions is None:
+        return None, why
+    last = max(history)
+    complete = run.data.tags.get(_OUTCOME) == "completed" and last >= s.epochs
+    return optuna.trial.create_trial(
+        params={k: params[k] for k in distributions}, distributions=distributions,
+        state=TrialState.COMPLETE if complete else TrialState.PRUNED,
+        value=history[last] if complete else None, intermediate_values=history,
+        user_attrs={WARM_START_ATTR: run.info.run_id}), ""
