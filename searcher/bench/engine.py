@@ -1,4 +1,4 @@
-"""`python -m searcher.bench`: how fast trials train, and what the search machinery costs.
+"""`python -m searcher.bench [engine]`: how fast trials train, and what the search machinery costs.
 
 Claims, each measured side by side in one process so a noisy machine moves both sides alike:
 - engine_vs_plain     images/s of searcher's loop / a minimal hand-written loop (goal >= 0.95)
@@ -8,14 +8,13 @@ Claims, each measured side by side in one process so a noisy machine moves both 
                       search on the local Ray (goal >= 0.85)
 - trial_overhead_s    median over trials of (trial wall time - its training time) (goal < 1 s)
 - memory              peak RSS of the driver; RSS and unique memory (USS) of a trial process
-Figures go to a table and, with --json, to a file. Results are kept in BENCHMARKS.md.
+The last three come from bench/search.py. Figures go to a table and, with --json, to a file.
+Results are kept in BENCHMARKS.md. This is the default subcommand: `python -m searcher.bench
+--data-dir X` runs it, as it did before the benchmarks became a package.
 """
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -23,10 +22,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 from torch import nn
 
+from searcher.bench.common import machine_info, synthetic_cifar, write_json
+from searcher.bench.search import bench_search
 from searcher.engine import Trainer, TrainConfig, fast_bf16
 from searcher.model import build_model, measure
 
@@ -67,21 +67,6 @@ class HandTutorialSmall(nn.Module):
     def forward(self, x):
         x = nn.functional.max_pool2d(torch.relu(self.conv2(torch.relu(self.conv1(x)))), 2)
         return self.fc(x.flatten(1))
-
-
-def synthetic_cifar(root: Path, per_batch: int, seed: int = 0) -> Path:
-    """CIFAR-10-shaped data in torchvision's on-disk layout (random pixels, random labels)."""
-    import pickle
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        with open(folder / name, "wb") as f:
-            pickle.dump({"labels": rng.integers(0, 10, per_batch).tolist(),
-                         "data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)}, f)
-    with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": [f"c{i}" for i in range(10)]}, f)
-    return root
 
 
 # ----------------------------------------------------------------------------- the three loops
@@ -212,69 +197,6 @@ def bench_engine(data_dir: Path, n: int, batch: int, threads: int, repeats: int,
     return out
 
 
-# ----------------------------------------------------------------------------- search figures
-
-def bench_search(data_dir: Path, trials: int, epochs: int) -> dict[str, Any]:
-    """A real search on the local Ray: slot utilisation, per-trial overhead and memory."""
-    import resource
-
-    import ray
-
-    from searcher import tracking
-    from searcher.data import load_search_data
-    from searcher.search import run_search
-    from searcher.space import load_space
-
-    with tempfile.TemporaryDirectory() as tmp:
-        space_file = Path(tmp) / "bench_space.py"
-        space_file.write_text(_BENCH_SPACE)
-        space = load_space(space_file, {"num_samples": trials, "epochs": epochs,
-                                        "grace_period": epochs, "storage_path": f"{tmp}/ray"})
-        data = load_search_data("cifar10", data_dir, 32, 0.1, 0)
-        client = tracking.connect(f"sqlite:///{tmp}/mlflow.db")
-        parent = tracking.start_search_run(client, space, {})
-        result = run_search(space, data, client.tracking_uri, parent)
-        slots = int(ray.cluster_resources().get("CPU", 1) // space.settings.cpus_per_trial)
-        ray.shutdown()
-    train_s, overhead, rss, private = [], [], [], []
-    for rec in result.records:
-        busy = sum(h["epoch_time_s"] + h["eval_time_s"] for h in rec.history)
-        train_s.append(busy)
-        overhead.append((rec.finished_at or rec.started_at) - rec.started_at - busy)
-        rss += [h["rss_mb"] for h in rec.history]
-        private += [h["private_mb"] for h in rec.history]
-    baseline = _import_private_mb()
-    return {"trials": len(result.records), "epochs": epochs, "slots": slots,
-            "wall_s": round(result.wall_time_s, 2), "train_s": round(sum(train_s), 2),
-            "slot_utilisation": round(sum(train_s) / (result.wall_time_s * slots), 3),
-            "trial_overhead_s": round(statistics.median(overhead), 3),
-            "dataset_mb": round((data.train.x.nbytes + data.val.x.nbytes) / 2**20, 1),
-            "driver_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "trial_peak_rss_mb": round(max(rss), 1),
-            "trial_peak_private_mb": round(max(private), 1),
-            # private memory of a bare process after importing what a trial imports
-            "import_private_mb": round(baseline, 1),
-            "trial_extra_private_mb": round(max(private) - baseline, 1),
-            "dataset_shared": all(h.get("dataset_shared", 0) for h in
-                                  (r.history[-1] for r in result.records if r.history))}
-
-
-def _import_private_mb() -> float:
-    import subprocess
-    code = ("import torch, ray, searcher.trial as t; print(t._memory_mb()['private_mb'])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
-
-
-_BENCH_SPACE = '''
-def space(trial):
-    trial.suggest_int("stages", 2, 2)
-    trial.suggest_categorical("filters", [16, 24, 32])
-    trial.suggest_float("lr", 0.01, 0.1, log=True)
-    return {"padding": "same", "batch_norm": True, "head": "gap", "batch_size": 128}
-'''
-
-
 # ----------------------------------------------------------------------------- report
 
 def _verdict(name: str, value: float) -> str:
@@ -308,7 +230,10 @@ def table(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m searcher.bench", description=__doc__.split("\n")[0])
+    claim = __doc__.split("\n")[0].split(": ", 1)[1]
+    p = argparse.ArgumentParser(prog="python -m searcher.bench [engine]",
+                                description=claim[0].upper() + claim[1:],
+                                epilog="Other benchmarks: python -m searcher.bench quality --help")
     p.add_argument("--data-dir", help="a CIFAR-10 folder; default: generated CIFAR-shaped data")
     p.add_argument("--images", type=int, default=10_000, help="training images per engine epoch")
     p.add_argument("--batch-size", type=int, default=128)
@@ -322,11 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="also write the figures to this JSON file")
     args = p.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    result: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "machine": platform.platform(),
-                              "cpus": os.cpu_count(), "device": str(device),
-                              "torch": torch.__version__}
-    if device.type == "cuda":
-        result["gpu"] = torch.cuda.get_device_name()
+    result: dict[str, Any] = machine_info(str(device))
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(args.data_dir) if args.data_dir else synthetic_cifar(
             Path(tmp) / "engine", max(args.images // 5 + 1, 2000))
@@ -337,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
             result["search"] = bench_search(search_dir, args.trials, args.epochs)
     print(table(result))
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+        write_json(args.json, result)
     return 0
 
 

@@ -1,0 +1,73 @@
+"""What the benchmarks share: CIFAR-shaped data on disk, the machine they ran on, their JSON."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import pickle
+import platform
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def synthetic_cifar(root: Path, per_batch: int, seed: int = 0, learnable: bool = False) -> Path:
+    """CIFAR-10-shaped data in torchvision's on-disk layout.
+
+    Random pixels and labels by default (speed figures need only the shapes); with `learnable`, a
+    faint band whose colour and place depend on the class: in two epochs on a few hundred images
+    a small flatten-head CNN gets about half right and a global-pooling one barely beats chance,
+    so architectures differ and a sampler has something to find (the quality smoke run).
+    """
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        labels = rng.integers(0, 10, per_batch)
+        if learnable:
+            x = rng.integers(0, 160, (per_batch, 3, 32, 32), dtype=np.uint8)
+            for i, c in enumerate(labels):
+                x[i, c % 3, c * 3:c * 3 + 3, :] += 60  # a bright band (255) is learnt by all
+            data = x.reshape(per_batch, 3072)
+        else:
+            data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
+        with open(folder / name, "wb") as f:
+            pickle.dump({"labels": labels.tolist(), "data": data}, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [f"c{i}" for i in range(10)]}, f)
+    return root
+
+
+def machine_info(device: str, packages: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Where and with what a figure was measured; `packages` adds their installed versions."""
+    import torch
+    info: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "machine": platform.platform(),
+                            "cpus": os.cpu_count(), "device": device, "torch": torch.__version__}
+    if device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name()
+    for name in packages:
+        try:
+            info[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            info[name] = "not installed"
+    return info
+
+
+def _finite(value: Any) -> Any:
+    # NaN ("no result yet") is not JSON; null is, and every reader understands it.
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def write_json(path: str | Path, result: dict[str, Any]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_finite(result), indent=2))

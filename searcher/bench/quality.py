@@ -1,0 +1,325 @@
+"""`python -m searcher.bench quality`: the default sampler finds better networks than random.
+
+Claim: at the same wall-clock budget, on the same space and the same data, the default sampler
+(Optuna's TPE, setting `sampler="tpe"`) ends with a better best validation accuracy than random
+sampling (`sampler="random"`), and reaches random's final best before the budget is spent.
+
+How it is measured: for each seed, one search per sampler, in turns (tpe, random, tpe, random,
+...) so that a busy machine slows both alike. Every search is the real machinery: the real space
+file with its hand-made baselines dropped (only sampled networks compete), Ray Tune with ASHA on
+the local Ray, MLflow logging into a throwaway sqlite store, and a fixed slice of CIFAR-10 (the
+first --train-images and --val-images of the seeded split, the same for every search). Each search
+runs until its --budget seconds are spent (num_samples=-1).
+
+A search's anytime curve is the best validation accuracy so far, over every epoch result of every
+trial, against seconds since Tune started. Tune stops at the budget but delivers the epochs already
+in flight; those count at the budget, for both samplers alike. Figures, per sampler:
+- final_best       the curve at the budget, per seed (null: the search got no result at all)
+- best so far      the mean curve over seeds at 1/4, 1/2, 3/4 and the end of the budget
+- time_to_random_best_fraction  the first time, as a fraction of the budget, at which the default
+                   sampler's mean curve reaches random's final mean best: below 1.0 supports
+                   "sooner"; 2.0 means never within the budget (or random found nothing)
+Default: 3 seeds x 2 samplers x 6 minutes, about 40 minutes on a 2-core CPU. --smoke: generated
+data, a tiny space, 2 seeds x 10 s, for CI. Output: a table, --json FILE and a PNG of the curves.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from searcher.bench import anytime
+from searcher.bench.anytime import NEVER
+from searcher.data import (CIFAR_FOLDER, CIFAR_TEST, DataError, SearchData, Split,
+                           load_search_data)
+from searcher.errors import one_line_errors
+from searcher.settings import SAMPLERS, Settings
+
+PROG = "python -m searcher.bench quality"
+
+# ----------------------------------------------------------------------------- setup
+
+DEFAULT_SAMPLER = Settings().sampler  # what a user gets without choosing: the one to vindicate
+BASELINE = "random"  # what any search method has to beat
+METRIC = "val_acc"  # the claim is about accuracy, so the samplers optimise it too
+GRID_POINTS = 121  # the curves' common time grid: every 3 s of a 6-minute budget
+FRACTIONS = (0.25, 0.5, 0.75, 1.0)
+VERSIONS = ("ray", "optuna", "mlflow", "numpy")
+
+# Options that differ between the real measurement and the smoke run (an option given wins).
+FULL = {"seeds": 3, "budget": 360.0, "epochs": 4, "train_images": 10_000, "val_images": 2_000,
+        "space": "spaces/cifar10.py"}
+SMOKE = {"seeds": 2, "budget": 10.0, "epochs": 2, "train_images": 500, "val_images": 60}
+SMOKE_IMAGES_PER_BATCH = 120  # x5 training batches: 540 training, 60 validation images
+
+# Small enough to train in a fraction of a second, with a limit that makes some proposals
+# infeasible, so that the smoke run exercises every figure.
+SMOKE_SPACE = '''
+SETTINGS = {"cpus_per_trial": 1, "max_mmacs": 3}
+
+
+def space(trial):
+    stages = trial.suggest_int("stages", 1, 2)
+    for i in range(1, stages + 1):
+        trial.suggest_int(f"stage{i}.filters", 4, 48, log=True)
+    trial.suggest_categorical("pool", ["max", "none"])
+    trial.suggest_categorical("head", ["flatten", "gap"])
+    trial.suggest_float("lr", 0.003, 0.3, log=True)
+    return {"padding": "same", "batch_norm": True, "batch_size": 64}
+'''
+
+
+# ----------------------------------------------------------------------------- data
+
+def reduced_task(data_dir: Path, train_images: int, val_images: int) -> SearchData:
+    """The same slice of the seeded split for every search; copies, so the rest can be freed."""
+    # A benchmark reads the data it is told to, never a download it was not asked for.
+    if not any((folder / CIFAR_TEST).is_file() for folder in (data_dir / CIFAR_FOLDER, data_dir)):
+        raise DataError(f"CIFAR-10 not found in {data_dir}; pass --data-dir with the folder that "
+                        f"holds {CIFAR_FOLDER}/")
+    full = load_search_data("cifar10", data_dir, 32, 0.1, 0)
+    return SearchData(Split(full.train.x[:train_images].copy(), full.train.y[:train_images].copy()),
+                      Split(full.val.x[:val_images].copy(), full.val.y[:val_images].copy()),
+                      full.classes, full.mean, full.std)
+
+
+# ----------------------------------------------------------------------------- one search
+
+def overrides(sampler: str, seed: int, args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+    """The settings one search runs with: all but sampler and seed are the same for every run."""
+    return {"sampler": sampler, "seed": seed, "metric": METRIC, "time_budget_s": args.budget,
+            "num_samples": -1, "epochs": args.epochs, "grace_period": args.grace_period,
+            "reduction_factor": args.reduction_factor, "storage_path": str(folder / "ray"),
+            "experiment": f"quality-{sampler}-{seed}"}
+
+
+def one_search(space_file: Path, sampler: str, seed: int, args: argparse.Namespace,
+               data: SearchData, folder: Path) -> dict[str, Any]:
+    """One real search; returns its counts and its (seconds since start, val_acc) results."""
+    from searcher import tracking
+    from searcher.search import run_search
+    from searcher.space import load_space
+
+    folder.mkdir(parents=True)
+    space = dataclasses.replace(load_space(space_file, overrides(sampler, seed, args, folder)),
+                                baselines={})
+    client = tracking.connect(f"sqlite:///{folder / 'mlflow.db'}")
+    parent = tracking.start_search_run(client, space, {
+        "dataset": "cifar10", "train": len(data.train), "val": len(data.val),
+        "classes": data.classes, "image_shape": data.image_shape})
+    result = run_search(space, data, client.tracking_uri, parent)
+    client.set_terminated(parent, "FINISHED")
+    events = [(min(h["at"] - result.started_at, args.budget), h[METRIC])
+              for rec in result.records if rec.baseline is None
+              for h in rec.history if METRIC in h]
+    return {"sampler": sampler, "seed": seed,
+            "final_best": max((v for _, v in events), default=math.nan),
+            "trials": len(result.records), "epoch_results": len(events),
+            "infeasible": sum(1 for t in result.study.trials if "infeasible" in t.user_attrs),
+            "proposals": len(result.study.trials), "errors": result.errors,
+            "wall_s": round(result.wall_time_s, 1), "events": events,
+            "settings": space.settings.to_dict()}
+
+
+# ----------------------------------------------------------------------------- figures
+
+def _label(sampler: str) -> str:
+    return "default" if sampler == DEFAULT_SAMPLER else sampler
+
+
+def _rounded(values: np.ndarray | list[float]) -> list[float]:
+    return [round(float(v), 4) for v in values]
+
+
+def summarise(runs: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
+    budget = args.budget
+    grid = np.linspace(0.0, budget, GRID_POINTS)
+    q: dict[str, Any] = {"seeds": args.seeds, "budget_s": budget, "samplers": args.samplers,
+                         "metric": METRIC, "curves": {"t_s": _rounded(grid)}}
+    for sampler in args.samplers:
+        mine = sorted((r for r in runs if r["sampler"] == sampler), key=lambda r: r["seed"])
+        finals = [float(r["final_best"]) for r in mine]
+        events = [r["events"] for r in mine]
+        curves = anytime.curves(events, grid)
+        q[_label(sampler)] = {
+            "sampler": sampler, "final_best": _rounded(finals),
+            # NaN (a search with no result at all) carries through: no mean hides it
+            "final_best_mean": round(float(np.mean(finals)), 4),
+            "final_best_std": round(float(np.std(finals, ddof=1)), 4) if len(finals) > 1 else 0.0,
+            "trials": [r["trials"] for r in mine], "infeasible": [r["infeasible"] for r in mine],
+            "best_so_far_at": {str(f): round(float(anytime.curves(events, [f * budget]).mean()), 4)
+                               for f in FRACTIONS}}
+        q["curves"][_label(sampler)] = {"mean": _rounded(curves.mean(0)),
+                                        "min": _rounded(curves.min(0)),
+                                        "max": _rounded(curves.max(0))}
+    target = q[BASELINE]["final_best_mean"]
+    q["time_to_random_best_fraction"] = anytime.time_to_reach(
+        [r["events"] for r in runs if r["sampler"] == DEFAULT_SAMPLER], target, budget)
+    q["runs"] = [{k: v for k, v in r.items() if k not in ("events", "settings")} for r in runs]
+    fixed = {k: v for k, v in runs[0]["settings"].items()
+             if k not in ("sampler", "seed", "experiment", "storage_path", "tracking_uri")}
+    q["settings"] = {"space": args.space or "the smoke space (SMOKE_SPACE)",
+                     "data": args.data_dir or "generated (smoke)",
+                     "smoke": args.smoke, "train_images": args.train_images,
+                     "val_images": args.val_images, **fixed}
+    return q
+
+
+def _number(value: float) -> str:
+    return f"{value:.4f}" if math.isfinite(value) else "-"  # NaN: no result (yet)
+
+
+def table(q: dict[str, Any]) -> str:
+    seeds, budget = q["seeds"], q["budget_s"]
+    names = [_label(s) for s in q["samplers"]]
+    width = max(len(f"{q[n]['sampler']} ({n})") for n in names) + 2
+
+    def name(n: str) -> str:
+        return f"{q[n]['sampler']} ({n})" if n != q[n]["sampler"] else n
+
+    lines = [f"best {q['metric']} within {budget:g} s per search, {seeds} seed(s)",
+             f"{'sampler':<{width}}" + "".join(f"{'seed ' + str(i):>8}" for i in range(seeds))
+             + f"{'mean':>8}{'std':>8}  trials per seed  infeasible per seed"]
+    for n in names:
+        b = q[n]
+        lines.append(f"{name(n):<{width}}" + "".join(f"{_number(v):>8}" for v in b["final_best"])
+                     + f"{_number(b['final_best_mean']):>8}{_number(b['final_best_std']):>8}  "
+                     f"{'/'.join(map(str, b['trials'])):<15}  "
+                     f"{'/'.join(map(str, b['infeasible']))}")
+    lines.append("")
+    lines.append(f"{'mean best so far at':<{width}}"
+                 + "".join(f"{f'{f:g} ({f * budget:.0f} s)':>14}" for f in FRACTIONS))
+    for n in names:
+        lines.append(f"{name(n):<{width}}"
+                     + "".join(f"{_number(q[n]['best_so_far_at'][str(f)]):>14}" for f in FRACTIONS))
+    fraction = q["time_to_random_best_fraction"]
+    when = "not within the budget" if fraction >= NEVER else f"at {fraction:.0%} of the budget"
+    lines += ["", f"time_to_random_best_fraction {fraction:.3f}: the default's mean curve reaches "
+                  f"random's final mean best ({_number(q[BASELINE]['final_best_mean'])}) {when}"]
+    return "\n".join(lines)
+
+
+def plot(q: dict[str, Any], path: Path) -> None:
+    """Mean curve and min-max band per sampler; random's final mean best as a dashed line."""
+    bands = {f"{s}{' (default)' if s == DEFAULT_SAMPLER else ''}: mean of {q['seeds']} seeds":
+             q["curves"][_label(s)] for s in q["samplers"]}
+    target = q[BASELINE]["final_best_mean"]
+    anytime.plot(path, q["curves"]["t_s"], bands,
+                 (next(k for k in bands if k.startswith(BASELINE)),
+                  f"random's final mean best ({_number(target)})", target),
+                 xlabel=f"seconds since the search started (budget {q['budget_s']:g} s)",
+                 ylabel=f"best {q['metric']} so far",
+                 title="Anytime best network: default sampler vs random "
+                       "(band: min-max over seeds)")
+
+
+# ----------------------------------------------------------------------------- command line
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    claim = __doc__.split("\n")[0].split(": ", 1)[1]
+    p = argparse.ArgumentParser(prog=PROG, description=claim[0].upper() + claim[1:])
+    p.add_argument("--data-dir",
+                   help="folder holding cifar-10-batches-py/ (required unless --smoke)")
+    p.add_argument("--space", help=f"space file (default {FULL['space']})")
+    p.add_argument("--seeds", type=int, help=f"searches per sampler (default {FULL['seeds']})")
+    p.add_argument("--budget", type=float,
+                   help=f"seconds per search (default {FULL['budget']:g})")
+    p.add_argument("--epochs", type=int, help=f"most epochs per trial (default {FULL['epochs']})")
+    p.add_argument("--grace-period", type=int, default=1, help="ASHA's grace period (epochs)")
+    p.add_argument("--reduction-factor", type=int, default=2, help="ASHA's reduction factor")
+    p.add_argument("--samplers", default=f"{DEFAULT_SAMPLER},{BASELINE}",
+                   help="comma-separated, run in this order for each seed")
+    p.add_argument("--train-images", type=int,
+                   help=f"training images, the first of the split (default {FULL['train_images']})")
+    p.add_argument("--val-images", type=int,
+                   help=f"validation images (default {FULL['val_images']})")
+    p.add_argument("--json", help="also write the figures to this JSON file")
+    p.add_argument("--png", help="the curves' plot (default: the --json path with .png)")
+    p.add_argument("--smoke", action="store_true",
+                   help=f"seconds-long CI run: generated data, a tiny space, "
+                        f"{SMOKE['seeds']} seeds x {SMOKE['budget']:g} s")
+    args = p.parse_args(argv)
+    for key, value in {**FULL, **(SMOKE if args.smoke else {})}.items():
+        if getattr(args, key) is None and not (args.smoke and key == "space"):
+            setattr(args, key, value)
+    args.samplers = [s.strip() for s in args.samplers.split(",") if s.strip()]
+    if not args.smoke and not args.data_dir:
+        p.error("--data-dir is required (the folder holding cifar-10-batches-py/), or use --smoke")
+    if not set(args.samplers) <= set(SAMPLERS) or len(set(args.samplers)) < len(args.samplers):
+        p.error(f"--samplers: distinct names from {', '.join(SAMPLERS)}")
+    if not {DEFAULT_SAMPLER, BASELINE} <= set(args.samplers):
+        p.error(f"--samplers must include {DEFAULT_SAMPLER} and {BASELINE}: they are the claim")
+    if args.seeds < 1 or args.budget <= 0 or args.train_images < 1 or args.val_images < 1:
+        p.error("--seeds, --budget, --train-images and --val-images must be positive")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    with one_line_errors(PROG):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import logging
+    import os
+    import platform
+
+    import ray
+    import torch
+
+    from searcher.bench.common import machine_info, synthetic_cifar, write_json
+    from searcher.space import load_space
+
+    result = {**machine_info("cuda" if torch.cuda.is_available() else "cpu", VERSIONS),
+              "python": platform.python_version()}
+    runs: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="searcher-quality-") as tmp:
+        root = Path(tmp)
+        data_dir = Path(args.data_dir) if args.data_dir else synthetic_cifar(
+            root / "data", SMOKE_IMAGES_PER_BATCH, learnable=True)
+        space_file = Path(args.space) if args.space else root / "smoke_space.py"
+        if not args.space:
+            space_file.write_text(SMOKE_SPACE)
+        load_space(space_file, overrides(args.samplers[0], 0, args, root))  # a bad one fails now
+        data = reduced_task(data_dir, args.train_images, args.val_images)
+        started_ray = not ray.is_initialized()
+        if started_ray:  # one Ray for every search: its start-up is in no search's budget
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False,
+                     logging_level=logging.WARNING)
+        try:
+            total = args.seeds * len(args.samplers)
+            for seed in range(args.seeds):
+                for sampler in args.samplers:  # in turns: machine noise falls on both alike
+                    where = f"[quality] {len(runs) + 1}/{total} {sampler} seed {seed}"
+                    print(f"{where}: started, {args.budget:g} s budget "
+                          f"({time.strftime('%H:%M:%S')})", flush=True)
+                    run = one_search(space_file, sampler, seed, args, data,
+                                     root / f"{sampler}-{seed}")
+                    runs.append(run)
+                    print(f"{where}: done in {run['wall_s']:.0f} s, best {METRIC} "
+                          f"{_number(run['final_best'])}, {run['trials']} trials, "
+                          f"{run['infeasible']} infeasible proposals", flush=True)
+        finally:
+            if started_ray:
+                ray.shutdown()
+    result["quality"] = summarise(runs, args)
+    print(table(result["quality"]))
+    if args.json:
+        write_json(args.json, result)
+    png = args.png or (str(Path(args.json).with_suffix(".png")) if args.json else None)
+    if png:
+        plot(result["quality"], Path(png))
+        print(f"[quality] curves: {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

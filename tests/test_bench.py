@@ -1,0 +1,69 @@
+"""The benchmarks' command line: the quality benchmark's smoke run end to end, and the engine
+benchmark still answering as it did before the benchmarks became a package."""
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+from searcher.bench import anytime
+from searcher.bench.__main__ import main
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_quality_smoke_writes_the_figures(local_ray, tmp_path):
+    out = tmp_path / "q.json"
+    assert main(["quality", "--smoke", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    q = result["quality"]
+    seeds = q["seeds"]
+    assert isinstance(seeds, int) and seeds >= 2
+    assert q["budget_s"] > 0
+    assert q["default"]["sampler"] == "tpe" and q["random"]["sampler"] == "random"
+    for name in ("default", "random"):
+        block = q[name]
+        # a search that got no result in its few seconds (a busy machine) is null, never absent
+        assert len(block["final_best"]) == seeds
+        assert all(v is None or 0.0 <= v <= 1.0 for v in block["final_best"])
+        assert len(block["trials"]) == len(block["infeasible"]) == seeds
+        assert all(isinstance(n, int) and n >= 0 for n in block["trials"] + block["infeasible"])
+        curve = q["curves"][name]
+        points = len(q["curves"]["t_s"])
+        assert len(curve["mean"]) == len(curve["min"]) == len(curve["max"]) == points
+    fraction = q["time_to_random_best_fraction"]
+    assert isinstance(fraction, (int, float)) and math.isfinite(fraction) and fraction >= 0
+    assert len(q["runs"]) == 2 * seeds
+    assert sum(r["trials"] for r in q["runs"]) > 0  # the searches really trained something
+    for key in ("date", "machine", "cpus", "torch", "ray", "optuna", "mlflow"):
+        assert key in result
+    assert out.with_suffix(".png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_engine_options_without_a_subcommand():
+    out = subprocess.run([sys.executable, "-m", "searcher.bench", "--help"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0
+    for option in ("--data-dir", "--images", "--trials", "--no-search", "--json"):
+        assert option in out.stdout
+    assert "quality" in out.stdout  # where the other benchmarks are
+
+
+def test_unknown_subcommand_is_one_line(capsys):
+    assert main(["qualty"]) == 2
+    assert "unknown subcommand 'qualty'" in capsys.readouterr().err
+
+
+def test_anytime_curves_and_time_to_reach():
+    slow, fast = [(5.0, 0.3), (2.0, 0.2), (8.0, 0.25)], [(1.0, 0.4), (6.0, 0.6)]
+    curve = anytime.best_so_far(slow, [0.0, 2.0, 4.0, 5.0, 10.0])
+    assert math.isnan(curve[0]) and list(curve[1:]) == [0.2, 0.2, 0.3, 0.3]
+    both = anytime.curves([slow, fast], [1.0, 2.0, 6.0])
+    assert math.isnan(both.mean(0)[0])  # one seed has no result yet: no mean
+    assert both.mean(0)[1:] == pytest.approx([0.3, 0.45])
+    # the mean reaches 0.44 when the fast run gets 0.6 at 6 s: 60% of a 10 s budget
+    assert anytime.time_to_reach([slow, fast], 0.44, 10.0) == 0.6
+    assert anytime.time_to_reach([slow, fast], 0.9, 10.0) == anytime.NEVER
+    assert anytime.time_to_reach([slow, fast], float("nan"), 10.0) == anytime.NEVER
