@@ -3,8 +3,8 @@
 The vocabulary a space file uses:
 - `stages` (required): the number of conv stages.
 - Stage keys (see `model.Stage`): `filters`, `kernel`, `convs`, `padding`, `activation`, `pool`,
-  `dropout`, `batch_norm`. A plain key applies to every stage; `stage2.filters` overrides it for
-  the second stage (stages count from 1).
+  `dropout`, `batch_norm`, `residual`. A plain key applies to every stage; `stage2.filters`
+  overrides it for the second stage (stages count from 1).
 - Head keys: `head`, `dense_layers`, `dense_units` (or `dense2.units` per layer),
   `head_activation`, `head_dropout`.
 - Training keys (see `engine.TrainConfig`): `optimizer`, `lr`, `momentum`, `weight_decay`,

@@ -7,14 +7,15 @@ from searcher.trial_logger import TrialRecord
 
 
 def _architecture(params: dict[str, Any]) -> str:
-    """A compact reading of the network, e.g. `32x2-max | 64x1-strided | gap`."""
+    """A compact reading of the network, e.g. `32x2k3+bn+res-relu-max | 64x1k3-relu-avg | gap`."""
     stages = params.get("stages", 0)
     parts = []
     for i in range(1, stages + 1):
         get = lambda key, default=None: params.get(f"stage{i}.{key}", params.get(key, default))  # noqa: E731
         bn = "+bn" if get("batch_norm", False) else ""
+        res = "+res" if get("residual", False) else ""
         parts.append(f"{get('filters', '?')}x{get('convs', 1)}k{get('kernel', 3)}"
-                     f"{bn}-{get('activation', 'relu')}-{get('pool', 'max')}")
+                     f"{bn}{res}-{get('activation', 'relu')}-{get('pool', 'max')}")
     head = params.get("head", "flatten")
     dense = params.get("dense_layers", 0)
     if dense:

@@ -35,6 +35,7 @@ class Stage:
     pool: str = "max"  # "strided" makes the stage's last conv stride 2 instead of pooling
     dropout: float = 0.0  # after the pooling
     batch_norm: bool = False  # conv -> BN -> activation; the conv then has no bias
+    residual: bool = False  # adds the input to the convs' output (ResNet): deep stages still train
 
 
 @dataclass(frozen=True)
@@ -88,12 +89,35 @@ def _check_choices(arch: Arch) -> None:
             raise ValueError(f"stage {s}: filters, kernel and convs must be at least 1")
         if not 0.0 <= s.dropout < 1.0:
             raise ValueError(f"dropout={s.dropout}: must be in [0, 1)")
+        if s.residual and s.kernel % 2 == 0:
+            # An even kernel moves the map's centre by half a pixel; no skip can line up with it.
+            raise ValueError(f"kernel={s.kernel}: a residual stage needs an odd kernel")
     if not arch.stages:
         raise ValueError("an architecture needs at least one stage")
 
 
+class ResidualBlock(nn.Module):
+    """A stage's convs plus a skip path, added before the last activation (as in ResNet).
+
+    The skip is the input, centre-cropped by `crop` pixels a side when "valid" padding shrank the
+    convs' output, then passed through `project` (a 1x1 conv, or nothing when the channels and
+    the stride are unchanged). Cropping before a strided projection keeps the two paths aligned
+    pixel for pixel. No data-dependent branches, so torch.export traces it.
+    """
+
+    def __init__(self, convs: nn.Sequential, project: nn.Module, activation: nn.Module, crop: int):
+        super().__init__()
+        self.convs, self.project, self.activation, self.crop = convs, project, activation, crop
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.crop
+        skip = self.project(x[:, :, c:x.shape[2] - c, c:x.shape[3] - c])
+        return self.activation(self.convs(x) + skip)
+
+
 def _stage_layers(s: Stage, in_ch: int, size: int) -> tuple[list[nn.Module], int]:
     layers: list[nn.Module] = []
+    stage_in_ch = in_ch
     for i in range(s.convs):
         stride = 2 if (s.pool == "strided" and i == s.convs - 1) else 1
         pad = s.kernel // 2 if s.padding == "same" else 0
@@ -105,6 +129,8 @@ def _stage_layers(s: Stage, in_ch: int, size: int) -> tuple[list[nn.Module], int
             layers.append(nn.BatchNorm2d(s.filters))
         layers.append(ACTIVATIONS[s.activation]())
         in_ch = s.filters
+    if s.residual:
+        layers = [_residual(s, layers[:-1], stage_in_ch)]  # its last activation follows the sum
     if s.pool in ("max", "avg"):
         if size < 2:
             raise InfeasibleArchitecture(f"a {size}x{size} feature map cannot be pooled")
@@ -113,6 +139,17 @@ def _stage_layers(s: Stage, in_ch: int, size: int) -> tuple[list[nn.Module], int
     if s.dropout > 0:
         layers.append(nn.Dropout(s.dropout))
     return layers, size
+
+
+def _residual(s: Stage, convs: list[nn.Module], in_ch: int) -> ResidualBlock:
+    stride = 2 if s.pool == "strided" else 1
+    project: nn.Module = nn.Identity()
+    if in_ch != s.filters or stride != 1:
+        project = nn.Conv2d(in_ch, s.filters, 1, stride, bias=not s.batch_norm)
+        if s.batch_norm:
+            project = nn.Sequential(project, nn.BatchNorm2d(s.filters))
+    crop = s.convs * (s.kernel - 1) // 2 if s.padding == "valid" else 0
+    return ResidualBlock(nn.Sequential(*convs), project, ACTIVATIONS[s.activation](), crop)
 
 
 def build_model(arch_dict: dict[str, Any]) -> nn.Sequential:
@@ -149,18 +186,27 @@ class Cost:
 
 def measure(arch_dict: dict[str, Any]) -> Cost:
     """Size and compute of the network, without allocating it (built on the meta device)."""
+    arch = Arch.from_dict(arch_dict)
     with torch.device("meta"):
-        model = build_model(arch_dict)
-    size, macs = Arch.from_dict(arch_dict).image_size, 0
-    for layer in model:
+        model = build_model(arch_dict).eval()
+    # Hooks see every conv and dense layer wherever it sits (inside residual blocks too) and the
+    # shapes it really produced, so the count cannot drift from what build_model builds.
+    macs = 0
+
+    def count(layer: nn.Module, inputs: Any, out: torch.Tensor) -> None:
+        nonlocal macs
         if isinstance(layer, nn.Conv2d):
-            k, stride, pad = layer.kernel_size[0], layer.stride[0], layer.padding[0]
-            size = (size + 2 * pad - k) // stride + 1
-            macs += layer.out_channels * size * size * k * k * layer.in_channels
-        elif isinstance(layer, (nn.MaxPool2d, nn.AvgPool2d)):
-            size //= 2
-        elif isinstance(layer, nn.Linear):
+            kh, kw = layer.kernel_size
+            macs += out[0].numel() * layer.in_channels // layer.groups * kh * kw
+        else:
             macs += layer.in_features * layer.out_features
+
+    hooks = [m.register_forward_hook(count) for m in model.modules()
+             if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad():
+        model(torch.empty(1, arch.in_channels, arch.image_size, arch.image_size, device="meta"))
+    for hook in hooks:
+        hook.remove()
     return Cost(sum(p.numel() for p in model.parameters()), macs)
 
 
@@ -198,5 +244,5 @@ class Classifier(nn.Module):
         return self.forward(images).argmax(1)
 
 
-__all__ = ["Arch", "Stage", "Classifier", "InfeasibleArchitecture", "build_model", "measure", "feasible_cost", "Cost",
-           "ACTIVATIONS", "POOLS", "PADDINGS", "HEADS"]
+__all__ = ["Arch", "Stage", "ResidualBlock", "Classifier", "InfeasibleArchitecture", "build_model", "measure",
+           "feasible_cost", "Cost", "ACTIVATIONS", "POOLS", "PADDINGS", "HEADS"]

@@ -15,6 +15,13 @@ def test_plain_keys_apply_to_every_stage_and_stage_keys_override():
     assert train == {"lr": 0.1, "batch_size": 64, "epochs": 5}
 
 
+def test_residual_is_a_stage_key_like_the_others():
+    arch, _ = split_params({"stages": 3, "residual": True, "stage2.residual": False}, **SHAPE)
+    assert [s["residual"] for s in arch["stages"]] == [True, False, True]
+    with pytest.raises(ConfigError, match="odd kernel"):
+        split_params({"stages": 1, "residual": True, "kernel": 4}, **SHAPE)
+
+
 def test_keys_of_stages_beyond_the_count_are_ignored():
     arch, _ = split_params({"stages": 1, "stage1.filters": 8, "stage3.filters": 99,
                             "dense_layers": 0, "dense_units": 128}, **SHAPE)

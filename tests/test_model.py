@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from searcher.model import (ACTIVATIONS, POOLS, Classifier, InfeasibleArchitecture, build_model,
-                            feasible_cost, measure)
+from searcher.model import (ACTIVATIONS, POOLS, Classifier, InfeasibleArchitecture, ResidualBlock,
+                            build_model, feasible_cost, measure)
 
 TUTORIAL_SMALL = {"stages": [{"filters": 6, "pool": "none"}, {"filters": 16, "padding": "valid"}]}
 TUTORIAL_CNN = {"stages": [{"filters": 32, "padding": "valid"}, {"filters": 32, "padding": "valid"}],
@@ -57,3 +57,88 @@ def test_classifier_takes_uint8_images_and_normalises():
     expected = net((images.float() / 255 - 0.5) / 0.25)
     torch.testing.assert_close(model(images), expected)
     assert model.predict(images).tolist() == expected.argmax(1).tolist()
+
+
+# --- residual stages ---
+
+def _residual(**stage):
+    return {"filters": 8, "convs": 2, "residual": True, "batch_norm": True, **stage}
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+@pytest.mark.parametrize("pool", POOLS)
+def test_residual_stages_build_and_give_finite_logits(pool, padding):
+    arch = {"stages": [_residual(pool=pool, padding=padding), _residual(filters=16, pool=pool, padding=padding)],
+            "head": "flatten", "num_classes": 7}
+    model = build_model(arch)
+    out = model(torch.randn(2, 3, 32, 32))
+    assert out.shape == (2, 7) and torch.isfinite(out).all()
+    assert sum(p.numel() for p in model.parameters()) == measure(arch).params
+
+
+@pytest.mark.parametrize("in_channels, pool, projected", [
+    (8, "max", False), (8, "none", False), (3, "max", True), (8, "strided", True), (3, "strided", True)])
+def test_the_skip_is_projected_exactly_when_channels_or_stride_change(in_channels, pool, projected):
+    model = build_model({"stages": [_residual(pool=pool)], "in_channels": in_channels})
+    [block] = [m for m in model if isinstance(m, ResidualBlock)]
+    assert isinstance(block.project, torch.nn.Identity) != projected
+    convs_1x1 = [m for m in block.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1)]
+    assert len(convs_1x1) == projected
+
+
+@pytest.mark.parametrize("padding, pool", [("valid", "none"), ("valid", "strided"), ("same", "strided")])
+def test_the_skip_lines_up_with_the_convs(padding, pool):
+    # Convs that copy their input's centre pixel and an identity projection: the block must
+    # output relu(2x) sampled where the convs sampled, so any misaligned crop or stride shows.
+    model = build_model({"stages": [{"filters": 4, "convs": 2, "kernel": 3, "padding": padding,
+                                     "pool": pool, "residual": True}], "in_channels": 4, "head": "gap"})
+    block = model[0]
+    with torch.no_grad():
+        for conv in block.convs:
+            if isinstance(conv, torch.nn.Conv2d):
+                conv.weight.zero_()
+                conv.weight[range(4), range(4), 1, 1] = 1.0
+                conv.bias.zero_()
+        if isinstance(block.project, torch.nn.Conv2d):
+            block.project.weight.copy_(torch.eye(4).view(4, 4, 1, 1))
+            block.project.bias.zero_()
+        x = torch.rand(1, 4, 11, 11)
+        c, step = (2 if padding == "valid" else 0), (2 if pool == "strided" else 1)
+        torch.testing.assert_close(block(x), 2 * x[:, :, c:11 - c:step, c:11 - c:step])
+
+
+def test_measure_counts_the_projection():
+    # conv 3->4 on 8x8 out (k3) + conv 4->4 stride 2 on 4x4 out + 1x1 projection 3->4 on 4x4 out + 4x10
+    arch = {"stages": [{"filters": 4, "convs": 2, "pool": "strided", "residual": True,
+                        "batch_norm": True}], "image_size": 8, "head": "gap"}
+    assert measure(arch).macs == 4 * 64 * 27 + 4 * 16 * 36 + 4 * 16 * 3 + 4 * 10
+    # "valid": 6x6 then 4x4 out; the projection runs on the input cropped to 4x4; flatten 64x10.
+    arch["stages"][0].update(padding="valid", pool="none")
+    arch["head"] = "flatten"
+    assert measure(arch).macs == 4 * 36 * 27 + 4 * 16 * 36 + 4 * 16 * 3 + 64 * 10
+
+
+def test_a_residual_net_trains():
+    torch.manual_seed(0)
+    model = build_model({"stages": [_residual(pool="strided"), _residual(filters=16, pool="max")],
+                         "image_size": 16, "head": "gap"})
+    x, y = torch.randn(32, 3, 16, 16), torch.randint(0, 10, (32,))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    losses = []
+    for _ in range(15):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.65 * losses[0], losses
+
+
+def test_a_residual_classifier_exports():
+    # Promotion saves models with torch.export; a residual block must trace without graph breaks.
+    net = build_model({"stages": [_residual(padding="valid", pool="strided"), _residual(filters=16)],
+                       "head": "gap"})
+    model = Classifier(net, [0.5] * 3, [0.25] * 3, [str(i) for i in range(10)]).eval()
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    exported = torch.export.export(model, (images,))
+    torch.testing.assert_close(exported.module()(images), model(images))
