@@ -14,6 +14,7 @@ from conftest import ROOT
 
 SPACES = sorted((ROOT / "spaces").glob("*.py"))
 SAMPLES = 60
+RANDOM_SAMPLES = 300
 
 
 def test_there_are_space_files():
@@ -52,6 +53,27 @@ def test_sampled_points_build_and_give_finite_logits(path):
         built += 1
         study.tell(trial, float(i % 7))
     assert built >= SAMPLES // 2, f"only {built} of {SAMPLES} sampled points were feasible"
+
+
+@pytest.mark.parametrize("path", SPACES, ids=lambda p: p.name)
+def test_random_proposals_are_rarely_infeasible(path):
+    # Every infeasible proposal is a trial slot spent on nothing; a space should be shaped so
+    # that even blind sampling seldom leaves its limits (measure() on meta costs milliseconds).
+    space = load_space(path)
+    s = space.settings
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    infeasible = []
+    for _ in range(RANDOM_SAMPLES):
+        trial = study.ask()
+        params = space.sample(trial)
+        arch, _ = split_params(params, num_classes=10, in_channels=3, image_size=s.image_size,
+                               epochs=s.epochs)
+        try:
+            feasible_cost(arch, s.max_params, s.max_mmacs)
+        except InfeasibleArchitecture as exc:
+            infeasible.append(str(exc))
+        study.tell(trial, 0.0)
+    assert len(infeasible) <= RANDOM_SAMPLES // 10, infeasible[:5]
 
 
 def write(tmp_path: Path, body: str) -> Path:
