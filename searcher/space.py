@@ -141,7 +141,14 @@ def load_space(path: str | Path, overrides: dict[str, Any] | None = None) -> Spa
     path = Path(path)
     if not path.is_file() or path.suffix != ".py":
         raise SpaceError(f"{path}: no such space file (expected a .py file)")
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")  # what Python itself assumes of a source file
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[:exc.start].count(b"\n") + 1
+        raise SpaceError(f"{path}:{line}: not UTF-8 text (byte {exc.object[exc.start]:#04x}); "
+                         f"save the file as UTF-8") from None
+    except OSError as exc:
+        raise SpaceError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     names = _execute(path, text)
     fn = names.get("space")
     if not callable(fn) or len(inspect.signature(fn).parameters) != 1:

@@ -128,3 +128,12 @@ def test_space_function_pickles_by_its_text(tmp_path):
     params = space.sample(optuna.trial.FixedTrial({"stages": 2, "filters": 16}))
     assert clone(optuna.trial.FixedTrial({"stages": 2, "filters": 16})) is None
     assert params == {"stages": 2, "filters": 16}
+
+
+def test_a_file_that_is_not_utf8_is_one_line_naming_it(tmp_path):
+    path = tmp_path / "latin1.py"
+    path.write_bytes(("# Espace de recherche, r\u00e9seaux convolutifs\n" + GOOD).encode("latin-1"))
+    with pytest.raises(SpaceError) as info:
+        load_space(path)
+    assert str(info.value).startswith(f"{path}:1: not UTF-8") and "save the file as UTF-8" in str(info.value)
+    assert "\n" not in str(info.value)
