@@ -30,6 +30,7 @@ class DataError(UserError):
 class Split:
     x: np.ndarray  # uint8, N x C x H x W
     y: np.ndarray  # int64, N
+    skipped: tuple[str, ...] = ()  # image files that could not be decoded and were left out
 
     def __len__(self) -> int:
         return len(self.y)
@@ -43,6 +44,7 @@ class SearchData:
     classes: list[str]
     mean: list[float]  # per channel, on the 0..1 scale, from the training split
     std: list[float]
+    skipped: tuple[str, ...] = ()  # unreadable image files left out of train/val (logged in MLflow)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -51,12 +53,32 @@ class SearchData:
 
 # ----------------------------------------------------------------------------- CIFAR-10
 
+def _unpickle(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f, encoding="bytes")
+    except Exception as exc:  # truncated, overwritten, not a pickle: the file is what is wrong
+        raise _damaged(path, exc) from None
+
+
+def _damaged(path: Path, exc: Exception) -> DataError:
+    return DataError(f"cannot read the CIFAR-10 file {path} ({type(exc).__name__}: {exc}); it is "
+                     f"damaged or incomplete: replace it from a good copy, or delete {path.parent} "
+                     f"to have CIFAR-10 downloaded again")
+
+
 def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    with open(path, "rb") as f:
-        batch = pickle.load(f, encoding="bytes")
-    data = batch.get(b"data", batch.get("data"))
-    labels = batch.get(b"labels", batch.get("labels"))
-    return np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32), np.asarray(labels, np.int64)
+    batch = _unpickle(path)
+    try:
+        data = batch.get(b"data", batch.get("data"))
+        labels = batch.get(b"labels", batch.get("labels"))
+        x = np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32)
+        y = np.asarray(labels, np.int64)
+        if len(x) != len(y):
+            raise ValueError(f"{len(x)} images but {len(y)} labels")
+    except Exception as exc:  # a pickle, but not of a CIFAR-10 batch
+        raise _damaged(path, exc) from None
+    return x, y
 
 
 def _cifar_folder(data_dir: Path, download: bool) -> Path:
@@ -79,8 +101,7 @@ def _cifar_folder(data_dir: Path, download: bool) -> Path:
 def _cifar_classes(folder: Path) -> list[str]:
     path = folder / "batches.meta"
     if path.is_file():
-        with open(path, "rb") as f:
-            meta = pickle.load(f, encoding="bytes")
+        meta = _unpickle(path)
         names = meta.get(b"label_names", meta.get("label_names"))  # Python 2 or 3 pickles
         if names:
             return [n.decode() if isinstance(n, bytes) else n for n in names]
@@ -90,10 +111,7 @@ def _cifar_classes(folder: Path) -> list[str]:
 def load_cifar10(data_dir: str | Path, train: bool = True, download: bool = True
                  ) -> tuple[Split, list[str]]:
     folder = _cifar_folder(Path(data_dir), download)
-    try:
-        parts = [_read_batch(folder / b) for b in (CIFAR_TRAIN if train else [CIFAR_TEST])]
-    except Exception as exc:
-        raise DataError(f"cannot read CIFAR-10 batches in {folder}: {exc}") from None
+    parts = [_read_batch(folder / b) for b in (CIFAR_TRAIN if train else [CIFAR_TEST])]
     x = np.concatenate([p[0] for p in parts])
     y = np.concatenate([p[1] for p in parts])
     return Split(x, y), _cifar_classes(folder)
@@ -101,15 +119,23 @@ def load_cifar10(data_dir: str | Path, train: bool = True, download: bool = True
 
 # ----------------------------------------------------------------------------- image folders
 
-def _decode(path: Path, size: int) -> np.ndarray:
+def _decode(path: Path, size: int) -> np.ndarray | str:
+    """The image as uint8 C x H x W, or why it cannot be read (empty, truncated, not an image)."""
     from PIL import Image
-    with Image.open(path) as img:
-        img = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
-        return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+            return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
+    except Exception as exc:  # PIL raises many kinds for bad files; all mean "skip this one"
+        return f"{type(exc).__name__}: {exc}"
 
 
 def load_image_folder(root: str | Path, part: str, image_size: int,
-                      classes: list[str] | None = None) -> tuple[Split, list[str]]:
+                      classes: list[str] | None = None, strict: bool = False
+                      ) -> tuple[Split, list[str]]:
+    """Decode `root/part/<class>/*` once. Unreadable images (public downloads ship 0-byte and
+    truncated files) are left out and listed in `Split.skipped`; with `strict` the first one is
+    an error instead."""
     folder = Path(root) / part
     if not folder.is_dir():
         raise DataError(f"image folder {folder} not found; expected {root}/{part}/<class>/*.png|jpg")
@@ -121,12 +147,18 @@ def load_image_folder(root: str | Path, part: str, image_size: int,
         labels += [label] * len(found)
     if len(classes) < 2 or not files:
         raise DataError(f"{folder} needs at least two class folders with images in them")
-    try:
-        with ThreadPoolExecutor() as pool:  # PIL decodes without the GIL
-            images = list(pool.map(lambda p: _decode(p, image_size), files))
-    except Exception as exc:
-        raise DataError(f"cannot read an image under {folder}: {exc}") from None
-    return Split(np.stack(images), np.asarray(labels, np.int64)), classes
+    with ThreadPoolExecutor() as pool:  # PIL decodes without the GIL
+        decoded = list(pool.map(lambda p: _decode(p, image_size), files))
+    bad = [(path, why) for path, why in zip(files, decoded) if isinstance(why, str)]
+    if bad and strict:
+        raise DataError(f"cannot read image {bad[0][0]} ({bad[0][1]}); remove or replace it, or "
+                        f"run without --strict to skip unreadable images")
+    if len(bad) == len(files):
+        raise DataError(f"none of the {len(files)} images under {folder} can be read (first: "
+                        f"{bad[0][0]}: {bad[0][1]}); check that they are image files")
+    keep = [i for i, image in enumerate(decoded) if not isinstance(image, str)]
+    return Split(np.stack([decoded[i] for i in keep]), np.asarray(labels, np.int64)[keep],
+                 tuple(str(path) for path, _ in bad)), classes
 
 
 # ----------------------------------------------------------------------------- the search's data
@@ -146,16 +178,16 @@ def channel_stats(x: np.ndarray) -> tuple[list[float], list[float]]:
 
 
 def load_split(dataset: str, data_dir: str | Path, part: str, image_size: int = 32,
-               classes: list[str] | None = None) -> tuple[Split, list[str]]:
+               classes: list[str] | None = None, strict: bool = False) -> tuple[Split, list[str]]:
     """The full `part` ("train" or "test") of a dataset, with its class names."""
     if dataset == "cifar10":
         return load_cifar10(data_dir, train=(part == "train"))
-    return load_image_folder(data_dir, part, image_size, classes)
+    return load_image_folder(data_dir, part, image_size, classes, strict)
 
 
 def load_search_data(dataset: str, data_dir: str | Path, image_size: int, val_fraction: float,
-                     seed: int) -> SearchData:
-    full, classes = load_split(dataset, data_dir, "train", image_size)
+                     seed: int, strict: bool = False) -> SearchData:
+    full, classes = load_split(dataset, data_dir, "train", image_size, strict=strict)
     train, val = split_validation(full, val_fraction, seed)
     mean, std = channel_stats(train.x)
-    return SearchData(train, val, classes, mean, std)
+    return SearchData(train, val, classes, mean, std, full.skipped)

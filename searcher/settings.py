@@ -31,6 +31,7 @@ class Settings:
     data_dir: str | None = None  # None: $SEARCHER_DATA_DIR, else ./data (CIFAR-10 is downloaded there)
     image_size: int = 32  # folder images are resized to this; CIFAR-10 is 32 already
     val_fraction: float = 0.1  # carved from the training set, seeded: 45k/5k on CIFAR-10
+    strict_data: bool = False  # False: unreadable images are skipped and listed; True: an error
     # --- objective ---
     metric: str = "val_acc"  # one of METRICS; the direction comes with it
     # --- the sampler ---
@@ -107,7 +108,7 @@ def _check(s: Settings) -> None:
         raise bad("max_mmacs", "must be positive")
 
 
-_TYPES = {"int": int, "float": float, "str": str}
+_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
 
 
 def _coerce(f: dataclasses.Field, value: Any) -> Any:
@@ -116,7 +117,9 @@ def _coerce(f: dataclasses.Field, value: Any) -> Any:
     if value is None and annotation.endswith("| None"):
         return None
     kind = _TYPES[annotation.split(" |")[0]]
-    if isinstance(value, bool):
+    if kind is bool and isinstance(value, bool):
+        return value
+    if isinstance(value, bool) or kind is bool:  # True is an int to Python, not to a setting
         raise SettingsError(f"setting {name}={value!r}: expected {kind.__name__}")
     if kind is float and isinstance(value, (int, float)) and math.isfinite(value):
         return float(value)

@@ -65,3 +65,52 @@ def test_a_second_layout_root_is_found(tmp_path):
     write_cifar(tmp_path, per_batch=4)
     split, _ = load_cifar10(tmp_path / "cifar-10-batches-py", download=False)
     assert len(split) == 20
+
+
+def test_a_truncated_cifar_batch_is_named_with_the_fix(tmp_path):
+    write_cifar(tmp_path, per_batch=4)
+    batch = tmp_path / "cifar-10-batches-py" / "data_batch_3"
+    batch.write_bytes(batch.read_bytes()[:100])  # an interrupted copy
+    with pytest.raises(DataError) as error:
+        load_cifar10(tmp_path, download=False)
+    message = str(error.value)
+    assert str(batch) in message and "replace it" in message and "downloaded again" in message
+    load_cifar10(tmp_path, train=False, download=False)  # the test batch is intact and still reads
+
+
+def _photo_folder(root, bad):
+    """root/train/{cats,dogs}/ with real PNG and JPEG files, plus `bad` {name: bytes} in cats/."""
+    rng = np.random.default_rng(0)
+    for name in ("cats", "dogs"):
+        (root / "train" / name).mkdir(parents=True)
+        for i, suffix in enumerate(("png", "jpg", "jpeg")):
+            Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(
+                root / "train" / name / f"{i}.{suffix}")
+    for filename, content in bad.items():
+        (root / "train" / "cats" / filename).write_bytes(content)
+
+
+def test_unreadable_images_are_skipped_and_listed(tmp_path):
+    _photo_folder(tmp_path, {"666.jpg": b""})  # 0 bytes, as in the public cats-vs-dogs download
+    cats = tmp_path / "train" / "cats"
+    (cats / "7.jpg").write_bytes((cats / "1.jpg").read_bytes()[:200])  # a truncated JPEG
+    split, classes = load_image_folder(tmp_path, "train", 16)
+    assert classes == ["cats", "dogs"]
+    assert split.x.shape == (6, 3, 16, 16) and split.y.tolist() == [0, 0, 0, 1, 1, 1]
+    assert sorted(split.skipped) == [str(cats / "666.jpg"), str(cats / "7.jpg")]
+    data = load_search_data("folder", tmp_path, 16, 0.34, seed=0)
+    assert data.skipped == split.skipped and len(data.train) + len(data.val) == 6
+
+
+def test_strict_stops_at_the_first_unreadable_image(tmp_path):
+    _photo_folder(tmp_path, {"666.jpg": b""})
+    with pytest.raises(DataError, match=r"cannot read image .*666\.jpg.*without --strict"):
+        load_search_data("folder", tmp_path, 16, 0.2, seed=0, strict=True)
+
+
+def test_a_folder_of_unreadable_images_is_an_error(tmp_path):
+    for name in ("cats", "dogs"):
+        (tmp_path / "train" / name).mkdir(parents=True)
+        (tmp_path / "train" / name / "0.jpg").write_bytes(b"")
+    with pytest.raises(DataError, match="none of the 2 images .* can be read"):
+        load_image_folder(tmp_path, "train", 16)

@@ -14,12 +14,15 @@ def test_values_are_coerced_where_natural():
     s = make_settings({"time_budget_s": 60, "cpus_per_trial": 2, "gpus_per_trial": None})
     assert s.time_budget_s == 60.0 and isinstance(s.time_budget_s, float)
     assert s.cpus_per_trial == 2.0 and s.gpus_per_trial is None
+    assert make_settings({"strict_data": True}).strict_data is True
 
 
 @pytest.mark.parametrize("values, words", [
     ({"epoch": 3}, "unknown setting 'epoch'"),
     ({"epochs": "3"}, "expected int"),
     ({"epochs": True}, "expected int"),
+    ({"strict_data": 1}, "expected bool"),
+    ({"strict_data": "yes"}, "expected bool"),
     ({"epochs": 0}, "at least 1"),
     ({"metric": "accuracy"}, "must be one of val_acc, val_loss"),
     ({"num_samples": -1}, "needs time_budget_s"),
