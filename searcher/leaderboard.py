@@ -1,9 +1,10 @@
 """The end-of-search leaderboard: best trials first, with the choices that matter."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from searcher.trial_logger import TrialRecord
+if TYPE_CHECKING:  # trial_logger names its runs with trial_name below
+    from searcher.trial_logger import TrialRecord
 
 
 def _architecture(params: dict[str, Any]) -> str:
@@ -21,6 +22,23 @@ def _architecture(params: dict[str, Any]) -> str:
     if dense:
         head += f"+{dense}x{params.get('dense_units', '?')}"
     return " | ".join(parts + [head])
+
+
+def trial_name(params: dict[str, Any], baseline: str | None = None) -> str:
+    """A trial's run name, short enough for MLflow's run list: `32x2-64x2-128 bn res gap sgd`
+    (filters x convs per stage, then batch norm, residual, head, optimizer), after the baseline's
+    name when the trial is one."""
+    stages = range(1, params.get("stages", 0) + 1)
+    get = lambda i, key, default=None: params.get(f"stage{i}.{key}", params.get(key, default))  # noqa: E731
+    widths = "-".join(f"{get(i, 'filters', '?')}"
+                      + (f"x{get(i, 'convs')}" if get(i, "convs", 1) > 1 else "") for i in stages)
+    head = "gap" if params.get("head") == "gap" else "fc"
+    if head == "fc" and params.get("dense_layers"):
+        head += str(params.get("dense_units", params.get("dense1.units", "?")))
+    flags = [flag for flag, on in (("bn", any(get(i, "batch_norm", False) for i in stages)),
+                                   ("res", any(get(i, "residual", False) for i in stages))) if on]
+    name = " ".join([widths or "?", *flags, head, params.get("optimizer", "sgd")])
+    return f"{baseline}: {name}" if baseline else name
 
 
 def _training(params: dict[str, Any]) -> str:

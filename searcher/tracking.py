@@ -4,20 +4,25 @@ The child runs, one per trial, are written by the Tune callback in `trial_logger
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import platform
 import subprocess
 import time
+import warnings
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import mlflow
-from mlflow.entities import Metric, Param
+import numpy as np
+from mlflow.data import from_numpy
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
 from mlflow.tracking import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_RUN_NOTE
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_GIT_COMMIT, MLFLOW_RUN_NOTE
 
+from searcher.data import SearchData, Split
 from searcher.errors import UserError
 from searcher.space import Space
 
@@ -110,10 +115,44 @@ def _versions() -> dict[str, str]:
     return versions
 
 
+# ----------------------------------------------------------------------------- datasets
+
+def _digest(split: Split) -> str:
+    # Every byte, not MLflow's default (the first 10,000 values: three CIFAR images), so two
+    # splits share a digest only if they hold the same images and labels in the same order.
+    h = hashlib.blake2b(digest_size=8)
+    for array in (split.x, split.y):
+        h.update(str(array.shape).encode())
+        h.update(memoryview(np.ascontiguousarray(array)).cast("B"))
+    return h.hexdigest()
+
+
+def dataset_inputs(space: Space, data: SearchData) -> list[DatasetInput]:
+    """The search's train and validation splits as MLflow dataset inputs (name, digest, source,
+    shapes): what `mlflow.log_input` would log. Computed once, in the driver; trial runs copy
+    them from the parent run."""
+    s = space.settings
+    source = str(Path(s.resolved_data_dir()).resolve())
+    name = s.dataset if s.dataset == "cifar10" else Path(source).name
+    inputs = []
+    for context, split in (("train", data.train), ("validation", data.val)):
+        with warnings.catch_warnings():
+            # MLflow registers its local-file source twice (for "" and "file") and then warns
+            # that a path could be either: the same class.
+            warnings.simplefilter("ignore", UserWarning)
+            ds = from_numpy(split.x, source=source, targets=split.y, name=name,
+                            digest=_digest(split))
+        inputs.append(DatasetInput(Dataset(**ds.to_dict()),
+                                   [InputTag(MLFLOW_DATASET_CONTEXT, context)]))
+    return inputs
+
+
 def start_search_run(client: MlflowClient, space: Space, data_summary: dict[str, Any],
-                     warm_start: dict[str, Any] | None = None) -> str:
+                     warm_start: dict[str, Any] | None = None, *,
+                     data: SearchData | None = None) -> str:
     """Create the search's parent run and log what it takes to reproduce it, including the
-    sampler and the earlier searches it learnt from."""
+    sampler, the earlier searches it learnt from and, given `data`, its datasets and the images
+    that could not be read."""
     s = space.settings
     commit = _git_commit(Path(__file__).resolve().parent)
     run = client.create_run(
@@ -129,6 +168,12 @@ def start_search_run(client: MlflowClient, space: Space, data_summary: dict[str,
     client.log_dict(run_id, s.to_dict(), "settings.json")
     client.log_dict(run_id, {**_versions(), "git_commit": commit}, "versions.json")
     client.log_dict(run_id, data_summary, "data.json")
+    if data is not None:
+        client.log_inputs(run_id, datasets=dataset_inputs(space, data))
+        client.log_batch(run_id, metrics=[
+            Metric("skipped_images", len(data.skipped), int(time.time() * 1000), 0)])
+        if data.skipped:
+            client.log_text(run_id, "\n".join(data.skipped) + "\n", "skipped_images.txt")
     if warm_start is not None:
         client.log_dict(run_id, warm_start, "warm_start.json")
         client.set_tag(run_id, "searcher.warm_start_runs", ",".join(warm_start["sources"]))

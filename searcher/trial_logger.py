@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from ray import tune
 
+from searcher.leaderboard import trial_name
 from searcher.space import Space
 from searcher.tracking import (BASELINE_TAG, EPOCH_METRICS, NODES_TAG, OUTCOME_TAG, RESUMED_TAG,
                                ROLE_TAG, TRIAL_ID_TAG, best_key)
@@ -119,10 +120,14 @@ class MLflowTrialLogger(tune.Callback):
             tags[BASELINE_TAG] = baseline
 
         def create() -> None:
-            experiment = self.client.get_run(self.parent_run_id).info.experiment_id
-            name = f"{trial.trial_id}" + (f" ({baseline})" if baseline else "")
-            run_id = self.client.create_run(experiment, run_name=name, tags=tags).info.run_id
+            parent = self.client.get_run(self.parent_run_id)
+            # Named by what the trial is; its Tune id stays in the searcher.trial_id tag.
+            run_id = self.client.create_run(parent.info.experiment_id, tags=tags,
+                                            run_name=trial_name(params, baseline)).info.run_id
             self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in sorted(params.items())])
+            # The parent's datasets (digests computed once, by the driver) are the trial's too.
+            if parent.inputs and parent.inputs.dataset_inputs:
+                self.client.log_inputs(run_id, datasets=parent.inputs.dataset_inputs)
             rec.run_id = run_id
         self._send(f"trial {trial.trial_id}: its run and parameters", create)
 

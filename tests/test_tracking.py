@@ -1,0 +1,111 @@
+"""The search's MLflow runs: datasets, skipped images, trial run names (a real sqlite store)."""
+from __future__ import annotations
+
+import textwrap
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from searcher import tracking
+from searcher.data import SearchData, Split, load_search_data
+from searcher.space import load_space
+
+SPACE = textwrap.dedent('''
+    def space(trial):
+        trial.suggest_int("stages", 1, 2)
+        trial.suggest_categorical("filters", [8, 16])
+        return {"batch_norm": True, "head": "gap"}
+
+    BASELINES = {"small": {"stages": 1, "filters": 8}}
+''')
+
+
+@pytest.fixture()
+def space(tmp_path, tiny_cifar):
+    path = tmp_path / "tiny.py"
+    path.write_text(SPACE)
+    return load_space(path, {"data_dir": str(tiny_cifar)})
+
+
+def inputs_of(run):
+    return {i.tags[0].value: i.dataset for i in run.inputs.dataset_inputs}
+
+
+def test_parent_run_logs_the_splits_as_datasets(space, tiny_cifar, tracking_uri):
+    client = tracking.connect(tracking_uri)
+    data = load_search_data("cifar10", tiny_cifar, 32, 0.1, 0)
+    parent = client.get_run(tracking.start_search_run(client, space, {}, data=data))
+    datasets = inputs_of(parent)
+    assert set(datasets) == {"train", "validation"}
+    assert {d.name for d in datasets.values()} == {"cifar10"}
+    assert '"features_shape": [360, 3, 32, 32]' in datasets["train"].profile
+    assert '"features_shape": [40, 3, 32, 32]' in datasets["validation"].profile
+    assert str(tiny_cifar.resolve()) in datasets["train"].source
+    # The digest covers every image: the same data gives the same digest, one changed pixel
+    # (far past the first 10,000 values MLflow's own digest reads) another.
+    again = tracking.dataset_inputs(space, load_search_data("cifar10", tiny_cifar, 32, 0.1, 0))
+    assert again[0].dataset.digest == datasets["train"].digest
+    x = data.train.x.copy()
+    x[-1, -1, -1, -1] ^= 1
+    changed = SearchData(Split(x, data.train.y), data.val, data.classes, data.mean, data.std)
+    assert tracking.dataset_inputs(space, changed)[0].dataset.digest != datasets["train"].digest
+    assert parent.data.metrics["skipped_images"] == 0
+    assert "skipped_images.txt" not in {a.path for a in client.list_artifacts(parent.info.run_id)}
+
+
+def test_skipped_images_are_listed_in_the_parent_run(space, tracking_uri):
+    client = tracking.connect(tracking_uri)
+    x = np.zeros((4, 3, 32, 32), np.uint8)
+    y = np.array([0, 1, 0, 1])
+    skipped = ("/data/pets/train/cats/666.jpg", "/data/pets/train/dogs/11702.jpg")
+    data = SearchData(Split(x, y), Split(x, y), ["cats", "dogs"], [0.5] * 3, [0.2] * 3, skipped)
+    run_id = tracking.start_search_run(client, space, {}, data=data)
+    assert client.get_run(run_id).data.metrics["skipped_images"] == 2
+    listed = client.download_artifacts(run_id, "skipped_images.txt")
+    assert open(listed).read().split() == list(skipped)
+
+
+def test_trial_runs_are_named_by_architecture_and_carry_the_datasets(space, tiny_cifar,
+                                                                     tracking_uri):
+    from searcher.trial_logger import MLflowTrialLogger
+    client = tracking.connect(tracking_uri)
+    data = load_search_data("cifar10", tiny_cifar, 32, 0.1, 0)
+    parent = tracking.start_search_run(client, space, {}, data=data)
+    logger = MLflowTrialLogger(tracking_uri, parent, space)
+    logger.setup()
+    params = {"stages": 2, "filters": 16, "batch_norm": True, "head": "gap"}
+    # Tune's Trial as the callback reads it: an id and the sampled config
+    for trial_id, config in (("a1b2_00000", {"stages": 1, "filters": 8, "batch_norm": True,
+                                             "head": "gap"}), ("a1b2_00001", params)):
+        logger.on_trial_start(0, [], SimpleNamespace(trial_id=trial_id, config=config))
+    assert not logger.unlogged
+    first, second = (client.get_run(logger.records[t].run_id) for t in ("a1b2_00000", "a1b2_00001"))
+    assert first.info.run_name == "small: 8 bn gap sgd"
+    assert second.info.run_name == "16-16 bn gap sgd"
+    assert second.data.tags["searcher.trial_id"] == "a1b2_00001"
+    assert inputs_of(second) == inputs_of(client.get_run(parent))
+
+
+def test_a_real_search_logs_datasets_on_parent_and_children(local_ray, tiny_cifar, tmp_path):
+    """Needs Ray: a two-trial search through the CLI, then what the MLflow UI would show."""
+    from searcher.run import main as run_main
+    path = tmp_path / "tiny.py"
+    path.write_text(SPACE + 'SETTINGS = {"epochs": 1, "num_samples": 2, "seed": 0}\n')
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert run_main([str(path), "--data-dir", str(tiny_cifar), "--tracking-uri", uri,
+                     "--storage-path", str(tmp_path / "ray")]) == 0
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("tiny").experiment_id
+    (parent,) = client.search_runs([exp], "tags.`searcher.role` = 'search'")
+    children = client.search_runs([exp], "tags.`searcher.role` = 'trial'",
+                                  order_by=["attributes.start_time ASC"])
+    assert len(children) == 2
+    datasets = inputs_of(parent)
+    assert set(datasets) == {"train", "validation"} and datasets["train"].name == "cifar10"
+    for child in children:
+        assert inputs_of(child) == datasets
+        assert child.data.tags["searcher.trial_id"] not in child.info.run_name
+        assert child.info.run_name.endswith("bn gap sgd") and len(child.info.run_name) <= 40
+    assert children[0].info.run_name == "small: 8 bn gap sgd"  # the baseline runs first
