@@ -17,6 +17,7 @@ OVERRIDES = {
     "epochs": (int, "the most epochs a trial trains (ASHA's max_t)"),
     "data_dir": (str, "folder holding cifar-10-batches-py/ (or an image folder's root); "
                       "default $SEARCHER_DATA_DIR, else ./data, downloading CIFAR-10 if missing"),
+    "strict": (bool, "stop at the first unreadable image instead of skipping it"),
     "tracking_uri": (str, "MLflow tracking URI; default $MLFLOW_TRACKING_URI, else "
                           "sqlite:///mlflow.db in this folder"),
     "address": (str, "Ray cluster to join (default $RAY_ADDRESS, else a local Ray)"),
@@ -30,7 +31,7 @@ OVERRIDES = {
     "warm_start": (str, "learn from earlier searches first: an MLflow experiment, a search's "
                         "parent run id, or 'latest' (this space's newest search)"),
 }
-_SETTING_NAME = {"time_budget": "time_budget_s"}
+_SETTING_NAME = {"time_budget": "time_budget_s", "strict": "strict_data"}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -45,7 +46,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "unfinished one): finished trials, Optuna's history and the MLflow "
                              "parent run are kept")
     for name, (kind, text) in OVERRIDES.items():
-        parser.add_argument("--" + name.replace("_", "-"), type=kind, help=text)
+        flag = "--" + name.replace("_", "-")
+        if kind is bool:  # a plain flag; None when absent, so the space file's value stands
+            parser.add_argument(flag, action="store_const", const=True, help=text)
+        else:
+            parser.add_argument(flag, type=kind, help=text)
     return parser.parse_args(argv)
 
 
@@ -64,7 +69,8 @@ def _run(args: argparse.Namespace) -> int:
     from searcher import tracking
     from searcher.data import load_search_data
     from searcher.leaderboard import build_leaderboard, format_leaderboard
-    from searcher.search import find_resumable, read_search_file, run_search
+    from searcher.search import (check_cluster, find_resumable, init_ray, read_search_file,
+                                 run_search)
     from searcher.space import load_space
     from searcher.warm_start import load_warm_start
 
@@ -79,8 +85,10 @@ def _run(args: argparse.Namespace) -> int:
         print(f"[searcher] resuming {resume} (MLflow run {parent})", flush=True)
     s = space.settings
     tracking.check_server(s.tracking_uri)
+    check_cluster(s.address)  # in seconds, rather than ray.init's minutes of retries
     print(f"[searcher] loading {s.dataset} from {s.resolved_data_dir()}", flush=True)
-    data = load_search_data(s.dataset, s.resolved_data_dir(), s.image_size, s.val_fraction, s.seed)
+    data = load_search_data(s.dataset, s.resolved_data_dir(), s.image_size, s.val_fraction, s.seed,
+                            s.strict_data)
     client = tracking.connect(s.tracking_uri)
     uri = client.tracking_uri
     warm = None
@@ -90,12 +98,19 @@ def _run(args: argparse.Namespace) -> int:
               f"trials" + "".join(f", {n} skipped ({why})" for why, n in warm.skipped.items()),
               flush=True)
     summary = {"dataset": s.dataset, "data_dir": s.resolved_data_dir(), "classes": data.classes,
-               "train": len(data.train), "val": len(data.val), "image_shape": data.image_shape}
+               "train": len(data.train), "val": len(data.val), "image_shape": data.image_shape,
+               "skipped_images": len(data.skipped)}
     print(f"[searcher] {len(data.train)} training and {len(data.val)} validation images, "
           f"{len(data.classes)} classes", flush=True)
+    if data.skipped:
+        print(f"[searcher] skipped {len(data.skipped)} unreadable image(s), e.g. {data.skipped[0]} "
+              f"(all listed in the MLflow run's skipped_images.txt; --strict stops instead)",
+              flush=True)
+    # Joined before the parent run exists, so a cluster that fails to answer leaves no run behind.
+    init_ray(s.address)
     if parent is None:
         parent = tracking.start_search_run(client, space, summary,
-                                           warm.summary() if warm else None)
+                                           warm.summary() if warm else None, data=data)
     else:
         client.update_run(parent, "RUNNING")
     status = "FAILED"

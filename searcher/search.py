@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import time
 import uuid
 from dataclasses import dataclass
@@ -42,14 +43,44 @@ class SearchResult:
     infeasible: int = 0  # proposals that could not be trained within the limits (never run)
 
 
+CONNECT_TIMEOUT_S = 5.0  # a live head answers a TCP connect in milliseconds, even across a VPC
+
+
+def cluster_address(address: str | None) -> str | None:
+    """The cluster to join: `address`, else $RAY_ADDRESS; None starts a local Ray."""
+    return address or os.environ.get("RAY_ADDRESS") or None
+
+
+def check_cluster(address: str | None) -> None:
+    """Fail at once, with one line, if nothing listens at the cluster's address.
+
+    ray.init retries an unreachable GCS for minutes, printing warnings; a TCP connect tells in
+    seconds. "auto" and "local" are left to Ray, which resolves them itself.
+    """
+    address = cluster_address(address)
+    if address is None or address in ("auto", "local"):
+        return
+    host, _, port = address.split("://", 1)[-1].rstrip("/").rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"Ray address {address!r} is not HOST:PORT or ray://HOST:PORT; fix "
+                        f"--address / RAY_ADDRESS")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise UserError(f"cannot reach the Ray cluster at {address} ({type(exc).__name__}: {exc}); "
+                        f"start it (`ray start --head`, `ray up cluster.yaml`) or fix --address / "
+                        f"RAY_ADDRESS") from None
+
+
 def init_ray(address: str | None) -> None:
-    """Join the cluster at `address` (or $RAY_ADDRESS); else start a local Ray."""
+    """Join the cluster at `address` (or $RAY_ADDRESS), checked to answer; else start a local Ray."""
     # With num_to_keep set, Tune snapshots the experiment after checkpoints and warns that this
     # is frequent; on a local disk it costs milliseconds.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if ray.is_initialized():
         return
-    address = address or os.environ.get("RAY_ADDRESS")
+    address = cluster_address(address)
+    check_cluster(address)
     try:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True,
                  include_dashboard=False if not address else None)
