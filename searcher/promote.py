@@ -4,14 +4,17 @@ It takes the best trial of a search (by default the latest), evaluates its check
 split (the only step that ever touches it), logs it as an MLflow PyTorch model, registers a
 version, and moves the alias `champion` there only if it beats the current champion's test
 accuracy (or with --force). Afterwards `mlflow.pytorch.load_model("models:/NAME@champion")`
-gives a model that takes uint8 images (N x C x H x W) and whose `argmax(1)` is the class label.
+gives a module that takes uint8 images (N x C x H x W), whose `argmax(1)` is the class label, and
+that answers `.eval()` and `.to(device)` like any nn.Module.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import sys
 import tempfile
+import warnings
 from typing import Any
 
 from searcher.errors import UserError, one_line_errors
@@ -90,13 +93,47 @@ def _champion_accuracy(client, name: str) -> tuple[str | None, float | None]:
     return version.version, float(value) if value is not None else None
 
 
+def log_champion_model(model: Any, example: Any, classes: list[str]) -> Any:
+    """Log `model` (a searcher Classifier) in the active MLflow run as TorchScript; returns the
+    ModelInfo.
+
+    Why TorchScript and not torch.export (pt2): MLflow loads a pt2 model as the program's
+    `.module()`, whose `.eval()` and `.train()` raise NotImplementedError and whose device is
+    baked into the graph, so the first thing every PyTorch user does with it fails. A scripted
+    module keeps nn.Module's `.eval()` and `.to(device)` (the input follows the weights'
+    device), and `torch.jit.load` rebuilds it from TorchScript code and tensors: no Python
+    object is unpickled and no searcher is needed. Scripting rather than tracing keeps that
+    device step dynamic. TorchScript is deprecated in favour of torch.export; MLflow's pt2
+    loader is where that change has to come from.
+    """
+    import mlflow
+    import torch
+    from mlflow.models import infer_signature
+
+    with torch.no_grad():
+        signature = infer_signature(example, model(torch.from_numpy(example)).numpy())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # the deprecation, once per submodule
+        scripted = torch.jit.script(model)
+    # MLflow files a ScriptModule under its "pickle" format and warns about pickles, but it
+    # writes it with torch.jit.save: a TorchScript archive, not a pickle of Python objects.
+    quiet = logging.getLogger("mlflow.pytorch")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        return mlflow.pytorch.log_model(
+            scripted, name="model", signature=signature, input_example=example,
+            serialization_format="pickle", metadata={"classes": classes})
+    finally:
+        quiet.setLevel(level)
+
+
 def promote(tracking_uri: str | None = None, experiment: str | None = None,
             run_id: str | None = None, data_dir: str | None = None,
             model_name: str | None = None, force: bool = False) -> dict[str, Any]:
     """Promote the best trial of a search; returns what happened (also printed by the CLI)."""
     import mlflow
     import torch
-    from mlflow.models import infer_signature
 
     from searcher import tracking
     from searcher.checkpoint import classifier_from_checkpoint, load_checkpoint
@@ -115,20 +152,13 @@ def promote(tracking_uri: str | None = None, experiment: str | None = None,
     test_acc, test_loss = result["val_acc"], result["val_loss"]
 
     name = model_name or client.get_experiment(search.info.experiment_id).name
-    example = test.x[:4]
-    with torch.no_grad():
-        signature = infer_signature(example, model(torch.from_numpy(example)).numpy())
     mlflow.set_tracking_uri(client.tracking_uri)
     with mlflow.start_run(experiment_id=search.info.experiment_id, run_name=f"promote {trial.info.run_name}",
                           tags={tracking.ROLE_TAG: "promotion",
                                 "mlflow.parentRunId": search.info.run_id,
                                 "searcher.source_trial_run": trial.info.run_id}) as run:
         mlflow.log_metrics({"test_acc": test_acc, "test_loss": test_loss})
-        # pt2 (torch.export) stores a traced graph: loading runs no pickled code and needs no
-        # searcher installed. Class names travel as model metadata.
-        info = mlflow.pytorch.log_model(
-            model, name="model", signature=signature, input_example=example,
-            serialization_format="pt2", metadata={"classes": ckpt["classes"]})
+        info = log_champion_model(model, test.x[:4], ckpt["classes"])
     version = mlflow.register_model(info.model_uri, name,
                                     tags={TEST_ACC_TAG: str(test_acc), "source_run": trial.info.run_id})
     old_version, old_acc = _champion_accuracy(client, name)
@@ -137,7 +167,8 @@ def promote(tracking_uri: str | None = None, experiment: str | None = None,
         client.set_registered_model_alias(name, ALIAS, version.version)
     return {"model": name, "version": version.version, "test_acc": test_acc, "test_loss": test_loss,
             "val": trial.data.metrics.get(tracking.best_key(search.data.tags["searcher.metric"])),
-            "trial": trial.info.run_name, "champion_before": old_version,
+            "trial": f"{trial.data.tags.get(tracking.TRIAL_ID_TAG)} ({trial.info.run_name})",
+            "champion_before": old_version,
             "champion_before_acc": old_acc, "moved": moved, "promotion_run": run.info.run_id}
 
 
