@@ -99,8 +99,9 @@ def test_a_real_search_logs_datasets_on_parent_and_children(local_ray, tiny_cifa
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("tiny").experiment_id
     (parent,) = client.search_runs([exp], "tags.`searcher.role` = 'search'")
-    children = client.search_runs([exp], "tags.`searcher.role` = 'trial'",
-                                  order_by=["attributes.start_time ASC"])
+    parent = client.get_run(parent.info.run_id)  # get_run, which surely carries the inputs
+    children = [client.get_run(r.info.run_id) for r in client.search_runs(
+        [exp], "tags.`searcher.role` = 'trial'", order_by=["attributes.start_time ASC"])]
     assert len(children) == 2
     datasets = inputs_of(parent)
     assert set(datasets) == {"train", "validation"} and datasets["train"].name == "cifar10"
