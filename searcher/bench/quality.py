@@ -25,6 +25,7 @@ data, a tiny space, 2 seeds x 10 s, for CI. Output: a table, --json FILE and a P
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import math
 import sys
@@ -240,6 +241,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help=f"training images, the first of the split (default {FULL['train_images']})")
     p.add_argument("--val-images", type=int,
                    help=f"validation images (default {FULL['val_images']})")
+    p.add_argument("--keep", metavar="DIR",
+                   help="keep every search's MLflow store and Optuna journal in DIR, to trace "
+                        "what each sampler was told (default: a temporary folder)")
     p.add_argument("--json", help="also write the figures to this JSON file")
     p.add_argument("--png", help="the curves' plot (default: the --json path with .png)")
     p.add_argument("--smoke", action="store_true",
@@ -281,7 +285,10 @@ def _run(args: argparse.Namespace) -> int:
     result = {**machine_info("cuda" if torch.cuda.is_available() else "cpu", VERSIONS),
               "python": platform.python_version()}
     runs: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="searcher-quality-") as tmp:
+    if args.keep:
+        Path(args.keep).mkdir(parents=True, exist_ok=False)
+    with (contextlib.nullcontext(args.keep) if args.keep
+          else tempfile.TemporaryDirectory(prefix="searcher-quality-")) as tmp:
         root = Path(tmp)
         data_dir = Path(args.data_dir) if args.data_dir else synthetic_cifar(
             root / "data", SMOKE_IMAGES_PER_BATCH, learnable=True)
