@@ -1,4 +1,10 @@
-"""The Optuna samplers a search can use, by name: TPE by default, random as the baseline."""
+"""The Optuna samplers a search can use, by name: TPE by default, random as the baseline.
+
+Only samplers that model a conditional (define-by-run) space are offered. Optuna's GPSampler and
+CmaEsSampler model the intersection search space, the parameters every trial has, and draw the
+rest (here: stages 3-4, kernels, padding, residual, dense units, per-optimizer weight decay) at
+random, so on these spaces they are partly random search; they are not offered until measured.
+"""
 from __future__ import annotations
 
 import warnings
@@ -8,11 +14,11 @@ import optuna
 from searcher.settings import SAMPLERS
 
 # Random proposals TPE waits for before it models (on top of the space's baselines, which it
-# learns from too). Optuna's default, 10, suits cheap trials; a CPU search runs 20-40 trials, and
-# the quality benchmark traced the cost: with 6, TPE's first modelled proposal came after ~25%
-# of the budget and its result after ~45%, so the first half of TPE's and random's anytime
-# curves were the same. TPE's estimators keep a prior component, so it still explores.
-RANDOM_STARTUP = 3
+# learns from too). Measured with `python -m searcher.bench quality` (3 seeds, 6-minute searches,
+# BENCHMARKS.md): with 6, TPE's mean best was 0.607 against random's 0.595; with 3 it modelled
+# sooner but two of three seeds exploited a mediocre early region (0.520, 0.565; mean 0.577).
+# Optuna's default of 10 spends too much of a 20-40 trial CPU search on random proposals.
+RANDOM_STARTUP = 6
 
 
 def make_sampler(name: str, seed: int, n_baselines: int = 0) -> optuna.samplers.BaseSampler:
