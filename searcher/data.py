@@ -119,7 +119,7 @@ def load_cifar10(data_dir: str | Path, train: bool = True, download: bool = True
 
 # ----------------------------------------------------------------------------- image folders
 
-def _decode(path: Path, size: int) -> np.ndarray | str:
+def decode_image(path: Path, size: int) -> np.ndarray | str:
     """The image as uint8 C x H x W, or why it cannot be read (empty, truncated, not an image)."""
     from PIL import Image
     try:
@@ -148,7 +148,7 @@ def load_image_folder(root: str | Path, part: str, image_size: int,
     if len(classes) < 2 or not files:
         raise DataError(f"{folder} needs at least two class folders with images in them")
     with ThreadPoolExecutor() as pool:  # PIL decodes without the GIL
-        decoded = list(pool.map(lambda p: _decode(p, image_size), files))
+        decoded = list(pool.map(lambda p: decode_image(p, image_size), files))
     bad = [(path, why) for path, why in zip(files, decoded) if isinstance(why, str)]
     if bad and strict:
         raise DataError(f"cannot read image {bad[0][0]} ({bad[0][1]}); remove or replace it, or "

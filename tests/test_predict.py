@@ -1,0 +1,59 @@
+"""Batch prediction over an image folder with the registered champion, as a user runs it."""
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from searcher import promote as promote_mod
+from searcher.checkpoint import classifier_from_checkpoint, load_checkpoint
+from searcher.data import load_cifar10
+from searcher.predict import main as predict_main
+
+from test_promote import logged_search
+
+
+def test_predict_labels_a_folder_into_a_csv_and_skips_unreadable_images(tmp_path, tiny_cifar,
+                                                                       capsys):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    ckpt_dir = logged_search(tmp_path, tiny_cifar, uri)
+    promote_mod.promote(uri, experiment="tiny", data_dir=str(tiny_cifar))
+
+    images = load_cifar10(tiny_cifar, train=False, download=False)[0].x[:5]
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    names = [f"img{i}.png" if i < 3 else f"sub/img{i}.png" for i in range(len(images))]
+    for name, image in zip(names, images):  # PNG is lossless: the pixels come back unchanged
+        Image.fromarray(image.transpose(1, 2, 0)).save(folder / name)
+    (folder / "empty.jpg").write_bytes(b"")  # as public downloads ship them
+
+    out = tmp_path / "predictions.csv"
+    assert predict_main([str(folder), "--model", "models:/tiny@champion", "--tracking-uri", uri,
+                         "--output", str(out), "--batch-size", "2"]) == 0
+    said = capsys.readouterr().out
+    assert f"5 images labelled into {out}; 1 unreadable skipped" in said and "empty.jpg" in said
+    with open(out) as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["file"] for r in rows) == sorted(names)
+    model = classifier_from_checkpoint(load_checkpoint(ckpt_dir))
+    with torch.no_grad():
+        probs = torch.softmax(model(torch.from_numpy(images)), 1)
+    by_file = {r["file"]: r for r in rows}
+    for name, p in zip(names, probs):
+        assert by_file[name]["label"] == f"class{int(p.argmax())}"
+        assert float(by_file[name]["confidence"]) == pytest.approx(float(p.max()), abs=1e-4)
+
+
+def test_predict_with_a_model_that_is_not_there_is_one_line(tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(folder / "a.png")
+    with pytest.raises(SystemExit) as exit_:
+        predict_main([str(folder), "--model", "models:/nothing@champion",
+                      "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot load the model models:/nothing@champion" in err[0]
