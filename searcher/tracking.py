@@ -105,14 +105,20 @@ def _git_commit(cwd: Path) -> str:
     return (commit + ("-dirty" if dirty else "")) if commit else "unknown"
 
 
-def _versions() -> dict[str, str]:
-    versions = {"python": platform.python_version(), "platform": platform.platform()}
-    for name in PACKAGES:
+def package_versions(names: tuple[str, ...]) -> dict[str, str]:
+    """The installed version of each package ("not installed" where it is not)."""
+    versions = {}
+    for name in names:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
     return versions
+
+
+def _versions() -> dict[str, str]:
+    return {"python": platform.python_version(), "platform": platform.platform(),
+            **package_versions(PACKAGES)}
 
 
 # ----------------------------------------------------------------------------- datasets

@@ -7,7 +7,6 @@ import os
 import pickle
 import platform
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +47,8 @@ def machine_info(device: str, packages: tuple[str, ...] = ()) -> dict[str, Any]:
                             "cpus": os.cpu_count(), "device": device, "torch": torch.__version__}
     if device == "cuda":
         info["gpu"] = torch.cuda.get_device_name()
-    for name in packages:
-        try:
-            info[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            info[name] = "not installed"
-    return info
+    from searcher.tracking import package_versions
+    return {**info, **package_versions(packages)}
 
 
 def _finite(value: Any) -> Any:
