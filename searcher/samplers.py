@@ -11,6 +11,7 @@ import warnings
 
 import optuna
 
+from searcher.fidelity import RungSampler
 from searcher.settings import SAMPLERS
 
 # Random proposals TPE waits for before it models (on top of the space's baselines, which it
@@ -24,13 +25,13 @@ RANDOM_STARTUP = 6
 def make_sampler(name: str, seed: int, n_baselines: int = 0) -> optuna.samplers.BaseSampler:
     """A seeded sampler. TPE is multivariate over groups of parameters that occur together (a
     conditional space's branches), with the constant liar so that trials running in parallel are
-    not proposed twice."""
+    not proposed twice, and models the trials at a common epoch (`fidelity.RungSampler`)."""
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "tpe":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
-                                              constant_liar=True,
-                                              n_startup_trials=n_baselines + RANDOM_STARTUP)
+            return RungSampler(optuna.samplers.TPESampler(
+                seed=seed, multivariate=True, group=True, constant_liar=True,
+                n_startup_trials=n_baselines + RANDOM_STARTUP))
     raise ValueError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")

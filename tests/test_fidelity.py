@@ -1,0 +1,97 @@
+"""The multi-fidelity adapter: TPE compares trials at a common epoch, on a real Optuna study."""
+from __future__ import annotations
+
+import statistics
+
+import optuna
+from optuna.trial import TrialState
+
+from searcher.fidelity import MIN_TRIALS_AT_RUNG, RungSampler, comparison_epoch, rung_view
+from searcher.samplers import make_sampler
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def add(study, x, values, state):
+    """A trial at `x` that reported `values` (epochs 1, 2, ...) and is now in `state`."""
+    study.enqueue_trial({"x": x})
+    trial = study.ask()
+    trial.suggest_float("x", 0.0, 1.0)
+    for epoch, value in enumerate(values, start=1):
+        trial.report(value, epoch)
+    if state == TrialState.COMPLETE:
+        study.tell(trial, values[-1])
+    elif state == TrialState.PRUNED:
+        study.tell(trial, state=TrialState.PRUNED)
+    return trial
+
+
+def misleading_study(sampler):
+    """What ASHA leaves a study with: early weak trials near x=0.1 ran all 4 epochs (little to
+    compare them with), later strong ones near x=0.9 are still running at epoch 2, and many
+    middling ones were stopped after epoch 1."""
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    for i in range(3):
+        add(study, 0.1 + 0.01 * i, [0.20, 0.25, 0.28, 0.30], TrialState.COMPLETE)
+    for i in range(12):
+        add(study, 0.3 + 0.03 * i, [0.22], TrialState.PRUNED)
+    for i in range(6):
+        add(study, 0.88 + 0.01 * i, [0.40, 0.55], TrialState.RUNNING)
+    return study
+
+
+def proposals(study, n=12):
+    xs = []
+    for _ in range(n):
+        trial = study.ask()
+        xs.append(trial.suggest_float("x", 0.0, 1.0))
+        study.tell(trial, state=TrialState.FAIL)  # out of the way of the next proposal
+    return xs
+
+
+def test_comparison_epoch_is_the_deepest_that_enough_trials_reached():
+    study = misleading_study(optuna.samplers.RandomSampler(seed=0))
+    # 9 trials reached epoch 2 (3 complete, 6 running), only 3 epoch 4; 21 measured in all
+    assert MIN_TRIALS_AT_RUNG <= 9
+    assert comparison_epoch(study.get_trials()) == 2
+    assert comparison_epoch([]) is None
+
+
+def test_the_view_reframes_trials_at_the_comparison_epoch_and_keeps_their_numbers():
+    study = misleading_study(optuna.samplers.RandomSampler(seed=0))
+    infeasible = study.ask()
+    infeasible.set_constraint("feasible", 3.0)
+    study.tell(infeasible, state=TrialState.PRUNED)
+    view = rung_view(study)
+    seen = {t.number: t for t in view.get_trials()}
+    assert [t.number for t in view.get_trials()] == [t.number for t in study.get_trials()]
+    complete, pruned, running = seen[0], seen[3], seen[15]
+    assert complete.state == TrialState.COMPLETE and complete.value == 0.25  # epoch 2, not 4
+    assert pruned.state == TrialState.PRUNED and pruned.intermediate_values == {1: 0.22}
+    assert running.state == TrialState.COMPLETE and running.value == 0.55
+    assert seen[infeasible.number].constraints == {"feasible": 3.0}
+    assert seen[infeasible.number].state == TrialState.PRUNED
+    # the study itself is untouched
+    assert study.trials[15].state == TrialState.RUNNING and study.trials[0].value == 0.30
+
+
+def test_tpe_through_the_adapter_follows_the_strong_running_trials():
+    # Plain TPE ranks the 3 weak complete trials first and counts the strong running ones as bad
+    # (constant liar): it proposes near x=0.1. Through the adapter it proposes near x=0.9.
+    plain = optuna.samplers.TPESampler(seed=3, multivariate=True, constant_liar=True,
+                                       n_startup_trials=6)
+    adapted = make_sampler("tpe", seed=3)
+    assert isinstance(adapted, RungSampler)
+    plain_x = statistics.median(proposals(misleading_study(plain)))
+    adapted_x = statistics.median(proposals(misleading_study(adapted)))
+    assert plain_x < 0.5 < adapted_x, (plain_x, adapted_x)
+
+
+def test_the_adapter_pickles_without_its_view():
+    import pickle
+
+    sampler = make_sampler("tpe", seed=0)
+    study = misleading_study(sampler)
+    proposals(study, 1)
+    again = pickle.loads(pickle.dumps(sampler))
+    assert again._view is None and isinstance(again.inner, optuna.samplers.TPESampler)
