@@ -48,7 +48,9 @@ def rung_view(study: Study) -> Study:
     keep their numbers (they are added in order), so a trial of `study` is found by number."""
     trials = study.get_trials(deepcopy=False)
     epoch = comparison_epoch(trials)
-    view = optuna.create_study(directions=study.directions)
+    storage = optuna.storages.InMemoryStorage()  # create_study would log each view at INFO
+    storage.create_new_study(study.directions, "rung-view")
+    view = optuna.load_study(study_name="rung-view", storage=storage)
     view.add_trials([_reframed(t, epoch) for t in trials])
     return view
 
