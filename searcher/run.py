@@ -73,7 +73,7 @@ def _run(args: argparse.Namespace) -> int:
     from searcher.data import load_search_data
     from searcher.leaderboard import build_leaderboard, format_leaderboard
     from searcher.search import check_cluster, init_ray, run_search
-    from searcher.state import find_resumable, redact
+    from searcher.state import check_study_storage, find_resumable, redact
     from searcher.space import load_space
     from searcher.warm_start import load_warm_start
 
@@ -89,6 +89,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"[searcher] resuming {resume.name} from {where} (MLflow run {parent})", flush=True)
     s = space.settings
     tracking.check_server(s.tracking_uri)
+    check_study_storage(s)
     check_cluster(s.address)  # in seconds, rather than ray.init's minutes of retries
     print(f"[searcher] loading {s.dataset} from {s.resolved_data_dir()}", flush=True)
     data = load_search_data(s.dataset, s.resolved_data_dir(), s.image_size, s.val_fraction, s.seed,

@@ -67,6 +67,13 @@ def _database(url: str) -> optuna.storages.RDBStorage:
                         f"fix --study-storage / ${STUDY_STORAGE_ENV}") from None
 
 
+def check_study_storage(settings) -> None:
+    """Fail at once, with one line, if the study's database cannot be opened (before any run)."""
+    database = study_database(settings)
+    if database is not None:
+        _database(database)
+
+
 @dataclass(frozen=True)
 class SearchState:
     """One search's state. `folder` is named after the search (the study and Tune's experiment

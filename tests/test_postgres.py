@@ -178,6 +178,23 @@ def test_an_unreachable_study_database_is_one_line(postgres_server, tmp_path):
     assert "\n" not in str(caught.value)
 
 
+@pytest.mark.parametrize("resume", [[], ["--resume"]])
+def test_an_unreachable_study_database_stops_the_cli_before_anything(tmp_path, resume):
+    space = tmp_path / "tiny.py"
+    space.write_text("def space(trial):\n    trial.suggest_int('stages', 1, 2)\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "searcher.run", str(space), *resume,
+         "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}",
+         "--study-storage", "postgresql://searcher@127.0.0.1:1/optuna"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env())
+    assert out.returncode == 2, out.stderr
+    (line,) = out.stderr.strip().splitlines()
+    assert line.startswith("python -m searcher.run: error: cannot open the study database")
+    assert not (tmp_path / "ray_results").exists()  # no search started
+    client = MlflowClient(f"sqlite:///{tmp_path / 'm.db'}")
+    assert not client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
 def test_a_password_in_the_study_url_is_refused(tmp_path):
     with pytest.raises(SettingsError, match="PGPASSWORD"):
         make_settings({"study_storage": "postgresql://searcher:secret@db:5432/optuna"})
