@@ -37,6 +37,7 @@ SPACE = textwrap.dedent('''
 
     BASELINES = {"first": {"stages": 1, "filters": 8, "lr": 0.05}}
 ''')
+BASELINE = {"stages": 1, "filters": 8, "lr": 0.05}
 
 
 def env() -> dict[str, str]:
@@ -154,12 +155,53 @@ def test_a_search_whose_head_is_lost_resumes_elsewhere_from_postgres(postgres, t
     states = [t.state.name for t in study.trials]
     assert states.count("COMPLETE") == NUM_SAMPLES
     assert set(states) <= {"COMPLETE", "FAIL"} and states.count("FAIL") <= 1
-    assert sum(t.params == {"stages": 1, "filters": 8, "lr": 0.05} for t in study.trials) == 1
+    assert sum(t.params == BASELINE for t in study.trials) == 1
     record = study.user_attrs[RECORD_ATTR]
     assert record["finished"] and record["parent_run_id"] == parents[0].info.run_id
     # Nothing of the search's state was ever a local file: no journal, no search file anywhere.
     assert not list(tmp_path.rglob(SEARCH_FILE)) and not list(tmp_path.rglob(STUDY_FILE))
     assert (shared / "ray" / summary.study_name / "leaderboard.txt").is_file()
+
+
+def test_the_study_and_its_record_resume_through_the_database_alone(postgres, tmp_path):
+    """No Ray: what a new head gets back from the database is the study the old one asked and
+    told, and the record `--resume` needs; the searcher Tune pickles reconnects by its URL."""
+    from searcher.search import make_study
+    from searcher.space import load_space
+    from searcher.state import SearchState
+    from searcher.study_searcher import StudySearcher
+
+    study_db = postgres("optuna")
+    (tmp_path / "tiny.py").write_text(SPACE)
+    space = load_space(tmp_path / "tiny.py", {"study_storage": study_db,
+                                              "storage_path": str(tmp_path / "ray")})
+    state = SearchState(tmp_path / "old-head" / "tiny-20300101-000000-abcd", study_db)
+    study = make_study(space, state.folder, (), state.database)
+    state.write_record({"parent_run_id": "p1", "tune_path": "somewhere", "created": 1.0,
+                        "settings": space.settings.to_dict()})
+    searcher = StudySearcher(study, space.sample, lambda params: None, "val_acc", "max", 2)
+    first = searcher.suggest("t1")
+    assert first == {**BASELINE, **first}  # the queued baseline comes first
+    searcher.on_trial_complete("t1", {"val_acc": 0.5, "epoch": 2})
+    searcher.suggest("t2")
+    searcher.save(str(tmp_path / "searcher.pkl"))  # what Tune keeps on the shared storage
+
+    found = find_resumable(space.settings, "tiny", None)  # from here, with no local files
+    assert found.name == state.name and found.database == study_db
+    assert found.folder.parent == tmp_path / "ray"  # this machine's outputs go there
+    assert found.read_record()["parent_run_id"] == "p1"
+    restored = StudySearcher(study, space.sample, lambda params: None, "val_acc", "max", 2)
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    restored.on_trial_complete("t2", {"val_acc": 0.7, "epoch": 2})
+    restored.suggest("t3")
+    again = found.load_study()
+    assert [t.state.name for t in again.trials] == ["COMPLETE", "COMPLETE", "RUNNING"]
+    assert [t.value for t in again.trials[:2]] == [0.5, 0.7]
+    found.mark_finished()
+    with pytest.raises(UserError, match="no unfinished search of tiny"):
+        find_resumable(space.settings, "tiny", None)
+    assert find_resumable(space.settings, "tiny", state.name).name == state.name  # by name
+    assert not list(tmp_path.rglob(SEARCH_FILE)) and not list(tmp_path.rglob(STUDY_FILE))
 
 
 def test_resume_says_what_the_database_lacks(postgres, tmp_path):
