@@ -98,10 +98,13 @@ def autoscaler_cluster() -> Cluster | None:
     config. That is the config file the head's autoscaler was started with (`ray up` writes
     ~/ray_bootstrap_config.yaml), found when the driver runs on the head, as `ray job submit`
     and `ray attach` run it; else the node groups the GCS holds where KubeRay reports them."""
-    path = autoscaling_config_path(ray.get_runtime_context().gcs_address)
+    try:  # a Ray Client driver (ray://) has no GCS connection of its own: nothing to read
+        path = autoscaling_config_path(ray.get_runtime_context().gcs_address)
+        from_gcs = None if path else ray._private.state.state.get_cluster_config()
+    except Exception:
+        return None
     if path is not None:
         return config_cluster(yaml.safe_load(path.read_text()), f"the node types in {path}")
-    from_gcs = ray._private.state.state.get_cluster_config()
     if from_gcs is not None and from_gcs.node_group_configs:
         return Cluster([NodeType(g.name, dict(g.resources), g.max_count)
                         for g in from_gcs.node_group_configs], None, "the autoscaler's node types")
