@@ -218,9 +218,9 @@ def _candidates(client, search, k: int) -> list[Any]:
 
 def _resources(search) -> tuple[float, float]:
     """CPUs and GPUs per retrain: the search's own per-trial share."""
-    from searcher.search import gpus_per_trial
-    return float(_param(search, "cpus_per_trial", 1.0)), gpus_per_trial(
-        _param(search, "gpus_per_trial", None))
+    from searcher.resources import plan
+    cpus = float(_param(search, "cpus_per_trial", 1.0))
+    return cpus, plan(cpus, _param(search, "gpus_per_trial", None), None).gpus_per_trial
 
 
 def _confirm_step(client, search, run, k: int, seeds: int, data) -> tuple[Any, dict[str, Any]]:

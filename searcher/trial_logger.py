@@ -19,8 +19,8 @@ from ray import tune
 
 from searcher.leaderboard import trial_name
 from searcher.space import Space
-from searcher.tracking import (BASELINE_TAG, EPOCH_METRICS, NODES_TAG, OUTCOME_TAG, RESUMED_TAG,
-                               ROLE_TAG, TRIAL_ID_TAG, best_key)
+from searcher.tracking import (BASELINE_TAG, CPUS_TAG, EPOCH_METRICS, GPUS_TAG, NODES_TAG,
+                               OUTCOME_TAG, RESUMED_TAG, ROLE_TAG, TRIAL_ID_TAG, best_key)
 
 RETRY_AFTER_S = 15.0  # how long the callback waits before trying an unreachable store again
 
@@ -114,8 +114,10 @@ class MLflowTrialLogger(tune.Callback):
         baseline = self.space.baseline_of(params)
         rec = TrialRecord(trial.trial_id, None, params, baseline)
         self.records[trial.trial_id] = rec
+        held = trial.placement_group_factory.required_resources  # what Tune reserved for it
         tags = {MLFLOW_PARENT_RUN_ID: self.parent_run_id, ROLE_TAG: "trial",
-                TRIAL_ID_TAG: trial.trial_id, OUTCOME_TAG: "running"}
+                TRIAL_ID_TAG: trial.trial_id, OUTCOME_TAG: "running",
+                GPUS_TAG: f"{held.get('GPU', 0):g}", CPUS_TAG: f"{held.get('CPU', 0):g}"}
         if baseline:
             tags[BASELINE_TAG] = baseline
 
