@@ -80,6 +80,11 @@ def test_killed_driver_resumes_the_same_search(ray_head, tmp_path):
     parents = client.search_runs([exp.experiment_id], "tags.`searcher.role` = 'search'")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"  # the same parent went on
     children = client.search_runs([exp.experiment_id], "tags.`searcher.role` = 'trial'")
+    # A trial started just before the kill, after Tune last saved its state, is not resumed (Tune
+    # never knew it); its run says so, and another trial ran in its place.
+    lost = [c for c in children if c.data.tags["searcher.outcome"] == "lost"]
+    assert all(c.info.status == "KILLED" for c in lost) and len(lost) <= 2
+    children = [c for c in children if c.info.run_id not in {r.info.run_id for r in lost}]
     trial_ids = [c.data.tags["searcher.trial_id"] for c in children]
     assert len(children) == NUM_SAMPLES == len(set(trial_ids))  # the budget, no duplicate runs
     assert done_before <= set(trial_ids)  # finished trials kept
