@@ -5,28 +5,17 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import free_port, kill_matching, write_cifar
+from conftest import free_port, kill_matching, resumable_space, write_cifar
 
 NUM_SAMPLES, EPOCHS = 6, 3
 
-SPACE = textwrap.dedent('''
-    SETTINGS = {"epochs": 3, "num_samples": 6, "grace_period": 3, "seed": 0}
-
-    def space(trial):
-        trial.suggest_int("stages", 1, 2)
-        trial.suggest_categorical("filters", [8, 16])
-        trial.suggest_float("lr", 0.01, 0.1, log=True)
-        return {"batch_size": 64, "batch_norm": True}
-
-    BASELINES = {"first": {"stages": 1, "filters": 8, "lr": 0.05}}
-''')
+SPACE = resumable_space(EPOCHS, NUM_SAMPLES)
 
 
 @pytest.fixture()

@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -18,7 +17,8 @@ import pytest
 import requests
 from mlflow.tracking import MlflowClient
 
-from conftest import free_port, kill_matching, write_cifar
+from conftest import (RESUMABLE_BASELINE, free_port, kill_matching, resumable_space,
+                      write_cifar)
 from searcher.errors import UserError
 from searcher.settings import SettingsError, make_settings
 from searcher.state import RECORD_ATTR, SEARCH_FILE, STUDY_FILE, find_resumable
@@ -26,18 +26,8 @@ from searcher.state import RECORD_ATTR, SEARCH_FILE, STUDY_FILE, find_resumable
 BIN = Path(sys.executable).parent
 NUM_SAMPLES, EPOCHS = 5, 2
 
-SPACE = textwrap.dedent('''
-    SETTINGS = {"epochs": 2, "num_samples": 5, "grace_period": 2, "seed": 0}
-
-    def space(trial):
-        trial.suggest_int("stages", 1, 2)
-        trial.suggest_categorical("filters", [8, 16])
-        trial.suggest_float("lr", 0.01, 0.1, log=True)
-        return {"batch_size": 64, "batch_norm": True}
-
-    BASELINES = {"first": {"stages": 1, "filters": 8, "lr": 0.05}}
-''')
-BASELINE = {"stages": 1, "filters": 8, "lr": 0.05}
+SPACE = resumable_space(EPOCHS, NUM_SAMPLES)
+BASELINE = RESUMABLE_BASELINE
 
 
 def env() -> dict[str, str]:
