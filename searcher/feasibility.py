@@ -16,6 +16,7 @@ from searcher.settings import Settings
 VANISHING_MAP = 1.0
 
 Check = Callable[[dict[str, Any]], "tuple[str, float] | None"]
+Cost = Callable[[dict[str, Any]], "float | None"]
 
 
 def proposal_check(settings: Settings, num_classes: int, image_shape: tuple[int, int, int]) -> Check:
@@ -41,3 +42,19 @@ def proposal_check(settings: Settings, num_classes: int, image_shape: tuple[int,
         return reason, excess - 1.0
 
     return check
+
+
+def proposal_cost(settings: Settings, num_classes: int, image_shape: tuple[int, int, int]) -> Cost:
+    """A function of a feasible proposal's parameters: its million multiply-adds per image (what
+    the sampler weighs its accuracy against), None if that cannot be told."""
+    channels, size = image_shape[0], image_shape[1]
+
+    def cost(params: dict[str, Any]) -> float | None:
+        try:
+            arch, _ = split_params(params, num_classes=num_classes, in_channels=channels,
+                                   image_size=size, epochs=settings.epochs)
+            return measure(arch).macs / 1e6
+        except (ConfigError, InfeasibleArchitecture):
+            return None
+
+    return cost

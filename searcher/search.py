@@ -17,7 +17,7 @@ from ray.tune.schedulers import ASHAScheduler
 
 from searcher.data import SearchData
 from searcher.errors import UserError
-from searcher.feasibility import proposal_check
+from searcher.feasibility import proposal_check, proposal_cost
 from searcher.resources import plan
 from searcher.samplers import make_sampler
 from searcher.space import Space
@@ -101,7 +101,8 @@ def make_study(space: Space, folder: Path, earlier: list[optuna.trial.FrozenTria
     s = space.settings
     study = optuna.create_study(storage=SearchState(folder, database).storage(),
                                 study_name=folder.name,
-                                sampler=make_sampler(s.sampler, s.seed, len(space.baselines)),
+                                sampler=make_sampler(s.sampler, s.seed, len(space.baselines),
+                                                     s.cost_weight),
                                 direction="maximize" if s.mode == "max" else "minimize")
     study.add_trials(list(earlier))
     for params in space.baselines.values():
@@ -138,9 +139,9 @@ def run_search(space: Space, data: SearchData, tracking_uri: str, parent_run_id:
                         "tune_path": f"{storage_path.rstrip('/')}/{study_name}",
                         "space_file": str(space.path), "settings": s.to_dict(),
                         "created": time.time()})
-    searcher = StudySearcher(study, space.sample,
-                             proposal_check(s, len(data.classes), data.image_shape),
-                             s.metric, s.mode, s.epochs)
+    shape = (len(data.classes), data.image_shape)
+    searcher = StudySearcher(study, space.sample, proposal_check(s, *shape), s.metric, s.mode,
+                             s.epochs, proposal_cost(s, *shape))
     scheduler = ASHAScheduler(time_attr="training_iteration", max_t=s.epochs,
                               grace_period=s.grace_period, reduction_factor=s.reduction_factor)
     logger = MLflowTrialLogger(tracking_uri, parent_run_id, space)

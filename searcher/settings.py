@@ -38,6 +38,10 @@ class Settings:
     # --- the sampler ---
     sampler: str = "tpe"  # one of SAMPLERS; "random" is the baseline to compare against
     warm_start: str | None = None  # earlier searches to learn from: experiment, run id or "latest"
+    # What TPE gives up in the metric for half the compute: it ranks trials by metric minus
+    # cost_weight x log2(the trial's multiply-adds / the median trial's); 0 ignores cost
+    # (see searcher.fidelity)
+    cost_weight: float = 0.02
     # --- budget ---
     num_samples: int = 16  # trials; -1 runs until the time budget is spent
     time_budget_s: float | None = None  # wall-clock budget for the whole search
@@ -119,6 +123,8 @@ def _check(s: Settings) -> None:
                                        "search's settings; put it in ~/.pgpass or $PGPASSWORD")
     if s.max_params < 1:
         raise bad("max_params", "must be positive")
+    if not s.cost_weight >= 0:
+        raise bad("cost_weight", "must be 0 or more")
     if not s.max_mmacs > 0:
         raise bad("max_mmacs", "must be positive")
 

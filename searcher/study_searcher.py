@@ -25,7 +25,8 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
-from searcher.feasibility import Check
+from searcher.feasibility import Check, Cost
+from searcher.fidelity import COST_ATTR
 
 INFEASIBLE_ATTR = "infeasible"  # user attribute: why a proposal could not be trained
 FAILED_ATTR = "failed"
@@ -36,9 +37,10 @@ class StudySearcher(Searcher):
     """Proposes trials from `study` by running the define-by-run `sample(trial) -> params`."""
 
     def __init__(self, study: optuna.Study, sample: Callable[[optuna.Trial], dict[str, Any]],
-                 check: Check, metric: str, mode: str, max_epochs: int):
+                 check: Check, metric: str, mode: str, max_epochs: int, cost: Cost | None = None):
         super().__init__(metric=metric, mode=mode)
         self.study, self.sample, self.check, self.max_epochs = study, sample, check, max_epochs
+        self.cost = cost
         self._trials: dict[str, optuna.Trial] = {}  # Tune trial id -> its Optuna trial
         self._reported: dict[str, int] = {}  # the last epoch told, per Tune trial
         self._done: set[str] = set()
@@ -51,6 +53,9 @@ class StudySearcher(Searcher):
             params = self.sample(trial)
             miss = self.check(params)
             if miss is None:
+                mmacs = self.cost(params) if self.cost else None
+                if mmacs is not None:  # known before it trains, so running trials have it too
+                    trial.set_user_attr(COST_ATTR, mmacs)
                 self._trials[trial_id] = trial
                 return params
             reason, excess = miss

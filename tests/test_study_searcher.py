@@ -5,7 +5,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from searcher.fidelity import RungSampler
+from searcher.fidelity import COST_ATTR, RungSampler
 from searcher.samplers import make_sampler
 from searcher.study_searcher import (FAILED_ATTR, INFEASIBLE_ATTR, StudySearcher,
                                      close_unfinished)
@@ -153,3 +153,16 @@ def test_a_trial_the_study_already_ended_is_not_told_again(tmp_path):
     restored.on_trial_complete("a", error=True)
     (trial,) = study.trials
     assert trial.state == TrialState.PRUNED and trial.intermediate_values[3] == 0.4
+
+
+def test_a_feasible_proposal_carries_its_cost_for_the_sampler():
+    study = optuna.create_study(direction="maximize", sampler=make_sampler("random", 0))
+    searcher = StudySearcher(study, sample, too_wide, "val_acc", "max", MAX_EPOCHS,
+                             cost=lambda params: params["filters"] / 4)
+    for i in range(10):
+        searcher.suggest(f"t{i}")
+    for t in study.trials:
+        if INFEASIBLE_ATTR in t.user_attrs:
+            assert COST_ATTR not in t.user_attrs
+        else:
+            assert t.user_attrs[COST_ATTR] == t.params["filters"] / 4
