@@ -2,11 +2,13 @@
 a real PostgreSQL."""
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import shutil
 import socket
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -89,6 +91,28 @@ def kill_matching(text: str) -> None:
         except psutil.Error:
             pass
     psutil.wait_procs(doomed, timeout=10)
+
+
+BIN = Path(sys.executable).parent  # the venv's console scripts: ray, mlflow
+RAY_ENV = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+
+
+@contextlib.contextmanager
+def ray_head(tag: str, *flags: str, env: dict[str, str] | None = None, port: int | None = None):
+    """A Ray head of its own, as on a cluster (`ray start --head` with `flags`), so that a killed
+    driver leaves it running. Yields its address; leaving the block stops exactly this head's
+    processes and any node that joined it (by its temp dir and by its GCS address)."""
+    temp = Path("/tmp") / f"{tag}{os.getpid()}"  # Ray's socket paths must stay short
+    port = port or free_port()
+    try:
+        subprocess.run([str(BIN / "ray"), "start", "--head", f"--port={port}",
+                        f"--temp-dir={temp}", "--include-dashboard=false",
+                        "--disable-usage-stats", *flags],
+                       check=True, capture_output=True, env=env or RAY_ENV, timeout=120)
+        yield f"127.0.0.1:{port}"
+    finally:
+        kill_matching(str(temp))  # the head, its agents and the nodes started with its temp dir
+        kill_matching(f"127.0.0.1:{port}")  # any other raylet that joined its GCS
 
 
 # A role that may create databases on a running PostgreSQL; .ci/postgres makes this one.

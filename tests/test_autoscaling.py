@@ -19,10 +19,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from conftest import TESTS, free_port, kill_matching, write_cifar
+from conftest import RAY_ENV, TESTS, free_port, kill_matching, ray_head, write_cifar
 
-BIN = Path(sys.executable).parent
-ENV = {**os.environ, "RAY_AUTH_MODE": "disabled"}
 NUM_SAMPLES, EPOCHS, SLOTS = 9, 3, 6  # fake_cluster.yaml: 3 workers x 2 trial slots
 BUSY_WITHIN_S = 120  # the issue's goal: every slot busy within 2 minutes of the search's start
 
@@ -56,24 +54,17 @@ def fake_cluster(tmp_path):
     """The head of tests/fake_cluster.yaml, started as `ray up` starts one (`ray start --head
     --autoscaling-config`); the autoscaler launches and terminates the workers. All stopped
     afterwards: this cluster's processes only, found by its temp dir and its GCS address."""
-    temp = Path("/tmp") / f"rayas{os.getpid()}"  # Ray's socket paths must stay short
-    port = free_port()
     config = yaml.safe_load((TESTS / "fake_cluster.yaml").read_text())
+    port = free_port()
     config["provider"]["gcs_address"] = f"127.0.0.1:{port}"
     path = tmp_path / "cluster.yaml"
     path.write_text(yaml.safe_dump(config))
     head = config["available_node_types"][config["head_node_type"]]["resources"]
-    env = {**ENV, "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"}
-    try:
-        subprocess.run([str(BIN / "ray"), "start", "--head", f"--port={port}",
-                        f"--num-cpus={head['CPU']}", f"--temp-dir={temp}",
-                        "--object-store-memory=100000000", "--include-dashboard=false",
-                        "--disable-usage-stats", f"--autoscaling-config={path}"],
-                       check=True, capture_output=True, env=env, timeout=120)
+    env = {**RAY_ENV, "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"}
+    # the head, its autoscaler and the workers it launched all stop with the block
+    with ray_head("rayas", f"--num-cpus={head['CPU']}", "--object-store-memory=100000000",
+                  f"--autoscaling-config={path}", env=env, port=port):
         yield {"address": f"127.0.0.1:{port}", "config": config}
-    finally:
-        kill_matching(str(temp))  # the head, its autoscaler and the workers it launched
-        kill_matching(f"127.0.0.1:{port}")  # any worker raylet left, by the GCS it joined
 
 
 def samples(path: Path) -> list[dict]:
@@ -90,8 +81,8 @@ def trial_runs(client: MlflowClient) -> list:
 def test_a_search_scales_gpu_workers_from_zero_and_back(fake_cluster, tmp_path):
     address = fake_cluster["address"]
     observed = tmp_path / "observed.jsonl"
-    observer = subprocess.Popen([sys.executable, "-c", OBSERVER, address, str(observed)], env=ENV,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    observer = subprocess.Popen([sys.executable, "-c", OBSERVER, address, str(observed)],
+                                env=RAY_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
     data = write_cifar(tmp_path / "data", per_batch=400)
     space = tmp_path / "autoscaled.py"
@@ -109,7 +100,7 @@ def test_a_search_scales_gpu_workers_from_zero_and_back(fake_cluster, tmp_path):
             [sys.executable, "-m", "searcher.run", str(space), "--data-dir", str(data),
              "--tracking-uri", uri, "--address", address,
              "--storage-path", str(tmp_path / "shared")],
-            cwd=tmp_path, env=ENV, stdout=log, stderr=subprocess.STDOUT)
+            cwd=tmp_path, env=RAY_ENV, stdout=log, stderr=subprocess.STDOUT)
 
         # A trial with an epoch done on a worker while every worker is up: its node goes away
         # (its raylet and workers killed, as the provider's terminate_node kills a fake node).

@@ -15,10 +15,8 @@ import pytest
 import requests
 from mlflow.tracking import MlflowClient
 
-from conftest import free_port, kill_matching, write_cifar
+from conftest import BIN, RAY_ENV, free_port, kill_matching, ray_head, write_cifar
 
-BIN = Path(sys.executable).parent
-ENV = {**os.environ, "RAY_AUTH_MODE": "disabled"}
 
 SPACE = textwrap.dedent('''
     SETTINGS = {"epochs": 4, "num_samples": 4, "grace_period": 4, "seed": 0}
@@ -34,31 +32,26 @@ SPACE = textwrap.dedent('''
 @pytest.fixture()
 def cluster(tmp_path):
     """A head and a second node (its own resources), an MLflow server; all stopped afterwards."""
-    temp = Path("/tmp") / f"rayc{os.getpid()}"
-    port, mlflow_port = free_port(), free_port()
+    mlflow_port = free_port()
     server = subprocess.Popen(
         [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'srv.db'}",
          "--artifacts-destination", str(tmp_path / "artifacts"), "--serve-artifacts",
          "--host", "127.0.0.1", "--port", str(mlflow_port), "--workers", "1"],
-        env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    common = ["--num-cpus=1", f"--temp-dir={temp}", "--disable-usage-stats"]
+        env=RAY_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        subprocess.run([str(BIN / "ray"), "start", "--head", f"--port={port}",
-                        "--include-dashboard=false", "--resources", json.dumps({"head": 1}), *common],
-                       check=True, capture_output=True, env=ENV, timeout=120)
-        subprocess.run([str(BIN / "ray"), "start", f"--address=127.0.0.1:{port}",
-                        "--resources", json.dumps({"second": 1}), *common],
-                       check=True, capture_output=True, env=ENV, timeout=120)
-        uri = f"http://127.0.0.1:{mlflow_port}"
-        for _ in range(120):
-            try:
-                if requests.get(uri + "/health", timeout=1).ok:
-                    break
-            except requests.RequestException:
-                time.sleep(0.5)
-        yield {"address": f"127.0.0.1:{port}", "uri": uri, "temp": temp, "server": server}
+        with ray_head("rayc", "--num-cpus=1", "--resources", json.dumps({"head": 1})) as address:
+            subprocess.run([str(BIN / "ray"), "start", f"--address={address}", "--num-cpus=1",
+                            "--resources", json.dumps({"second": 1}), "--disable-usage-stats"],
+                           check=True, capture_output=True, env=RAY_ENV, timeout=120)
+            uri = f"http://127.0.0.1:{mlflow_port}"
+            for _ in range(120):
+                try:
+                    if requests.get(uri + "/health", timeout=1).ok:
+                        break
+                except requests.RequestException:
+                    time.sleep(0.5)
+            yield {"address": address, "uri": uri, "server": server}
     finally:
-        kill_matching(str(temp))
         if server.poll() is None:
             os.killpg(server.pid, 9)
         server.wait()
@@ -69,7 +62,7 @@ def nodes(address: str) -> dict[str, str]:
     code = ("import json, ray; ray.init(address=%r, logging_level='ERROR'); "
             "print(json.dumps({n['NodeID']: ('head' if 'head' in n['Resources'] else 'second') "
             "for n in ray.nodes() if n['Alive']}))" % address)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV,
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=RAY_ENV,
                          timeout=120, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -89,7 +82,7 @@ def start_search(tmp_path: Path, cluster: dict) -> subprocess.Popen:
         [sys.executable, "-m", "searcher.run", str(space), "--data-dir", str(data),
          "--tracking-uri", cluster["uri"], "--address", cluster["address"],
          "--storage-path", str(tmp_path / "shared")],
-        cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        cwd=tmp_path, env=RAY_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def check_histories(client: MlflowClient, runs: list, epochs: int) -> None:

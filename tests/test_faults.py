@@ -6,12 +6,11 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import free_port, kill_matching, resumable_space, write_cifar
+from conftest import ray_head, resumable_space, write_cifar
 
 NUM_SAMPLES, EPOCHS = 6, 3
 
@@ -19,17 +18,10 @@ SPACE = resumable_space(EPOCHS, NUM_SAMPLES)
 
 
 @pytest.fixture()
-def ray_head(tmp_path):
+def head():
     """A Ray head of its own (as on a cluster), so killing a driver leaves it running."""
-    temp = Path("/tmp") / f"rayf{os.getpid()}"  # Ray's socket paths must stay short
-    port = free_port()
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    subprocess.run([str(Path(sys.executable).parent / "ray"), "start", "--head",
-                    f"--port={port}", "--num-cpus=2", f"--temp-dir={temp}",
-                    "--include-dashboard=false", "--disable-usage-stats"],
-                   check=True, capture_output=True, env=env, timeout=120)
-    yield f"127.0.0.1:{port}"
-    kill_matching(str(temp))  # exactly this head's processes and their children
+    with ray_head("rayf", "--num-cpus=2") as address:
+        yield address
 
 
 def finished_children(client: MlflowClient) -> list:
@@ -40,13 +32,13 @@ def finished_children(client: MlflowClient) -> list:
     return [r for r in runs if r.info.status == "FINISHED"]
 
 
-def test_killed_driver_resumes_the_same_search(ray_head, tmp_path):
+def test_killed_driver_resumes_the_same_search(head, tmp_path):
     data = write_cifar(tmp_path / "data", per_batch=1200)
     space = tmp_path / "resumable.py"
     space.write_text(SPACE)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     args = [sys.executable, "-m", "searcher.run", str(space), "--data-dir", str(data),
-            "--tracking-uri", uri, "--storage-path", str(tmp_path / "ray"), "--address", ray_head]
+            "--tracking-uri", uri, "--storage-path", str(tmp_path / "ray"), "--address", head]
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     driver = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)

@@ -17,7 +17,7 @@ import pytest
 import requests
 from mlflow.tracking import MlflowClient
 
-from conftest import (RESUMABLE_BASELINE, free_port, kill_matching, resumable_space,
+from conftest import (RESUMABLE_BASELINE, free_port, ray_head, resumable_space,
                       write_cifar)
 from searcher.errors import UserError
 from searcher.settings import SettingsError, make_settings
@@ -60,19 +60,9 @@ def mlflow_server(backend: str, artifacts: Path, log: Path):
         server.wait()
 
 
-@contextlib.contextmanager
-def ray_head(tag: str):
+def head(tag: str):
     """A Ray head of its own; leaving the block loses it with everything it ran."""
-    temp = Path("/tmp") / f"raypg{tag}{os.getpid()}"  # Ray's socket paths must stay short
-    port = free_port()
-    try:
-        subprocess.run([str(BIN / "ray"), "start", "--head", f"--port={port}", "--num-cpus=2",
-                        f"--temp-dir={temp}", "--include-dashboard=false",
-                        "--disable-usage-stats"],
-                       check=True, capture_output=True, env=env(), timeout=120)
-        yield f"127.0.0.1:{port}"
-    finally:
-        kill_matching(str(temp))
+    return ray_head(f"raypg{tag}", "--num-cpus=2", env=env())
 
 
 def trial_runs(client: MlflowClient, finished_only: bool = False) -> list:
@@ -103,7 +93,7 @@ def test_a_search_whose_head_is_lost_resumes_elsewhere_from_postgres(postgres, t
                 "--tracking-uri", uri, "--storage-path", str(shared / "ray"),
                 "--study-storage", study_db]
         client = MlflowClient(uri)
-        with ray_head("a") as address:
+        with head("a") as address:
             driver = subprocess.Popen(args + ["--address", address], cwd=head_dir, env=env(),
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                       start_new_session=True)
@@ -119,7 +109,7 @@ def test_a_search_whose_head_is_lost_resumes_elsewhere_from_postgres(postgres, t
         done_before = {r.data.tags["searcher.trial_id"] for r in trial_runs(client, True)}
         assert 1 <= len(done_before) < NUM_SAMPLES
 
-        with ray_head("b") as address:
+        with head("b") as address:
             resumed = subprocess.run(args + ["--address", address, "--resume"], cwd=other_dir,
                                      env=env(), capture_output=True, text=True, timeout=600)
         assert resumed.returncode == 0, resumed.stderr[-3000:]
