@@ -30,6 +30,7 @@ def test_values_are_coerced_where_natural():
     ({"dataset": "imagenet"}, "must be one of cifar10, folder"),
     ({"dataset": "cifar10", "image_size": 64}, "32x32"),
     ({"val_fraction": 1.5}, "between 0 and 1"),
+    ({"cost_weight": -0.1}, "cost_weight=-0.1: must be 0 or more"),
 ])
 def test_impossible_settings_name_the_setting(values, words):
     with pytest.raises(SettingsError, match=words):
