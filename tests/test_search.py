@@ -10,12 +10,13 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from conftest import ROOT
 from searcher import promote as promote_mod
 from optuna.trial import TrialState
 
 from searcher.data import load_cifar10, load_search_data
 from searcher.errors import UserError
-from searcher.feasibility import proposal_check
+from searcher.feasibility import proposal_check, proposal_cost
 from searcher.run import main as run_main
 from searcher.search import make_study
 from searcher.state import load_study
@@ -274,3 +275,15 @@ def test_a_trial_that_raises_is_recorded_failed_and_the_search_goes_on(local_ray
     assert "TrainingDiverged" in failed.data.tags["searcher.outcome_detail"]
     assert "loss became" in failed.data.tags["searcher.outcome_detail"]
     assert fine.data.tags["searcher.outcome"] == "completed" and fine.info.status == "FINISHED"
+
+
+def test_baselines_run_costliest_first(tmp_path):
+    # The longest baseline starts first, so it is not the last thing running, and TPE learns
+    # its good region from it as early as it can.
+    space = load_space(ROOT / "spaces" / "cifar10.py")
+    cost = proposal_cost(space.settings, 10, (3, 32, 32))
+    order = sorted(space.baselines, key=lambda name: -cost(space.baselines[name]))
+    assert order[0] == "bn_cnn" and list(space.baselines)[0] != "bn_cnn"  # not the listed order
+    study = make_study(space, tmp_path, cost=cost)
+    asked = [space.baseline_of(space.sample(study.ask())) for _ in space.baselines]
+    assert asked == order
