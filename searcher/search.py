@@ -194,7 +194,7 @@ def run_search(space: Space, data: SearchData, tracking_uri: str, parent_run_id:
                              s.metric, s.mode, s.epochs)
     scheduler = ASHAScheduler(time_attr="training_iteration", max_t=s.epochs,
                               grace_period=s.grace_period, reduction_factor=s.reduction_factor)
-    logger = MLflowTrialLogger(tracking_uri, parent_run_id, space)
+    logger = MLflowTrialLogger(tracking_uri, parent_run_id, space, state_folder=folder)
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
