@@ -32,6 +32,7 @@ import logging
 import math
 import os
 import pstats
+import random
 import subprocess
 import sys
 import tempfile
@@ -143,7 +144,10 @@ def one_search(space_file: Path, uri: str | None, concurrency: int, trials: int,
         parent = client.create_run(exp).info.run_id
         Timed = _timed_logger()
         Timed.loop_s = 0.0
-        logger = Timed(uri, parent, space, state_folder=folder, quiet=True)
+        try:
+            logger = Timed(uri, parent, space, state_folder=folder, quiet=True)
+        except TypeError:  # the synchronous logger before mlflow_writer: the "before" figures
+            logger = Timed(uri, parent, space)
         callbacks.append(logger)
     cpus = ray.cluster_resources().get("CPU", 1)
     trainable = tune.with_resources(
@@ -189,14 +193,14 @@ def ask_latency(space_path: Path, sizes: list[int], repeats: int = 5) -> dict[st
                                  direction="maximize")
     study = optuna.create_study(sampler=make_sampler("tpe", 0, len(space.baselines)),
                                 direction="maximize")
-    rungs = [1, 3, 9]  # ASHA's rungs with grace 1, factor 3: most trials stop at the first
+    rungs = [1, 3, epochs]  # ASHA's rungs (grace 1, factor 3): most trials stop at the first
     ms, profile = {}, None
     for size in sizes:
         while len(study.trials) < size:
             trial = filler.ask()
             space.sample(trial)
             depth = rungs[min(len(rungs) - 1, int(-math.log(1 - trial.number % 9 / 9 + 1e-9, 3)))]
-            value = 0.3 + 0.4 * (hash(str(trial.params)) % 1000) / 1000
+            value = 0.3 + 0.4 * random.Random(trial.number).random()
             done = optuna.trial.create_trial(
                 params=trial.params, distributions=trial.distributions,
                 intermediate_values={e: value * e / epochs for e in range(1, depth + 1)},
