@@ -18,13 +18,15 @@ changes, rebuilt for each proposal, so the comparison epoch deepens as the searc
 """
 from __future__ import annotations
 
+import copy
 import math
-from typing import Any
+from typing import Any, Container
 
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler
-from optuna.study import Study
+from optuna.storages import BaseStorage
+from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 # The comparison epoch is the deepest one reached by at least this many trials, and by at least
@@ -44,15 +46,13 @@ def comparison_epoch(trials: list[FrozenTrial]) -> int | None:
 
 
 def rung_view(study: Study) -> Study:
-    """An in-memory copy of `study` whose trials are reframed at the comparison epoch. Trials
-    keep their numbers (they are added in order), so a trial of `study` is found by number."""
+    """A read-only study whose trials are those of `study` reframed at the comparison epoch,
+    under the same numbers (a trial of `study` is found in it by number)."""
     trials = study.get_trials(deepcopy=False)
     epoch = comparison_epoch(trials)
-    storage = optuna.storages.InMemoryStorage()  # create_study would log each view at INFO
-    storage.create_new_study(study.directions, "rung-view")
-    view = optuna.load_study(study_name="rung-view", storage=storage)
-    view.add_trials([_reframed(t, epoch) for t in trials])
-    return view
+    storage = _Snapshot([_reframed(t, epoch) for t in trials], study.directions)
+    return optuna.load_study(study_name=_Snapshot.NAME, storage=storage,
+                             sampler=optuna.samplers.RandomSampler())
 
 
 def _measured(t: FrozenTrial) -> bool:
@@ -68,10 +68,66 @@ def _reframed(t: FrozenTrial, epoch: int | None) -> FrozenTrial:
             state, value = TrialState.COMPLETE, t.intermediate_values[epoch]
         elif t.state == TrialState.COMPLETE:  # all its epochs, fewer than the others' (warm start)
             state, value = TrialState.PRUNED, None
-    return optuna.trial.create_trial(
-        state=state, value=value, params=t.params, distributions=t.distributions,
-        user_attrs=t.user_attrs, system_attrs=t.system_attrs,
-        intermediate_values=t.intermediate_values)
+    if state == t.state and value == t.value:
+        return t
+    finished = t.datetime_complete or t.datetime_start
+    return FrozenTrial(number=t.number, state=state, value=value,
+                       datetime_start=t.datetime_start, datetime_complete=finished,
+                       params=t.params, distributions=t.distributions, user_attrs=t.user_attrs,
+                       system_attrs=t.system_attrs, intermediate_values=t.intermediate_values,
+                       trial_id=t.number)
+
+
+class _Snapshot(BaseStorage):
+    """A storage over a fixed list of trials, numbered from 0, for samplers to read.
+
+    Copying trials into an InMemoryStorage deep-copies each (0.2-0.5 s per proposal at 1,000
+    trials, measured); this shares the study's own frozen trials and copies only those reframed.
+    The only write a sampler makes (TPE's constant liar shares its relative params as system
+    attributes of the trial being proposed) is kept beside the trials."""
+
+    NAME = "rung-view"
+
+    def __init__(self, trials: list[FrozenTrial], directions: list[StudyDirection]):
+        self._trials, self._directions = trials, list(directions)
+        self._written: dict[int, dict[str, Any]] = {}
+
+    def get_study_id_from_name(self, study_name: str) -> int:
+        return 0
+
+    def get_study_name_from_id(self, study_id: int) -> str:
+        return self.NAME
+
+    def get_study_directions(self, study_id: int) -> list[StudyDirection]:
+        return self._directions
+
+    def get_study_user_attrs(self, study_id: int) -> dict[str, Any]:
+        return {}
+
+    def get_study_system_attrs(self, study_id: int) -> dict[str, Any]:
+        return {}
+
+    def get_trial(self, trial_id: int) -> FrozenTrial:
+        return next(t for t in self._trials if t._trial_id == trial_id)
+
+    def get_trial_id_from_study_id_trial_number(self, study_id: int, trial_number: int) -> int:
+        return self._trials[trial_number]._trial_id
+
+    def get_all_trials(self, study_id: int, deepcopy: bool = True,
+                       states: Container[TrialState] | None = None) -> list[FrozenTrial]:
+        trials = [t for t in self._trials if states is None or t.state in states]
+        return copy.deepcopy(trials) if deepcopy else trials
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self._written.setdefault(trial_id, {})[key] = value
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError("the rung view of a study is read-only")
+
+    create_new_study = delete_study = set_study_user_attr = set_study_system_attr = _read_only
+    get_all_studies = _read_only
+    create_new_trial = set_trial_param = set_trial_state_values = _read_only
+    set_trial_intermediate_value = set_trial_user_attr = _read_only
 
 
 class RungSampler(BaseSampler):

@@ -6,6 +6,10 @@ version, and moves the alias `champion` there only if it beats the current champ
 accuracy (or with --force). Afterwards `mlflow.pytorch.load_model("models:/NAME@champion")`
 gives a module that takes uint8 images (N x C x H x W), whose `argmax(1)` is the class label, and
 that answers `.eval()` and `.to(device)` like any nn.Module.
+
+`--confirm K` first retrains the search's top K configurations with fresh seeds (see
+searcher.confirm) and promotes the best mean's best checkpoint instead of the luckiest trial;
+`--refit` retrains the chosen configuration on train+validation before the test.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from searcher.errors import UserError, one_line_errors
 PROG = "python -m searcher.promote"
 ALIAS = "champion"
 TEST_ACC_TAG = "test_acc"
+DEFAULT_SEEDS = 3  # the fewest that give a spread worth reading; each costs a full training
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -36,6 +41,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--model-name", help="registered model name; default: the experiment's name")
     p.add_argument("--force", action="store_true",
                    help="move the alias even if the current champion tests better")
+    p.add_argument("--confirm", type=int, metavar="K",
+                   help="retrain the top K configurations with fresh seeds for their full epochs "
+                        "(on Ray, in parallel) and promote the best mean's best checkpoint")
+    p.add_argument("--seeds", type=int, metavar="S",
+                   help=f"seeds per configuration for --confirm (default {DEFAULT_SEEDS})")
+    p.add_argument("--refit", action="store_true",
+                   help="retrain the chosen configuration on train+validation before the test")
+    p.add_argument("--address", help="Ray cluster for --confirm / --refit; default $RAY_ADDRESS, "
+                                     "else a local Ray")
     return p.parse_args(argv)
 
 
@@ -60,17 +74,40 @@ def _latest_search(client, experiment: str | None, run_id: str | None):
     return runs[0]
 
 
-def _best_trial(client, search) -> Any:
+def _ranked_trials(client, search, limit: int | None = None) -> list[Any]:
+    """The search's trials with a score and a checkpoint, best first; the first `limit`."""
     from searcher.tracking import ROLE_TAG, best_key
     metric, mode = search.data.tags["searcher.metric"], search.data.tags["searcher.mode"]
     runs = client.search_runs(
         [search.info.experiment_id],
         f"tags.`mlflow.parentRunId` = '{search.info.run_id}' and tags.`{ROLE_TAG}` = 'trial'",
         order_by=[f"metrics.`{best_key(metric)}` {'DESC' if mode == 'max' else 'ASC'}"])
+    ranked = []
     for run in runs:
         if best_key(metric) in run.data.metrics and client.list_artifacts(run.info.run_id, "checkpoint"):
-            return run
-    raise UserError(f"search {search.info.run_id} has no trial with a checkpoint to promote")
+            ranked.append(run)
+            if limit is not None and len(ranked) == limit:
+                break
+    if not ranked:
+        raise UserError(f"search {search.info.run_id} has no trial with a checkpoint to promote")
+    return ranked
+
+
+def _download_checkpoint(client, run_id: str) -> dict[str, Any]:
+    from searcher.checkpoint import load_checkpoint
+    with tempfile.TemporaryDirectory() as tmp:
+        return load_checkpoint(client.download_artifacts(run_id, "checkpoint", tmp))
+
+
+def _check_options(confirm_k: int | None, seeds: int | None) -> None:
+    if confirm_k is not None and confirm_k < 1:
+        raise UserError(f"--confirm {confirm_k}: K is how many of the top configurations to "
+                        f"retrain; it must be at least 1")
+    if seeds is not None and confirm_k is None:
+        raise UserError("--seeds is the number of retrains per configuration for --confirm; "
+                        "give --confirm K with it")
+    if seeds is not None and seeds < 1:
+        raise UserError(f"--seeds {seeds}: must be at least 1")
 
 
 def _test_split(search, ckpt: dict[str, Any], data_dir: str | None):
@@ -82,6 +119,31 @@ def _test_split(search, ckpt: dict[str, Any], data_dir: str | None):
         data_dir = Settings().resolved_data_dir()
     return load_split(params.get("dataset", "cifar10"), data_dir, "test",
                       int(params.get("image_size", 32)), ckpt["classes"])[0]
+
+
+def _param(search, name: str, default: Any) -> Any:
+    """A setting of the search, as its parent run logged it (strings); `default` if absent."""
+    import ast
+    value = search.data.params.get(name)
+    if value is None:
+        return default
+    try:
+        return ast.literal_eval(value)
+    except (ValueError, SyntaxError):  # a plain string: a path, a name
+        return value
+
+
+def _search_data(search, data_dir: str | None):
+    """The search's train/validation split again: the same data, fraction and seed."""
+    from searcher.data import load_search_data
+    from searcher.settings import Settings
+    d = Settings()
+    data_dir = data_dir or _param(search, "data_dir", None) or d.resolved_data_dir()
+    return load_search_data(_param(search, "dataset", d.dataset), str(data_dir),
+                            int(_param(search, "image_size", d.image_size)),
+                            float(_param(search, "val_fraction", d.val_fraction)),
+                            int(_param(search, "seed", d.seed)),
+                            bool(_param(search, "strict_data", d.strict_data)))
 
 
 def _champion_accuracy(client, name: str) -> tuple[str | None, float | None]:
@@ -128,47 +190,153 @@ def log_champion_model(model: Any, example: Any, classes: list[str]) -> Any:
         quiet.setLevel(level)
 
 
+def _candidates(client, search, k: int) -> list[Any]:
+    """The top `k` distinct configurations of the search, read from their trials' checkpoints."""
+    import json
+
+    from searcher.confirm import Candidate
+    from searcher.tracking import TRIAL_ID_TAG, best_key
+    metric = search.data.tags["searcher.metric"]
+    found, seen = [], set()
+    for run in _ranked_trials(client, search):
+        ckpt = _download_checkpoint(client, run.info.run_id)
+        key = json.dumps([ckpt["arch"], ckpt["train"]], sort_keys=True, default=str)
+        if key in seen:  # a baseline the sampler proposed again: the same network, trained alike
+            continue
+        seen.add(key)
+        found.append(Candidate(run.info.run_id, run.info.run_name,
+                               run.data.tags.get(TRIAL_ID_TAG, run.info.run_id),
+                               run.data.metrics[best_key(metric)], dict(run.data.params),
+                               ckpt["arch"], ckpt["train"]))
+        if len(found) == k:
+            break
+    if len(found) < k:
+        print(f"[searcher] --confirm {k}: the search has only {len(found)} distinct trained "
+              f"configuration(s); confirming those", flush=True)
+    return found
+
+
+def _resources(search) -> tuple[float, float]:
+    """CPUs and GPUs per retrain: the search's own per-trial share."""
+    from searcher.search import gpus_per_trial
+    return float(_param(search, "cpus_per_trial", 1.0)), gpus_per_trial(
+        _param(search, "gpus_per_trial", None))
+
+
+def _confirm_step(client, search, run, k: int, seeds: int, data) -> tuple[Any, dict[str, Any]]:
+    """Retrain the top `k` with `seeds` fresh seeds; record the table in the promotion run and
+    return the winner (a confirm.Confirmed) and the table."""
+    import mlflow
+
+    from searcher import confirm
+    metric, mode = search.data.tags["searcher.metric"], search.data.tags["searcher.mode"]
+    candidates = _candidates(client, search, k)
+    seed_list = confirm.fresh_seeds(int(_param(search, "seed", 0)), seeds)
+    print(f"[searcher] confirming {len(candidates)} configuration(s) with seeds "
+          f"{', '.join(map(str, seed_list))}: {len(candidates) * seeds} retrains", flush=True)
+    inputs = search.inputs.dataset_inputs if search.inputs else []
+    ranked = confirm.confirm(client, search.info.experiment_id, run.info.run_id, candidates,
+                             data, seed_list, metric, mode, *_resources(search), inputs)
+    record = confirm.table(ranked, metric, mode, seed_list, k)
+    mlflow.log_dict(record, "confirm.json")
+    mlflow.log_text(confirm.format_table(record) + "\n", "confirm.txt")
+    mlflow.log_params({"confirm_candidates": len(candidates), "seed_list": seed_list})
+    mlflow.log_metrics({"confirm_mean": ranked[0].mean, "confirm_std": ranked[0].std})
+    return ranked[0], record
+
+
+def _retrain_step(client, search, run, confirm_k: int | None, seeds: int, refit: bool,
+                  data) -> tuple[Any, ...]:
+    """--confirm and/or --refit inside the promotion run: returns the checkpoint to test, the
+    trial it comes from, the run that holds it, the validation figure and its wording, the
+    confirmation table (or None) and what the refit did (or None)."""
+    import mlflow
+
+    from searcher import confirm
+    mode = search.data.tags["searcher.mode"]
+    mlflow.log_params({"confirm_k": confirm_k or 0, "seeds": seeds if confirm_k else 0,
+                       "refit": refit})
+    record, refit_info, ckpt, source_run = None, None, None, None
+    if confirm_k:
+        winner, record = _confirm_step(client, search, run, confirm_k, seeds, data)
+        best = winner.best_seed(mode)
+        ckpt, source_run = confirm.as_checkpoint(winner.retrains[best]), winner.run_ids[best]
+        chosen, seed, val = winner.candidate, winner.retrains[best].seed, winner.mean
+        val_text = (f"validation mean {winner.mean:.4f} +- {winner.std:.4f} over {seeds} "
+                    f"seed(s) (search: {chosen.search_value:.4f})")
+    else:
+        chosen, seed = _candidates(client, search, 1)[0], int(_param(search, "seed", 0))
+        val, val_text = chosen.search_value, f"validation {chosen.search_value:.4f}"
+    if refit:
+        result, source_run = confirm.refit(client, search.info.experiment_id, run.info.run_id,
+                                           chosen, data, seed, *_resources(search))
+        ckpt = confirm.as_checkpoint(result)
+        refit_info = {"run": source_run, "train_images": result.train_images, "seed": seed}
+        mlflow.log_params({"refit_train_images": result.train_images, "refit_seed": seed})
+        val_text += f"; refit on train+validation ({result.train_images} images)"
+    return (ckpt, client.get_run(chosen.run_id), source_run, val, val_text, record, refit_info)
+
+
 def promote(tracking_uri: str | None = None, experiment: str | None = None,
             run_id: str | None = None, data_dir: str | None = None,
-            model_name: str | None = None, force: bool = False) -> dict[str, Any]:
-    """Promote the best trial of a search; returns what happened (also printed by the CLI)."""
+            model_name: str | None = None, force: bool = False, confirm_k: int | None = None,
+            seeds: int | None = None, refit: bool = False,
+            address: str | None = None) -> dict[str, Any]:
+    """Promote the best trial of a search (or, with `confirm_k`, the best mean of its top
+    configurations retrained with `seeds` fresh seeds; with `refit`, retrained on
+    train+validation); returns what happened (also printed by the CLI)."""
     import mlflow
     import torch
 
     from searcher import tracking
-    from searcher.checkpoint import classifier_from_checkpoint, load_checkpoint
+    from searcher.checkpoint import classifier_from_checkpoint
     from searcher.engine import evaluate
 
+    _check_options(confirm_k, seeds)
+    seeds = seeds or DEFAULT_SEEDS
     client = tracking.connect(tracking_uri)
     search = _latest_search(client, experiment, run_id)
-    trial = _best_trial(client, search)
-    with tempfile.TemporaryDirectory() as tmp:
-        local = client.download_artifacts(trial.info.run_id, "checkpoint", tmp)
-        ckpt = load_checkpoint(local)
-    model = classifier_from_checkpoint(ckpt)
-    test = _test_split(search, ckpt, data_dir)
-    x, y = torch.from_numpy(test.x), torch.from_numpy(test.y)
-    result = evaluate(model, x, y, prepare=lambda batch: batch, autocast=contextlib.nullcontext)
-    test_acc, test_loss = result["val_acc"], result["val_loss"]
+    metric = search.data.tags["searcher.metric"]
+    trial = _ranked_trials(client, search, limit=1)[0]
+    ckpt = _download_checkpoint(client, trial.info.run_id)
+    test = _test_split(search, ckpt, data_dir)  # first: a wrong folder fails before any training
+    data = None
+    if confirm_k or refit:
+        from searcher.search import init_ray
+        data = _search_data(search, data_dir)
+        init_ray(address)
+    val = trial.data.metrics.get(tracking.best_key(metric))
+    val_text, source_run, record, refit_info = f"validation {val:.4f}", trial.info.run_id, None, None
 
     name = model_name or client.get_experiment(search.info.experiment_id).name
     mlflow.set_tracking_uri(client.tracking_uri)
     with mlflow.start_run(experiment_id=search.info.experiment_id, run_name=f"promote {trial.info.run_name}",
                           tags={tracking.ROLE_TAG: "promotion",
-                                "mlflow.parentRunId": search.info.run_id,
-                                "searcher.source_trial_run": trial.info.run_id}) as run:
+                                "mlflow.parentRunId": search.info.run_id}) as run:
+        if confirm_k or refit:
+            ckpt, trial, source_run, val, val_text, record, refit_info = _retrain_step(
+                client, search, run, confirm_k, seeds, refit, data)
+        mlflow.set_tags({"mlflow.runName": f"promote {trial.info.run_name}",
+                         "searcher.source_trial_run": trial.info.run_id,
+                         "searcher.source_run": source_run})
+        model = classifier_from_checkpoint(ckpt)
+        x, y = torch.from_numpy(test.x), torch.from_numpy(test.y)
+        result = evaluate(model, x, y, prepare=lambda batch: batch, autocast=contextlib.nullcontext)
+        test_acc, test_loss = result["val_acc"], result["val_loss"]
         mlflow.log_metrics({"test_acc": test_acc, "test_loss": test_loss})
         info = log_champion_model(model, test.x[:4], ckpt["classes"])
     version = mlflow.register_model(info.model_uri, name,
-                                    tags={TEST_ACC_TAG: str(test_acc), "source_run": trial.info.run_id})
+                                    tags={TEST_ACC_TAG: str(test_acc), "source_run": source_run,
+                                          "source_trial_run": trial.info.run_id})
     old_version, old_acc = _champion_accuracy(client, name)
     moved = force or old_acc is None or test_acc > old_acc
     if moved:
         client.set_registered_model_alias(name, ALIAS, version.version)
     return {"model": name, "version": version.version, "test_acc": test_acc, "test_loss": test_loss,
-            "val": trial.data.metrics.get(tracking.best_key(search.data.tags["searcher.metric"])),
+            "val": val, "val_text": val_text,
             "trial": f"{trial.data.tags.get(tracking.TRIAL_ID_TAG)} ({trial.info.run_name})",
-            "champion_before": old_version,
+            "champion_before": old_version, "source_run": source_run, "confirm": record,
+            "refit": refit_info,
             "champion_before_acc": old_acc, "moved": moved, "promotion_run": run.info.run_id}
 
 
@@ -176,8 +344,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     with one_line_errors(PROG):
         r = promote(args.tracking_uri, args.experiment, args.run_id, args.data_dir,
-                    args.model_name, args.force)
-        print(f"Trial {r['trial']}: validation {r['val']:.4f}, test accuracy {r['test_acc']:.4f} "
+                    args.model_name, args.force, args.confirm, args.seeds, args.refit,
+                    args.address)
+        if r["confirm"]:
+            from searcher.confirm import format_table
+            print(f"\nConfirmed by retraining ({r['confirm']['metric']}, mean over seeds):\n"
+                  f"{format_table(r['confirm'])}\n")
+        print(f"Trial {r['trial']}: {r['val_text']}, test accuracy {r['test_acc']:.4f} "
               f"(test loss {r['test_loss']:.4f})")
         print(f"Registered models:/{r['model']}/{r['version']}")
         if r["champion_before"] is None:

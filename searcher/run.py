@@ -22,6 +22,9 @@ OVERRIDES = {
                           "sqlite:///mlflow.db in this folder"),
     "address": (str, "Ray cluster to join (default $RAY_ADDRESS, else a local Ray)"),
     "storage_path": (str, "where Tune keeps checkpoints; a shared path (NFS, s3://) on clusters"),
+    "study_storage": (str, "database for the Optuna study and what --resume needs, e.g. "
+                           "postgresql://searcher@db/optuna (default $SEARCHER_STUDY_STORAGE, "
+                           "else a journal file beside Tune's state)"),
     "experiment": (str, "MLflow experiment name (default: the space file's name)"),
     "cpus_per_trial": (float, "CPUs per trial, also its torch threads"),
     "gpus_per_trial": (float, "GPUs per trial, fractions allowed (default 0.25 if GPUs exist)"),
@@ -69,22 +72,24 @@ def _run(args: argparse.Namespace) -> int:
     from searcher import tracking
     from searcher.data import load_search_data
     from searcher.leaderboard import build_leaderboard, format_leaderboard
-    from searcher.search import (check_cluster, find_resumable, init_ray, read_search_file,
-                                 run_search)
+    from searcher.search import check_cluster, init_ray, run_search
+    from searcher.state import check_study_storage, find_resumable, redact
     from searcher.space import load_space
     from searcher.warm_start import load_warm_start
 
     space = load_space(args.space, overrides_from(args))
     resume, parent = None, None
     if args.resume is not None:
-        resume = find_resumable(space, args.resume or None)
-        saved = read_search_file(resume)
+        resume = find_resumable(space.settings, space.name, args.resume or None)
+        saved = resume.read_record()
         space = load_space(args.space, {**saved["settings"], "tracking_uri": saved["tracking_uri"],
                                         **overrides_from(args)})
         parent = saved["parent_run_id"]
-        print(f"[searcher] resuming {resume} (MLflow run {parent})", flush=True)
+        where = f"study database {redact(resume.database)}" if resume.database else resume.folder
+        print(f"[searcher] resuming {resume.name} from {where} (MLflow run {parent})", flush=True)
     s = space.settings
     tracking.check_server(s.tracking_uri)
+    check_study_storage(s)
     check_cluster(s.address)  # in seconds, rather than ray.init's minutes of retries
     print(f"[searcher] loading {s.dataset} from {s.resolved_data_dir()}", flush=True)
     data = load_search_data(s.dataset, s.resolved_data_dir(), s.image_size, s.val_fraction, s.seed,

@@ -1,7 +1,6 @@
 """Ray Tune and Optuna: run a space's trials with the space's Optuna sampler and the ASHA scheduler."""
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -21,6 +20,7 @@ from searcher.errors import UserError
 from searcher.feasibility import proposal_check
 from searcher.samplers import make_sampler
 from searcher.space import Space
+from searcher.state import SearchState, state_root, storage_root, study_database
 from searcher.study_searcher import INFEASIBLE_ATTR, StudySearcher, close_unfinished
 from searcher.warm_start import WARM_START_ATTR
 from searcher.trial_logger import MLflowTrialLogger, active_logger
@@ -95,26 +95,18 @@ def gpus_per_trial(requested: float | None) -> float:
     return DEFAULT_GPU_SHARE if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
 
 
-def _journal(folder: Path) -> optuna.storages.JournalStorage:
-    from optuna.storages.journal import JournalFileBackend
-    return optuna.storages.JournalStorage(JournalFileBackend(str(folder / STUDY_FILE)))
-
-
-def load_study(folder: Path) -> optuna.Study:
-    """The search's Optuna study, with every trial told so far (also after a resume)."""
-    return optuna.load_study(study_name=folder.name, storage=_journal(folder))
-
-
-def make_study(space: Space, folder: Path,
-               earlier: list[optuna.trial.FrozenTrial] = ()) -> optuna.Study:
-    """A study we own, kept in a journal file in the experiment folder: the trials of earlier
-    searches it learns from (warm start) first, then the space's baselines queued to run first.
+def make_study(space: Space, folder: Path, earlier: list[optuna.trial.FrozenTrial] = (),
+               database: str | None = None) -> optuna.Study:
+    """A study we own, named after the search folder and kept in a journal file there or in
+    `database` (see searcher.state): the trials of earlier searches it learns from (warm start)
+    first, then the space's baselines queued to run first.
 
     Baselines go through the study rather than Tune's `points_to_evaluate`, which Ray's Optuna
     integration ignores with a define-by-run space.
     """
     s = space.settings
-    study = optuna.create_study(storage=_journal(folder), study_name=folder.name,
+    study = optuna.create_study(storage=SearchState(folder, database).storage(),
+                                study_name=folder.name,
                                 sampler=make_sampler(s.sampler, s.seed, len(space.baselines)),
                                 direction="maximize" if s.mode == "max" else "minimize")
     study.add_trials(list(earlier))
@@ -123,50 +115,8 @@ def make_study(space: Space, folder: Path,
     return study
 
 
-SEARCH_FILE = "searcher_search.json"  # beside Tune's state: what `--resume` needs to go on
-STUDY_FILE = "optuna_journal.log"  # the Optuna study, every ask and tell
-
-
-def storage_root(space: Space) -> str:
-    """Where Tune keeps trials and checkpoints: a local folder, NFS, or a URI such as s3://."""
-    return (space.settings.storage_path or os.environ.get("SEARCHER_STORAGE_PATH")
-            or str(Path.cwd() / "ray_results"))
-
-
-def state_root(space: Space) -> Path:
-    """Where the driver keeps the Optuna journal and the search file: beside Tune's state when
-    that is a file system, else in ./searcher_state (the journal needs a real file)."""
-    root = storage_root(space)
-    return Path.cwd() / "searcher_state" if "://" in root else Path(root)
-
-
-def find_resumable(space: Space, path: str | None) -> Path:
-    """The search folder to resume: `path`, else this space's latest unfinished search."""
-    if path:
-        folder = Path(path)
-        if not (folder / SEARCH_FILE).is_file():
-            raise UserError(f"{folder} is not a searcher experiment folder (no {SEARCH_FILE})")
-        return folder
-    candidates = sorted(state_root(space).glob(f"{space.name}-*/{SEARCH_FILE}"),
-                        key=lambda p: p.stat().st_mtime, reverse=True)
-    for marker in candidates:
-        if not json.loads(marker.read_text()).get("finished"):
-            return marker.parent
-    raise UserError(f"no unfinished search of {space.name} under {state_root(space)}; "
-                    f"pass the experiment folder to --resume")
-
-
-def read_search_file(folder: Path) -> dict[str, Any]:
-    return json.loads((folder / SEARCH_FILE).read_text())
-
-
-def mark_finished(folder: Path) -> None:
-    state = read_search_file(folder)
-    (folder / SEARCH_FILE).write_text(json.dumps({**state, "finished": True}, indent=2))
-
-
 def run_search(space: Space, data: SearchData, tracking_uri: str, parent_run_id: str,
-               resume: Path | None = None,
+               resume: SearchState | None = None,
                earlier: list[optuna.trial.FrozenTrial] = ()) -> SearchResult:
     """Run (or, with `resume`, continue) the search; trials are logged under `parent_run_id`.
     `earlier`: finished trials of earlier searches the sampler starts from (warm start)."""
@@ -176,19 +126,20 @@ def run_search(space: Space, data: SearchData, tracking_uri: str, parent_run_id:
     if resume is not None:
         # Tune restores its trials, the scheduler and the Optuna study (with its history) from
         # the experiment's own checkpoint; unfinished trials go on from their last checkpoint.
-        tuner = tune.Tuner.restore(read_search_file(resume)["tune_path"], trainable,
+        resume.folder.mkdir(parents=True, exist_ok=True)  # a fresh machine has none yet
+        tuner = tune.Tuner.restore(resume.read_record()["tune_path"], trainable,
                                    resume_unfinished=True, resume_errored=False,
                                    restart_errored=False)
         return _fit(tuner, resume)
     study_name = f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
-    storage_path = storage_root(space)
-    folder = state_root(space) / study_name
-    folder.mkdir(parents=True, exist_ok=False)
-    (folder / SEARCH_FILE).write_text(json.dumps(
-        {"parent_run_id": parent_run_id, "tracking_uri": tracking_uri,
-         "tune_path": f"{storage_path.rstrip('/')}/{study_name}", "space_file": str(space.path),
-         "settings": s.to_dict()}, indent=2))
-    study = make_study(space, folder, earlier)
+    storage_path = storage_root(s)
+    state = SearchState(state_root(s) / study_name, study_database(s))
+    state.folder.mkdir(parents=True, exist_ok=False)
+    study = make_study(space, state.folder, earlier, state.database)
+    state.write_record({"parent_run_id": parent_run_id, "tracking_uri": tracking_uri,
+                        "tune_path": f"{storage_path.rstrip('/')}/{study_name}",
+                        "space_file": str(space.path), "settings": s.to_dict(),
+                        "created": time.time()})
     searcher = StudySearcher(study, space.sample,
                              proposal_check(s, len(data.classes), data.image_shape),
                              s.metric, s.mode, s.epochs)
@@ -212,21 +163,21 @@ def run_search(space: Space, data: SearchData, tracking_uri: str, parent_run_id:
             # reaches Tune is a lost node or worker, worth retrying from the last checkpoint.
             failure_config=tune.FailureConfig(max_failures=MAX_FAILURES)),
     )
-    return _fit(tuner, folder)
+    return _fit(tuner, state)
 
 
-def _fit(tuner: tune.Tuner, folder: Path) -> SearchResult:
+def _fit(tuner: tune.Tuner, state: SearchState) -> SearchResult:
     start, started_at = time.perf_counter(), time.time()
     results = tuner.fit()
     wall = time.perf_counter() - start
     errors = sum(1 for r in results if r.error is not None)
     logger = active_logger()
-    study = load_study(folder)
+    study = state.load_study()
     # Once the search is over nothing can still be running: what is, was cut by the budget (or
     # asked by a driver that was killed before Tune's next snapshot).
     close_unfinished(study)
-    mark_finished(folder)
+    state.mark_finished()
     proposals = [t for t in study.trials if WARM_START_ATTR not in t.user_attrs]
     return SearchResult(list(logger.records.values()) if logger else [], study, wall, started_at,
-                        str(folder), errors, logger.unlogged if logger else [], len(proposals),
+                        str(state.folder), errors, logger.unlogged if logger else [], len(proposals),
                         sum(1 for t in proposals if INFEASIBLE_ATTR in t.user_attrs))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
@@ -55,6 +56,9 @@ class Settings:
     tracking_uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db
     address: str | None = None  # None: $RAY_ADDRESS, else a local Ray
     storage_path: str | None = None  # Tune's checkpoints; a shared path (NFS or s3://) on clusters
+    # None: $SEARCHER_STUDY_STORAGE, else a journal file in the search folder; on clusters a
+    # database URL (postgresql://user@host/optuna), so the study and --resume outlive the head
+    study_storage: str | None = None
     experiment: str | None = None  # MLflow experiment; None: the space file's name
 
     @property
@@ -102,6 +106,13 @@ def _check(s: Settings) -> None:
         raise bad("gpus_per_trial", "must not be negative")
     if s.max_concurrent_trials is not None and s.max_concurrent_trials < 1:
         raise bad("max_concurrent_trials", "must be at least 1")
+    if s.study_storage is not None:
+        scheme, sep, rest = s.study_storage.partition("://")
+        if not sep or not scheme:
+            raise bad("study_storage", "must be a database URL such as postgresql://user@host/optuna")
+        if re.match(r"[^@/]*:[^@/]*@", rest):  # settings are logged with every search
+            raise bad("study_storage", "carries a password, which would be logged with the "
+                                       "search's settings; put it in ~/.pgpass or $PGPASSWORD")
     if s.max_params < 1:
         raise bad("max_params", "must be positive")
     if not s.max_mmacs > 0:

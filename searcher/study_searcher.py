@@ -7,8 +7,8 @@ Optuna is told what happened:
 - every epoch's value, as an intermediate value (`trial.report`);
 - a trial that trained all its epochs: COMPLETE, with its final value;
 - a trial stopped before that (by ASHA, or by the time budget at the end of a search): PRUNED.
-  Optuna's TPE ranks pruned trials by how far they got, then by their value there: the order in
-  which ASHA itself promotes them;
+  (TPE itself would rank every COMPLETE trial above every PRUNED one; the sampler it runs behind,
+  `fidelity.RungSampler`, compares trials at a common epoch instead);
 - a proposal that cannot be built (or trips a limit), before it becomes a trial: a constraint
   violation of the size it missed by, so TPE counts it among the bad points, and no slot is
   spent on it; the next proposal is drawn at once;

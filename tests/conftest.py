@@ -1,9 +1,13 @@
-"""Shared fixtures: tiny data in the real on-disk layouts, a real local Ray, a real MLflow store."""
+"""Shared fixtures: tiny data in the real on-disk layouts, a real local Ray, a real MLflow store,
+a real PostgreSQL."""
 from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import socket
+import subprocess
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -85,3 +89,71 @@ def kill_matching(text: str) -> None:
         except psutil.Error:
             pass
     psutil.wait_procs(doomed, timeout=10)
+
+
+# A role that may create databases on a running PostgreSQL; .ci/postgres makes this one.
+POSTGRES_ENV = "SEARCHER_TEST_POSTGRES"
+POSTGRES_DEFAULT = "postgresql://searcher:searcher@127.0.0.1:5432/postgres"
+
+
+def _postgres_installed() -> bool:
+    return any(shutil.which(tool) for tool in ("pg_lsclusters", "pg_ctl", "postgres"))
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """The URL of a running PostgreSQL where tests create their own databases, with no password
+    in it (libpq takes it from $PGPASSWORD, as searcher's docs ask). A PostgreSQL that is
+    installed but down (as on a fresh machine) is started with .ci/postgres."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(os.environ.get(POSTGRES_ENV, POSTGRES_DEFAULT))
+    if url.password:
+        os.environ.setdefault("PGPASSWORD", url.password)
+    url = url._replace(password=None)  # URL.set takes None for "unchanged"
+
+    def reachable() -> str | None:
+        try:
+            psycopg.connect(url.render_as_string(), connect_timeout=5).close()
+            return None
+        except psycopg.OperationalError as exc:
+            return str(exc).strip().splitlines()[0]
+
+    if (why := reachable()) is not None:
+        if not _postgres_installed():
+            pytest.skip(f"PostgreSQL is not installed here ({why}); set {POSTGRES_ENV} to a "
+                        f"server where this role may create databases")
+        started = subprocess.run([str(ROOT / ".ci" / "postgres")], capture_output=True, text=True)
+        if (why := reachable()) is not None:
+            pytest.fail(f"PostgreSQL is installed but {url} does not answer ({why}); "
+                        f".ci/postgres said: {(started.stdout + started.stderr)[-600:]}")
+    return url
+
+
+@pytest.fixture()
+def postgres(postgres_server):
+    """new(suffix) -> the URL of a fresh, empty database, dropped after the test."""
+    import psycopg
+
+    made = []
+
+    def admin():
+        # autocommit: CREATE/DROP DATABASE cannot run in a transaction
+        return psycopg.connect(postgres_server.render_as_string(), connect_timeout=5,
+                               autocommit=True)
+
+    def new(suffix: str) -> str:
+        name = f"searcher_test_{uuid.uuid4().hex[:8]}_{suffix}"
+        conn = admin()
+        try:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            conn.close()
+        made.append(name)
+        return postgres_server.set(database=name).render_as_string()
+
+    yield new
+    with admin() as conn:
+        for name in made:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -1,5 +1,7 @@
 """The cluster configs pass Ray's own validation, and keep the security settings they promise."""
+import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -35,3 +37,30 @@ def test_a_bad_field_is_caught():
     config["max_workerz"] = 3
     with pytest.raises(Exception, match="max_workerz"):
         validate_config(prepare_config(config))
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_state_lives_in_postgres_off_the_head(name):
+    text = Path(ROOT / name).read_text()
+    config = yaml.safe_load(text)
+    head = " ".join(config["head_setup_commands"])
+    backend = re.search(r"--backend-store-uri (\S+)", head).group(1)
+    study = re.search(r"SEARCHER_STUDY_STORAGE=(\S+?)['\"]? >>", head).group(1)
+    assert backend.startswith("postgresql://") and study.startswith("postgresql://")
+    assert "sqlite" not in text
+    host = urlsplit(backend).hostname
+    assert host == urlsplit(study).hostname  # one server, off the head (not its address)
+    assert host not in (config["provider"].get("head_ip"), "localhost", "127.0.0.1")
+    # two databases: MLflow and Optuna each keep their schema version in `alembic_version`
+    assert urlsplit(backend).path != urlsplit(study).path
+    assert not re.search(r"postgresql://[^@/\s]*:[^@/\s]*@", text)  # passwords: ~/.pgpass only
+    assert ".pgpass" in head and "[postgres]" in head  # the head has the password and the driver
+    assert ".pgpass" not in str(config.get("file_mounts"))  # workers never get it
+    artifacts = re.search(r"--artifacts-destination (\S+)", head).group(1)
+    assert artifacts.startswith(("s3://", "/shared/"))  # shared storage, not the head's disk
+
+
+def test_the_study_setting_is_the_one_the_configs_export():
+    from searcher.state import STUDY_STORAGE_ENV
+    for name in CONFIGS:
+        assert f"{STUDY_STORAGE_ENV}=" in Path(ROOT / name).read_text()

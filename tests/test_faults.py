@@ -89,7 +89,7 @@ def test_killed_driver_resumes_the_same_search(ray_head, tmp_path):
         steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_acc")]
         assert sorted(steps) == list(range(1, EPOCHS + 1)), (child.data.tags, steps)
 
-    from searcher.search import load_study
+    from searcher.state import load_study
     (folder,) = (tmp_path / "ray").glob("resumable-*")
     study = load_study(folder)
     states = [t.state.name for t in study.trials]

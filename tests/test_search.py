@@ -17,7 +17,8 @@ from searcher.data import load_cifar10, load_search_data
 from searcher.errors import UserError
 from searcher.feasibility import proposal_check
 from searcher.run import main as run_main
-from searcher.search import load_study, make_study
+from searcher.search import make_study
+from searcher.state import load_study
 from searcher.space import load_space
 from searcher.study_searcher import INFEASIBLE_ATTR, StudySearcher
 from searcher.warm_start import WARM_START_ATTR, load_warm_start
