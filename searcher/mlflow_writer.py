@@ -24,6 +24,8 @@ metrics/params/tags only, not run creation, termination or artifacts. Here:
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import threading
 import time
 from collections import deque
@@ -231,6 +233,7 @@ class Writer:
                 if kind == "checkpoint" and any(o["op"] == "checkpoint" and o["trial"] == trial
                                                 for o in ops[i + 1:]):
                     done.append(op["seq"])  # a better checkpoint of this trial follows
+                    _unstage(op)
                     continue
                 trying = [op]
                 self._one(op)
@@ -298,6 +301,7 @@ class Writer:
             raise KeyError(f"no MLflow run for trial {trial}")
         elif kind == "checkpoint":
             self._upload(self.run_ids[trial], op["uri"], op["what"])
+            _unstage(op)
         elif kind == "close":
             run_id = self.run_ids[trial]
             self.client.log_batch(run_id, metrics=[Metric(*m) for m in op["metrics"]],
@@ -315,6 +319,10 @@ class Writer:
             self.rejected.append(f"{what} (gone from storage before MLflow took it)")
             return
         with checkpoint.as_directory() as directory:
+            if not any(p.is_file() for p in Path(directory).rglob("*")):
+                # deleted under us: log_artifacts would upload nothing and say nothing
+                self.rejected.append(f"{what} (gone from storage before MLflow took it)")
+                return
             self.client.log_artifacts(run_id, directory, "checkpoint")
 
 
@@ -350,6 +358,31 @@ def checkpoint_uri(checkpoint: Any) -> str:
     """Where a Tune checkpoint lives, as a URI another process can open."""
     kind = checkpoint.filesystem.type_name
     return checkpoint.path if kind == "local" else f"{kind}://{checkpoint.path}"
+
+
+def stage_checkpoint(checkpoint: Any, into: Path) -> str:
+    """Where the writer should upload `checkpoint` from: for a local one, hard links to its
+    files in `into` (microseconds, no data copied), because Tune deletes a trial's older
+    checkpoints on its loop as new ones come and the upload happens later, on the writer's
+    thread; a remote one (s3://...) is uploaded from where it is, and if Tune deleted it first
+    it is named in `unlogged`."""
+    if checkpoint.filesystem.type_name != "local":
+        return checkpoint_uri(checkpoint)
+    source = Path(checkpoint.path)
+    for file in source.rglob("*"):
+        if file.is_file():
+            target = into / file.relative_to(source)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(file, target)
+            except OSError:  # another file system, or links not allowed: copy
+                shutil.copy2(file, target)
+    return str(into)
+
+
+def _unstage(op: dict[str, Any]) -> None:
+    if op.get("staged"):
+        shutil.rmtree(op["uri"], ignore_errors=True)
 
 
 def replayable(ops: list[dict[str, Any]], runs: dict[str, str],

@@ -10,6 +10,8 @@ nothing but a list of what it never accepted.
 from __future__ import annotations
 
 import ast
+import contextlib
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +23,7 @@ from ray import tune
 
 from searcher.errors import UserError
 from searcher.leaderboard import trial_name
-from searcher.mlflow_writer import OUTBOX_FILE, Outbox, Writer, checkpoint_uri
+from searcher.mlflow_writer import OUTBOX_FILE, Outbox, Writer, stage_checkpoint
 from searcher.space import Space
 from searcher.tracking import (BASELINE_TAG, EPOCH_METRICS, NODES_TAG, OUTCOME_TAG, RESUMED_TAG,
                                ROLE_TAG, TRIAL_ID_TAG, best_key)
@@ -49,6 +51,9 @@ class TrialRecord:
     resumed_from: list[int] = field(default_factory=list)  # checkpoint epochs it restarted from
 
 
+STAGE_FOLDER = "outbox_checkpoints"  # best checkpoints waiting for their upload
+
+
 class MLflowTrialLogger(tune.Callback):
     """Tune callback: one MLflow child run per trial, nested under the search's parent run."""
 
@@ -62,10 +67,12 @@ class MLflowTrialLogger(tune.Callback):
         self.records: dict[str, TrialRecord] = {}
         self._client: MlflowClient | None = None
         self._writer: Writer | None = None
+        self._stage_root: Path | None = None
         self._unsent: list[str] | None = None
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks; a client does not pickle
-        return {**self.__dict__, "_client": None, "records": {}, "_writer": None, "_unsent": None}
+        return {**self.__dict__, "_client": None, "records": {}, "_writer": None, "_unsent": None,
+                "_stage_root": None}
 
     def _send(self, what: str, op: str, trial_id: str, **data: Any) -> None:
         self.writer.put({"op": op, "trial": trial_id, "what": what, **data})
@@ -96,7 +103,12 @@ class MLflowTrialLogger(tune.Callback):
         _ACTIVE = self
         if self._writer is not None:
             return
-        path = Path(self.state_folder) / OUTBOX_FILE if self.state_folder else None
+        folder = _OUTBOX_FOLDER or self.state_folder
+        path = Path(folder) / OUTBOX_FILE if folder else None
+        # Checkpoints wait for their upload here (see stage_checkpoint), beside the outbox so
+        # that a resume finds them too.
+        self._stage_root = (Path(folder) / STAGE_FOLDER if folder
+                            else Path(tempfile.mkdtemp(prefix="searcher-checkpoints-")))
         self._writer = Writer(self.tracking_uri, self.parent_run_id, Outbox(path),
                               on_created=self._created)
         if not self.records:
@@ -187,8 +199,10 @@ class MLflowTrialLogger(tune.Callback):
         # own clean-up of old checkpoints.
         rec = self.records[trial.trial_id]
         if rec.new_best:
+            staged = self._stage_root / f"{rec.trial_id}-{rec.best_epoch}"
+            uri = stage_checkpoint(checkpoint, staged)
             self._send(f"trial {rec.trial_id}: its best checkpoint (epoch {rec.best_epoch})",
-                       "checkpoint", rec.trial_id, uri=checkpoint_uri(checkpoint))
+                       "checkpoint", rec.trial_id, uri=uri, staged=uri == str(staged))
 
     def _finish(self, trial, outcome: str, status: str) -> None:
         rec = self.records.get(trial.trial_id)
@@ -239,6 +253,19 @@ class MLflowTrialLogger(tune.Callback):
 
 
 _ACTIVE: MLflowTrialLogger | None = None
+_OUTBOX_FOLDER: Path | None = None
+
+
+@contextlib.contextmanager
+def outbox_folder(folder: Path):
+    """Keep the outbox in `folder` for the search run inside: Tune restores the callback it
+    pickled, whose folder is where the search started, maybe on another machine."""
+    global _OUTBOX_FOLDER
+    _OUTBOX_FOLDER = folder
+    try:
+        yield
+    finally:
+        _OUTBOX_FOLDER = None
 
 
 def active_logger() -> MLflowTrialLogger | None:

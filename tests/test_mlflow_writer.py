@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 
 import pytest
@@ -119,4 +120,30 @@ def test_past_the_memory_bound_writes_wait_in_the_file(tracking_uri, parent, tmp
     writer.drain()
     assert writer.unsent() == []
     assert steps(MlflowClient(tracking_uri), writer.run_ids["a"]) == list(range(1, 9))
+    writer.stop()
+
+
+def test_a_staged_checkpoint_is_uploaded_after_tune_deleted_its_own(tracking_uri, parent,
+                                                                     tmp_path):
+    from ray import tune
+    original = tmp_path / "trial" / "checkpoint_000000"
+    original.mkdir(parents=True)
+    (original / "checkpoint.pt").write_bytes(b"weights" * 100)
+    staged = tmp_path / "staged" / "t-1"
+    uri = mlflow_writer.stage_checkpoint(tune.Checkpoint.from_directory(str(original)), staged)
+    assert uri == str(staged)
+    shutil.rmtree(original)  # Tune keeps one checkpoint: a better one came before the upload
+    writer = Writer(tracking_uri, parent, Outbox(tmp_path / OUTBOX_FILE))
+    writer.start()
+    writer.put(trial_ops("t", 1)[0])
+    writer.put({"op": "checkpoint", "trial": "t", "what": "t checkpoint", "uri": uri,
+                "staged": True})
+    writer.put(trial_ops("u", 1)[0])
+    writer.put({"op": "checkpoint", "trial": "u", "what": "u gone",
+                "uri": str(tmp_path / "nowhere")})  # not staged, deleted: named, not skipped
+    writer.drain()
+    files = MlflowClient(tracking_uri).list_artifacts(writer.run_ids["t"], "checkpoint")
+    assert [f.path for f in files] == ["checkpoint/checkpoint.pt"]
+    assert not staged.exists()  # uploaded: the links go
+    assert writer.unsent() == ["u gone (gone from storage before MLflow took it)"]
     writer.stop()
