@@ -17,10 +17,10 @@ import argparse
 import contextlib
 import logging
 import sys
-import tempfile
 import warnings
 from typing import Any
 
+from searcher import logged_search as logged
 from searcher.errors import UserError, one_line_errors
 
 PROG = "python -m searcher.promote"
@@ -53,52 +53,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _latest_search(client, experiment: str | None, run_id: str | None):
-    from searcher.tracking import ROLE_TAG
-    if run_id:
-        try:
-            return client.get_run(run_id)
-        except Exception:
-            raise UserError(f"no run {run_id} in the tracking store") from None
-    if experiment:
-        found = client.get_experiment_by_name(experiment)
-        if found is None:
-            raise UserError(f"no experiment {experiment!r} in the tracking store; run a search first")
-        ids = [found.experiment_id]
-    else:
-        ids = [e.experiment_id for e in client.search_experiments()]
-    runs = client.search_runs(ids, f"tags.`{ROLE_TAG}` = 'search'",
-                              order_by=["attributes.start_time DESC"], max_results=1)
-    if not runs:
-        raise UserError("no search found in the tracking store; run python -m searcher.run first")
-    return runs[0]
-
-
-def _ranked_trials(client, search, limit: int | None = None) -> list[Any]:
-    """The search's trials with a score and a checkpoint, best first; the first `limit`."""
-    from searcher.tracking import ROLE_TAG, best_key
-    metric, mode = search.data.tags["searcher.metric"], search.data.tags["searcher.mode"]
-    runs = client.search_runs(
-        [search.info.experiment_id],
-        f"tags.`mlflow.parentRunId` = '{search.info.run_id}' and tags.`{ROLE_TAG}` = 'trial'",
-        order_by=[f"metrics.`{best_key(metric)}` {'DESC' if mode == 'max' else 'ASC'}"])
-    ranked = []
-    for run in runs:
-        if best_key(metric) in run.data.metrics and client.list_artifacts(run.info.run_id, "checkpoint"):
-            ranked.append(run)
-            if limit is not None and len(ranked) == limit:
-                break
-    if not ranked:
-        raise UserError(f"search {search.info.run_id} has no trial with a checkpoint to promote")
-    return ranked
-
-
-def _download_checkpoint(client, run_id: str) -> dict[str, Any]:
-    from searcher.checkpoint import load_checkpoint
-    with tempfile.TemporaryDirectory() as tmp:
-        return load_checkpoint(client.download_artifacts(run_id, "checkpoint", tmp))
-
-
 def _check_options(confirm_k: int | None, seeds: int | None) -> None:
     if confirm_k is not None and confirm_k < 1:
         raise UserError(f"--confirm {confirm_k}: K is how many of the top configurations to "
@@ -108,42 +62,6 @@ def _check_options(confirm_k: int | None, seeds: int | None) -> None:
                         "give --confirm K with it")
     if seeds is not None and seeds < 1:
         raise UserError(f"--seeds {seeds}: must be at least 1")
-
-
-def _test_split(search, ckpt: dict[str, Any], data_dir: str | None):
-    from searcher.data import load_split
-    params = search.data.params
-    data_dir = data_dir or params.get("data_dir")
-    if data_dir in (None, "None"):
-        from searcher.settings import Settings
-        data_dir = Settings().resolved_data_dir()
-    return load_split(params.get("dataset", "cifar10"), data_dir, "test",
-                      int(params.get("image_size", 32)), ckpt["classes"])[0]
-
-
-def _param(search, name: str, default: Any) -> Any:
-    """A setting of the search, as its parent run logged it (strings); `default` if absent."""
-    import ast
-    value = search.data.params.get(name)
-    if value is None:
-        return default
-    try:
-        return ast.literal_eval(value)
-    except (ValueError, SyntaxError):  # a plain string: a path, a name
-        return value
-
-
-def _search_data(search, data_dir: str | None):
-    """The search's train/validation split again: the same data, fraction and seed."""
-    from searcher.data import load_search_data
-    from searcher.settings import Settings
-    d = Settings()
-    data_dir = data_dir or _param(search, "data_dir", None) or d.resolved_data_dir()
-    return load_search_data(_param(search, "dataset", d.dataset), str(data_dir),
-                            int(_param(search, "image_size", d.image_size)),
-                            float(_param(search, "val_fraction", d.val_fraction)),
-                            int(_param(search, "seed", d.seed)),
-                            bool(_param(search, "strict_data", d.strict_data)))
 
 
 def _champion_accuracy(client, name: str) -> tuple[str | None, float | None]:
@@ -198,8 +116,8 @@ def _candidates(client, search, k: int) -> list[Any]:
     from searcher.tracking import TRIAL_ID_TAG, best_key
     metric = search.data.tags["searcher.metric"]
     found, seen = [], set()
-    for run in _ranked_trials(client, search):
-        ckpt = _download_checkpoint(client, run.info.run_id)
+    for run in logged.ranked_trials(client, search):
+        ckpt = logged.download_checkpoint(client, run.info.run_id)
         key = json.dumps([ckpt["arch"], ckpt["train"]], sort_keys=True, default=str)
         if key in seen:  # a baseline the sampler proposed again: the same network, trained alike
             continue
@@ -216,13 +134,6 @@ def _candidates(client, search, k: int) -> list[Any]:
     return found
 
 
-def _resources(search) -> tuple[float, float]:
-    """CPUs and GPUs per retrain: the search's own per-trial share."""
-    from searcher.search import gpus_per_trial
-    return float(_param(search, "cpus_per_trial", 1.0)), gpus_per_trial(
-        _param(search, "gpus_per_trial", None))
-
-
 def _confirm_step(client, search, run, k: int, seeds: int, data) -> tuple[Any, dict[str, Any]]:
     """Retrain the top `k` with `seeds` fresh seeds; record the table in the promotion run and
     return the winner (a confirm.Confirmed) and the table."""
@@ -231,12 +142,12 @@ def _confirm_step(client, search, run, k: int, seeds: int, data) -> tuple[Any, d
     from searcher import confirm
     metric, mode = search.data.tags["searcher.metric"], search.data.tags["searcher.mode"]
     candidates = _candidates(client, search, k)
-    seed_list = confirm.fresh_seeds(int(_param(search, "seed", 0)), seeds)
+    seed_list = confirm.fresh_seeds(int(logged.setting(search, "seed", 0)), seeds)
     print(f"[searcher] confirming {len(candidates)} configuration(s) with seeds "
           f"{', '.join(map(str, seed_list))}: {len(candidates) * seeds} retrains", flush=True)
     inputs = search.inputs.dataset_inputs if search.inputs else []
     ranked = confirm.confirm(client, search.info.experiment_id, run.info.run_id, candidates,
-                             data, seed_list, metric, mode, *_resources(search), inputs)
+                             data, seed_list, metric, mode, *logged.trial_resources(search), inputs)
     record = confirm.table(ranked, metric, mode, seed_list, k)
     mlflow.log_dict(record, "confirm.json")
     mlflow.log_text(confirm.format_table(record) + "\n", "confirm.txt")
@@ -265,11 +176,11 @@ def _retrain_step(client, search, run, confirm_k: int | None, seeds: int, refit:
         val_text = (f"validation mean {winner.mean:.4f} +- {winner.std:.4f} over {seeds} "
                     f"seed(s) (search: {chosen.search_value:.4f})")
     else:
-        chosen, seed = _candidates(client, search, 1)[0], int(_param(search, "seed", 0))
+        chosen, seed = _candidates(client, search, 1)[0], int(logged.setting(search, "seed", 0))
         val, val_text = chosen.search_value, f"validation {chosen.search_value:.4f}"
     if refit:
         result, source_run = confirm.refit(client, search.info.experiment_id, run.info.run_id,
-                                           chosen, data, seed, *_resources(search))
+                                           chosen, data, seed, *logged.trial_resources(search))
         ckpt = confirm.as_checkpoint(result)
         refit_info = {"run": source_run, "train_images": result.train_images, "seed": seed}
         mlflow.log_params({"refit_train_images": result.train_images, "refit_seed": seed})
@@ -295,15 +206,16 @@ def promote(tracking_uri: str | None = None, experiment: str | None = None,
     _check_options(confirm_k, seeds)
     seeds = seeds or DEFAULT_SEEDS
     client = tracking.connect(tracking_uri)
-    search = _latest_search(client, experiment, run_id)
+    search = logged.latest_search(client, experiment, run_id)
     metric = search.data.tags["searcher.metric"]
-    trial = _ranked_trials(client, search, limit=1)[0]
-    ckpt = _download_checkpoint(client, trial.info.run_id)
-    test = _test_split(search, ckpt, data_dir)  # first: a wrong folder fails before any training
+    trial = logged.ranked_trials(client, search, limit=1)[0]
+    ckpt = logged.download_checkpoint(client, trial.info.run_id)
+    # first: a wrong data folder fails before any training
+    test = logged.test_split(search, ckpt, data_dir)
     data = None
     if confirm_k or refit:
         from searcher.search import init_ray
-        data = _search_data(search, data_dir)
+        data = logged.search_data(search, data_dir)
         init_ray(address)
     val = trial.data.metrics.get(tracking.best_key(metric))
     val_text, source_run, record, refit_info = f"validation {val:.4f}", trial.info.run_id, None, None

@@ -27,8 +27,10 @@ OVERRIDES = {
                            "else a journal file beside Tune's state)"),
     "experiment": (str, "MLflow experiment name (default: the space file's name)"),
     "cpus_per_trial": (float, "CPUs per trial, also its torch threads"),
-    "gpus_per_trial": (float, "GPUs per trial, fractions allowed (default 0.25 if GPUs exist)"),
-    "max_concurrent_trials": (int, "cap on trials running at once"),
+    "gpus_per_trial": (float, "GPUs per trial, fractions allowed (default 0.25 if the cluster "
+                              "has GPU nodes or its autoscaler can start them)"),
+    "max_concurrent_trials": (int, "cap on trials running at once (default: what the cluster "
+                                   "holds, scaled to its node types' maximum)"),
     "seed": (int, "seed for the sampler, the validation split and the trials"),
     "sampler": (str, "Optuna sampler: tpe (default) or random (the baseline to beat)"),
     "warm_start": (str, "learn from earlier searches first: an MLflow experiment, a search's "

@@ -18,6 +18,7 @@ from ray.tune.schedulers import ASHAScheduler
 from searcher.data import SearchData
 from searcher.errors import UserError
 from searcher.feasibility import proposal_check
+from searcher.resources import plan
 from searcher.samplers import make_sampler
 from searcher.space import Space
 from searcher.state import SearchState, state_root, storage_root, study_database
@@ -26,7 +27,6 @@ from searcher.warm_start import WARM_START_ATTR
 from searcher.trial_logger import MLflowTrialLogger, active_logger, outbox_folder
 from searcher.trial import make_trainable
 
-DEFAULT_GPU_SHARE = 0.25  # small CNNs leave most of a card idle; four share one
 MAX_FAILURES = 3  # restarts of a trial whose node or worker died (spot instances)
 
 
@@ -89,12 +89,6 @@ def init_ray(address: str | None) -> None:
                         f"`ray up cluster.yaml` or fix --address / RAY_ADDRESS") from None
 
 
-def gpus_per_trial(requested: float | None) -> float:
-    if requested is not None:
-        return requested
-    return DEFAULT_GPU_SHARE if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
-
-
 def make_study(space: Space, folder: Path, earlier: list[optuna.trial.FrozenTrial] = (),
                database: str | None = None) -> optuna.Study:
     """A study we own, named after the search folder and kept in a journal file there or in
@@ -122,7 +116,11 @@ def run_search(space: Space, data: SearchData, tracking_uri: str, parent_run_id:
     `earlier`: finished trials of earlier searches the sampler starts from (warm start)."""
     s = space.settings
     init_ray(s.address)
-    trainable = make_trainable(data, s, gpus_per_trial(s.gpus_per_trial))
+    # The GPU share and the trials in flight come from what the cluster can hold once scaled,
+    # not from the nodes up now (none but the head, on a cluster whose workers start from 0).
+    sizing = plan(s.cpus_per_trial, s.gpus_per_trial, s.max_concurrent_trials)
+    print(f"[searcher] {sizing.describe(s.cpus_per_trial)}", flush=True)
+    trainable = make_trainable(data, s, sizing.gpus_per_trial)
     if resume is not None:
         # Tune restores its trials, the scheduler and the Optuna study (with its history) from
         # the experiment's own checkpoint; unfinished trials go on from their last checkpoint.
@@ -151,7 +149,9 @@ def run_search(space: Space, data: SearchData, tracking_uri: str, parent_run_id:
         tune_config=tune.TuneConfig(
             metric=s.metric, mode=s.mode, search_alg=searcher, scheduler=scheduler,
             num_samples=s.num_samples, time_budget_s=s.time_budget_s,
-            max_concurrent_trials=s.max_concurrent_trials, reuse_actors=True,
+            # Also Tune's pending limit (one with a custom searcher otherwise): the autoscaler
+            # sees the demand of every slot at once.
+            max_concurrent_trials=sizing.slots, reuse_actors=True,
             trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}"),
         run_config=tune.RunConfig(
             # verbose=0: the callback prints one line per epoch and per finished trial instead

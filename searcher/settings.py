@@ -47,8 +47,12 @@ class Settings:
     reduction_factor: int = 3  # ASHA keeps the top 1/reduction_factor at each rung
     # --- resources ---
     cpus_per_trial: float = 1.0  # also the number of torch threads a trial uses
-    gpus_per_trial: float | None = None  # None: 0.25 when the cluster has GPUs, else 0
-    max_concurrent_trials: int | None = None  # None: as many as the resources allow
+    # None ("auto"): 0.25 when a node of the cluster, or a node type its autoscaler can start,
+    # has GPUs, else 0 (see searcher.resources)
+    gpus_per_trial: float | None = None
+    # None: as many as the cluster holds scaled to its node types' maximum; also how many trials
+    # wait at once for the autoscaler (Tune keeps one pending otherwise)
+    max_concurrent_trials: int | None = None
     max_params: int = 5_000_000  # larger architectures are recorded infeasible, not trained
     max_mmacs: float = 200.0  # so are those over this many million multiply-adds per image
     seed: int = 0  # seeds the sampler, the validation split and every trial

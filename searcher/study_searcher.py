@@ -63,9 +63,15 @@ class StudySearcher(Searcher):
 
     # ------------------------------------------------------------------------- feedback
 
+    def _told(self, trial: optuna.Trial) -> bool:
+        """Whether the study already holds the trial's end: after a resume, Tune can replay a
+        trial that the killed driver had told Optuna about after Tune last saved its state."""
+        return self.study.get_trials(deepcopy=False)[trial.number].state.is_finished()
+
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         trial = self._trials.get(trial_id)
-        if trial is None or trial_id in self._done or self.metric not in result:
+        if (trial is None or trial_id in self._done or self.metric not in result
+                or self._told(trial)):
             return
         if result.get(INFEASIBLE_ATTR) or result.get(FAILED_ATTR):
             return  # chance level by construction, not a measurement
@@ -84,6 +90,8 @@ class StudySearcher(Searcher):
         # this call only, not to on_trial_result.
         self.on_trial_result(trial_id, result)
         self._done.add(trial_id)
+        if self._told(trial):
+            return
         if error:  # a lost node past its retries: says nothing about the configuration
             self.study.tell(trial, state=TrialState.FAIL)
         elif result.get(INFEASIBLE_ATTR) or result.get(FAILED_ATTR):

@@ -32,6 +32,8 @@ BASELINE_TAG = "searcher.baseline"
 TRIAL_ID_TAG = "searcher.trial_id"
 NODES_TAG = "searcher.nodes"
 RESUMED_TAG = "searcher.resumed_from_epoch"
+GPUS_TAG = "searcher.gpus_per_trial"  # the GPU share Tune reserved for the trial
+CPUS_TAG = "searcher.cpus_per_trial"
 EPOCH_METRICS = ("val_acc", "val_loss", "train_loss", "epoch_time_s", "eval_time_s",
                  "images_per_s", "rss_mb", "private_mb", "dataset_shared")
 PACKAGES = ("searcher", "torch", "torchvision", "ray", "optuna", "mlflow", "numpy")

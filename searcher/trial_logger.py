@@ -25,8 +25,8 @@ from searcher.errors import UserError
 from searcher.leaderboard import trial_name
 from searcher.mlflow_writer import OUTBOX_FILE, Outbox, Writer, stage_checkpoint
 from searcher.space import Space
-from searcher.tracking import (BASELINE_TAG, EPOCH_METRICS, NODES_TAG, OUTCOME_TAG, RESUMED_TAG,
-                               ROLE_TAG, TRIAL_ID_TAG, best_key)
+from searcher.tracking import (BASELINE_TAG, CPUS_TAG, EPOCH_METRICS, GPUS_TAG, NODES_TAG,
+                               OUTCOME_TAG, RESUMED_TAG, ROLE_TAG, TRIAL_ID_TAG, best_key)
 
 
 @dataclass
@@ -147,8 +147,10 @@ class MLflowTrialLogger(tune.Callback):
         baseline = self.space.baseline_of(params)
         rec = TrialRecord(trial.trial_id, None, params, baseline)
         self.records[trial.trial_id] = rec
+        held = trial.placement_group_factory.required_resources  # what Tune reserved for it
         tags = {MLFLOW_PARENT_RUN_ID: self.parent_run_id, ROLE_TAG: "trial",
-                TRIAL_ID_TAG: trial.trial_id, OUTCOME_TAG: "running"}
+                TRIAL_ID_TAG: trial.trial_id, OUTCOME_TAG: "running",
+                GPUS_TAG: f"{held.get('GPU', 0):g}", CPUS_TAG: f"{held.get('CPU', 0):g}"}
         if baseline:
             tags[BASELINE_TAG] = baseline
         # Named by what the trial is; its Tune id stays in the searcher.trial_id tag.
@@ -204,8 +206,8 @@ class MLflowTrialLogger(tune.Callback):
             self._send(f"trial {rec.trial_id}: its best checkpoint (epoch {rec.best_epoch})",
                        "checkpoint", rec.trial_id, uri=uri, staged=uri == str(staged))
 
-    def _finish(self, trial, outcome: str, status: str) -> None:
-        rec = self.records.get(trial.trial_id)
+    def _finish(self, trial_id: str, outcome: str, status: str) -> None:
+        rec = self.records.get(trial_id)
         if rec is None or rec.finished_at is not None:  # a resume can replay a trial's end
             return
         rec.outcome, rec.finished_at = outcome, time.time()
@@ -226,21 +228,26 @@ class MLflowTrialLogger(tune.Callback):
         if rec is None:
             return
         if rec.outcome.startswith("infeasible"):
-            self._finish(trial, rec.outcome, "FINISHED")
+            self._finish(trial.trial_id, rec.outcome, "FINISHED")
         elif rec.outcome.startswith("failed"):
-            self._finish(trial, rec.outcome, "FAILED")
+            self._finish(trial.trial_id, rec.outcome, "FAILED")
         elif rec.epochs < self.space.settings.epochs:
-            self._finish(trial, f"stopped early: at epoch {rec.epochs}", "FINISHED")
+            self._finish(trial.trial_id, f"stopped early: at epoch {rec.epochs}", "FINISHED")
         else:
-            self._finish(trial, "completed", "FINISHED")
+            self._finish(trial.trial_id, "completed", "FINISHED")
 
     def on_experiment_end(self, trials, **info) -> None:
         # Trials still running when the time budget ran out get no completion call of their own.
-        by_id = {t.trial_id: t for t in trials}
-        for rec in self.records.values():
-            if rec.finished_at is None and rec.trial_id in by_id:
-                self._finish(by_id[rec.trial_id],
+        known = {t.trial_id for t in trials}
+        for rec in list(self.records.values()):
+            if rec.finished_at is None and rec.trial_id in known:
+                self._finish(rec.trial_id,
                              f"stopped early: by the time budget at epoch {rec.epochs}", "FINISHED")
+            elif rec.finished_at is None:
+                # Started just before a killed driver's last save of Tune's state, so the resumed
+                # search never knew it and ran another trial in its place.
+                self._finish(rec.trial_id, "lost: in flight when the driver was killed, before "
+                             "Tune saved it; another trial ran in its place", "KILLED")
         if self._writer:  # what MLflow did not take stays in the outbox file for a --resume
             self._writer.drain()
             self._unsent = self._writer.unsent()
@@ -249,7 +256,7 @@ class MLflowTrialLogger(tune.Callback):
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         error = trial.get_error()
         reason = str(error).strip().splitlines()[-1] if error else "unknown error"
-        self._finish(trial, f"failed: {reason[:400]}", "FAILED")
+        self._finish(trial.trial_id, f"failed: {reason[:400]}", "FAILED")
 
 
 _ACTIVE: MLflowTrialLogger | None = None

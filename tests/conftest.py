@@ -157,3 +157,19 @@ def postgres(postgres_server):
     with admin() as conn:
         for name in made:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+RESUMABLE_BASELINE = {"stages": 1, "filters": 8, "lr": 0.05}
+
+
+def resumable_space(epochs: int, num_samples: int) -> str:
+    """A tiny space file for kill-and-resume tests: every trial runs all `epochs` (grace period
+    = epochs), so a resumed search's runs are easy to count; one baseline goes first."""
+    return (f'SETTINGS = {{"epochs": {epochs}, "num_samples": {num_samples}, '
+            f'"grace_period": {epochs}, "seed": 0}}\n\n'
+            'def space(trial):\n'
+            '    trial.suggest_int("stages", 1, 2)\n'
+            '    trial.suggest_categorical("filters", [8, 16])\n'
+            '    trial.suggest_float("lr", 0.01, 0.1, log=True)\n'
+            '    return {"batch_size": 64, "batch_norm": True}\n\n'
+            f'BASELINES = {{"first": {RESUMABLE_BASELINE!r}}}\n')

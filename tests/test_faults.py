@@ -5,28 +5,17 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import free_port, kill_matching, write_cifar
+from conftest import free_port, kill_matching, resumable_space, write_cifar
 
 NUM_SAMPLES, EPOCHS = 6, 3
 
-SPACE = textwrap.dedent('''
-    SETTINGS = {"epochs": 3, "num_samples": 6, "grace_period": 3, "seed": 0}
-
-    def space(trial):
-        trial.suggest_int("stages", 1, 2)
-        trial.suggest_categorical("filters", [8, 16])
-        trial.suggest_float("lr", 0.01, 0.1, log=True)
-        return {"batch_size": 64, "batch_norm": True}
-
-    BASELINES = {"first": {"stages": 1, "filters": 8, "lr": 0.05}}
-''')
+SPACE = resumable_space(EPOCHS, NUM_SAMPLES)
 
 
 @pytest.fixture()
@@ -80,6 +69,11 @@ def test_killed_driver_resumes_the_same_search(ray_head, tmp_path):
     parents = client.search_runs([exp.experiment_id], "tags.`searcher.role` = 'search'")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"  # the same parent went on
     children = client.search_runs([exp.experiment_id], "tags.`searcher.role` = 'trial'")
+    # A trial started just before the kill, after Tune last saved its state, is not resumed (Tune
+    # never knew it); its run says so, and another trial ran in its place.
+    lost = [c for c in children if c.data.tags["searcher.outcome"] == "lost"]
+    assert all(c.info.status == "KILLED" for c in lost) and len(lost) <= 2
+    children = [c for c in children if c.info.run_id not in {r.info.run_id for r in lost}]
     trial_ids = [c.data.tags["searcher.trial_id"] for c in children]
     assert len(children) == NUM_SAMPLES == len(set(trial_ids))  # the budget, no duplicate runs
     assert done_before <= set(trial_ids)  # finished trials kept

@@ -135,3 +135,21 @@ def test_the_last_result_arrives_with_the_completion_only():
     assert full.state == TrialState.COMPLETE and full.value == 0.6
     assert full.intermediate_values[4] == 0.6
     assert stopped.state == TrialState.PRUNED and stopped.intermediate_values == {1: 0.25}
+
+
+def test_a_trial_the_study_already_ended_is_not_told_again(tmp_path):
+    # A killed driver told Optuna a trial's end after Tune last saved its state; on resume
+    # Tune replays that trial, and the searcher must not tell the study again (Optuna refuses).
+    study, searcher = make()
+    searcher.suggest("a")
+    train(searcher, "a", [0.2, 0.3])
+    searcher.save(str(tmp_path / "searcher.pkl"))
+    searcher.on_trial_complete("a", {"val_acc": 0.4, "epoch": 3})  # the old driver's last act
+
+    _, restored = make()
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    restored.study = study  # the same storage, as a journal or database is
+    train(restored, "a", [0.2, 0.3, 0.45])
+    restored.on_trial_complete("a", error=True)
+    (trial,) = study.trials
+    assert trial.state == TrialState.PRUNED and trial.intermediate_values[3] == 0.4

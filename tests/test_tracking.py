@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
+from ray.tune.execution.placement_groups import PlacementGroupFactory
 
 from searcher import tracking
 from searcher.data import SearchData, Split, load_search_data
@@ -79,12 +80,16 @@ def test_trial_runs_are_named_by_architecture_and_carry_the_datasets(space, tiny
     # Tune's Trial as the callback reads it: an id and the sampled config
     for trial_id, config in (("a1b2_00000", {"stages": 1, "filters": 8, "batch_norm": True,
                                              "head": "gap"}), ("a1b2_00001", params)):
-        logger.on_trial_start(0, [], SimpleNamespace(trial_id=trial_id, config=config))
+        held = PlacementGroupFactory([{"CPU": 1, "GPU": 0.25}])  # what Tune reserved
+        logger.on_trial_start(0, [], SimpleNamespace(trial_id=trial_id, config=config,
+                                                     placement_group_factory=held))
     assert not logger.unlogged
     first, second = (client.get_run(logger.records[t].run_id) for t in ("a1b2_00000", "a1b2_00001"))
     assert first.info.run_name == "small: 8 bn gap sgd"
     assert second.info.run_name == "16-16 bn gap sgd"
     assert second.data.tags["searcher.trial_id"] == "a1b2_00001"
+    tags = second.data.tags
+    assert (tags["searcher.gpus_per_trial"], tags["searcher.cpus_per_trial"]) == ("0.25", "1")
     assert inputs_of(second) == inputs_of(client.get_run(parent))
 
 
@@ -109,4 +114,6 @@ def test_a_real_search_logs_datasets_on_parent_and_children(local_ray, tiny_cifa
         assert inputs_of(child) == datasets
         assert child.data.tags["searcher.trial_id"] not in child.info.run_name
         assert child.info.run_name.endswith("bn gap sgd") and len(child.info.run_name) <= 40
-    assert children[0].info.run_name == "small: 8 bn gap sgd"  # the baseline runs first
+    # two trials start at once; the baseline is the one named after it
+    baseline = [c for c in children if c.data.tags.get("searcher.baseline") == "small"]
+    assert [c.info.run_name for c in baseline] == ["small: 8 bn gap sgd"]
