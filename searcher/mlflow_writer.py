@@ -233,7 +233,6 @@ class Writer:
                 if kind == "checkpoint" and any(o["op"] == "checkpoint" and o["trial"] == trial
                                                 for o in ops[i + 1:]):
                     done.append(op["seq"])  # a better checkpoint of this trial follows
-                    _unstage(op)
                     continue
                 trying = [op]
                 self._one(op)
@@ -253,6 +252,11 @@ class Writer:
         finished = set(done)
         with self._lock:
             self.outbox.ack(sorted(finished))
+        # Only once the file says so: a driver killed before the ack replays these writes on
+        # --resume, and a checkpoint's upload needs its staged files again then.
+        for op in ops:
+            if op["seq"] in finished:
+                _unstage(op)
         self.sent += len(finished)
         return [op for op in ops if op["seq"] not in finished]
 
@@ -301,7 +305,6 @@ class Writer:
             raise KeyError(f"no MLflow run for trial {trial}")
         elif kind == "checkpoint":
             self._upload(self.run_ids[trial], op["uri"], op["what"])
-            _unstage(op)
         elif kind == "close":
             run_id = self.run_ids[trial]
             self.client.log_batch(run_id, metrics=[Metric(*m) for m in op["metrics"]],

@@ -147,3 +147,35 @@ def test_a_staged_checkpoint_is_uploaded_after_tune_deleted_its_own(tracking_uri
     assert not staged.exists()  # uploaded: the links go
     assert writer.unsent() == ["u gone (gone from storage before MLflow took it)"]
     writer.stop()
+
+
+class KilledBeforeTheAck(Outbox):
+    """The driver is SIGKILLed after MLflow took a round of writes, before the file says so."""
+
+    def ack(self, seqs):
+        raise KeyboardInterrupt  # stands in for the kill: nothing after this line runs
+
+
+def test_a_checkpoint_taken_just_before_a_kill_is_still_there_for_the_replay(tracking_uri, parent,
+                                                                             tmp_path):
+    from ray import tune
+    original = tmp_path / "trial" / "checkpoint_000000"
+    original.mkdir(parents=True)
+    (original / "checkpoint.pt").write_bytes(b"weights" * 100)
+    staged = tmp_path / "staged" / "t-1"
+    uri = mlflow_writer.stage_checkpoint(tune.Checkpoint.from_directory(str(original)), staged)
+    path = tmp_path / OUTBOX_FILE
+    dying = Writer(tracking_uri, parent, KilledBeforeTheAck(path))
+    dying.put(trial_ops("t", 1)[0])
+    dying.put({"op": "checkpoint", "trial": "t", "what": "t checkpoint", "uri": uri,
+               "staged": True})
+    with pytest.raises(KeyboardInterrupt):
+        dying._send(list(dying._queue))  # run created, checkpoint uploaded, then the kill
+    shutil.rmtree(original)  # Tune went on to a better checkpoint and deleted this one
+
+    again = Writer(tracking_uri, parent, Outbox(path))  # --resume: the file says both are owed
+    assert again.replay({"t": dying.run_ids["t"]}, {"t": set()}, set()) == []
+    assert again.unsent() == []  # not "gone from storage": the staged links outlived the kill
+    files = MlflowClient(tracking_uri).list_artifacts(dying.run_ids["t"], "checkpoint")
+    assert [f.path for f in files] == ["checkpoint/checkpoint.pt"]
+    assert not staged.exists()  # accepted and marked so: now the links go
