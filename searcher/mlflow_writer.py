@@ -1,11 +1,11 @@
-"""MLflow writes off Tune's loop: a durable outbox of write operations, drained by a writer thread.
+"""MLflow writes off Tune's loop: a thread sends the durable outbox's writes, batched.
 
 Tune runs callbacks inline on its control loop, and a trial waits in `tune.report` until the
 driver has taken its result; one `log_batch` over HTTP costs ~50 ms. So the trial logger only
-describes each write as data (a dict) and hands it to `Writer.put`, which appends it as one JSON
-line to the outbox file (tens of microseconds) and wakes the writer thread. The thread sends
-what has piled up in batches: consecutive metrics and tags of one run become one `log_batch`, a
-trial's run is created once and its best checkpoint uploaded once per batch (the latest).
+describes each write as data (a dict) and hands it to `Writer.put`, which appends it to the
+outbox (`searcher.outbox`: one JSON line, tens of microseconds) and wakes the writer thread. The
+thread sends what has piled up in batches: consecutive metrics and tags of one run become one
+`log_batch`, a trial's run is created once and its best checkpoint uploaded once per batch.
 
 Why not MLflow's own async logging (`synchronous=False`, `mlflow.utils.async_logging`): its
 queue is unbounded and in memory, a failed batch is logged and dropped, and it covers
@@ -13,9 +13,8 @@ metrics/params/tags only, not run creation, termination or artifacts. Here:
 - nothing is lost in an outage: a failed write stays at the head of the queue, in order, and is
   retried every RETRY_AFTER_S; a write MLflow rejects as invalid (HTTP 4xx) is set aside, named
   in `unlogged`, instead of blocking the rest forever;
-- nothing is lost with the driver: every write is in the outbox file until MLflow accepted it
-  (an "ack" line), so a driver killed during an outage leaves the file behind and `--resume`
-  replays it (`replay`), skipping what MLflow already holds (a run per trial, an epoch per step);
+- nothing is lost with the driver: `--resume` replays the outbox (`replay`), skipping what
+  MLflow already holds (a run per trial, an epoch per step);
 - memory is bounded: at most MAX_IN_MEMORY writes are held in memory; past that they wait in the
   file only and are read back once the thread caught up. Tune's loop never waits on MLflow, in an
   outage either; the bound on a long outage is the disk, at ~0.5 kB per result;
@@ -23,9 +22,6 @@ metrics/params/tags only, not run creation, termination or artifacts. Here:
 """
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import threading
 import time
 from collections import deque
@@ -36,64 +32,12 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-OUTBOX_FILE = "mlflow_outbox.jsonl"  # in the search's state folder, beside the Optuna journal
+from searcher.outbox import Outbox, replayable
+
 RETRY_AFTER_S = 15.0  # how long the thread waits before trying an unreachable store again
 BATCH = 500  # writes taken per round; a round sends one log_batch per run at most
 MAX_IN_MEMORY = 20_000  # writes held in memory; more wait in the outbox file only
 MAX_METRICS, MAX_TAGS = 900, 90  # below MLflow's per-log_batch limits (1000 metrics, 100 tags)
-
-
-class Outbox:
-    """The write operations not yet accepted by MLflow, as JSON lines in `path` (None: memory
-    only, for callers with no state folder). Accepted ones are marked by {"ack": [seq, ...]}."""
-
-    def __init__(self, path: Path | None):
-        self.path = path
-        self._file = open(path, "a", encoding="utf-8") if path else None
-        self._seq = self._scan()[2]
-
-    def append(self, op: dict[str, Any]) -> None:
-        self._seq += 1
-        op["seq"] = self._seq
-        if self._file:
-            # flush: to the kernel, which keeps it past a SIGKILL of this process
-            self._file.write(json.dumps(op, separators=(",", ":")) + "\n")
-            self._file.flush()
-
-    def ack(self, seqs: list[int]) -> None:
-        if self._file and seqs:
-            self._file.write(json.dumps({"ack": seqs}) + "\n")
-            self._file.flush()
-
-    def clear(self) -> None:
-        if self._file:
-            self._file.truncate(0)
-
-    def pending(self) -> list[dict[str, Any]]:
-        """The writes in the file that MLflow has not accepted, in order."""
-        ops, acked, _ = self._scan()
-        return [op for op in ops if op["seq"] not in acked]
-
-    def _scan(self) -> tuple[list[dict[str, Any]], set[int], int]:
-        ops, acked, last = [], set(), 0
-        if self.path and self.path.exists():
-            with open(self.path, encoding="utf-8") as f:
-                for line in f:
-                    try:
-                        entry = json.loads(line)
-                    except ValueError:  # cut short by a killed driver: that write never returned
-                        continue
-                    if "ack" in entry:
-                        acked.update(entry["ack"])
-                    else:
-                        ops.append(entry)
-                        last = max(last, entry["seq"])
-        return ops, acked, last
-
-    def close(self) -> None:
-        if self._file:
-            self._file.close()
-            self._file = None
 
 
 class Writer:
@@ -256,7 +200,7 @@ class Writer:
         # --resume, and a checkpoint's upload needs its staged files again then.
         for op in ops:
             if op["seq"] in finished:
-                _unstage(op)
+                self.outbox.release(op)
         self.sent += len(finished)
         return [op for op in ops if op["seq"] not in finished]
 
@@ -304,7 +248,7 @@ class Writer:
         elif kind in ("metrics", "tags"):  # only if its run is unknown: a store that lost it
             raise KeyError(f"no MLflow run for trial {trial}")
         elif kind == "checkpoint":
-            self._upload(self.run_ids[trial], op["uri"], op["what"])
+            self._upload(self.run_ids[trial], self.outbox.source(op), op["what"])
         elif kind == "close":
             run_id = self.run_ids[trial]
             self.client.log_batch(run_id, metrics=[Metric(*m) for m in op["metrics"]],
@@ -355,52 +299,3 @@ def _rejected(exc: Exception) -> bool:
         status = exc.get_http_status_code()
         return 400 <= status < 500 and status not in (408, 429)
     return False
-
-
-def checkpoint_uri(checkpoint: Any) -> str:
-    """Where a Tune checkpoint lives, as a URI another process can open."""
-    kind = checkpoint.filesystem.type_name
-    return checkpoint.path if kind == "local" else f"{kind}://{checkpoint.path}"
-
-
-def stage_checkpoint(checkpoint: Any, into: Path) -> str:
-    """Where the writer should upload `checkpoint` from: for a local one, hard links to its
-    files in `into` (microseconds, no data copied), because Tune deletes a trial's older
-    checkpoints on its loop as new ones come and the upload happens later, on the writer's
-    thread; a remote one (s3://...) is uploaded from where it is, and if Tune deleted it first
-    it is named in `unlogged`."""
-    if checkpoint.filesystem.type_name != "local":
-        return checkpoint_uri(checkpoint)
-    source = Path(checkpoint.path)
-    for file in source.rglob("*"):
-        if file.is_file():
-            target = into / file.relative_to(source)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.link(file, target)
-            except OSError:  # another file system, or links not allowed: copy
-                shutil.copy2(file, target)
-    return str(into)
-
-
-def _unstage(op: dict[str, Any]) -> None:
-    if op.get("staged"):
-        shutil.rmtree(op["uri"], ignore_errors=True)
-
-
-def replayable(ops: list[dict[str, Any]], runs: dict[str, str],
-               logged: dict[str, set[int]], ended: set[str]) -> list[dict[str, Any]]:
-    """The writes of a killed driver's outbox that MLflow does not hold yet: `runs` maps trials
-    to their runs, `logged` their epochs in MLflow, `ended` the trials whose runs are closed.
-    Writes accepted just before the kill, but not yet marked so, are the ones dropped here."""
-    keep = []
-    for op in ops:
-        trial, kind = op["trial"], op["op"]
-        if kind == "create" and trial in runs:
-            continue
-        if kind == "metrics" and op.get("epoch") in logged.get(trial, ()):
-            continue
-        if kind == "close" and trial in ended:
-            continue
-        keep.append(op)
-    return keep

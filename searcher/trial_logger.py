@@ -3,7 +3,7 @@
 Trials never talk to MLflow: the driver logs their parameters, per-epoch metrics, best checkpoint
 and outcome, so a trial's history lives in exactly one run (also across restarts and resumed
 searches). The callback only describes each write; `mlflow_writer` sends them from a thread of
-its own, batched, through a durable outbox, so Tune's loop (and the trials waiting on it) never
+its own, batched, through a durable outbox (`outbox`), so Tune's loop (and the trials waiting on it) never
 waits on the tracking server, and an unreachable server, or a driver killed meanwhile, costs
 nothing but a list of what it never accepted.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ast
 import contextlib
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,8 @@ from ray import tune
 
 from searcher.errors import UserError
 from searcher.leaderboard import trial_name
-from searcher.mlflow_writer import OUTBOX_FILE, Outbox, Writer, stage_checkpoint
+from searcher.mlflow_writer import Writer
+from searcher.outbox import OUTBOX_FILE, Outbox
 from searcher.space import Space
 from searcher.tracking import (BASELINE_TAG, CPUS_TAG, EPOCH_METRICS, GPUS_TAG, NODES_TAG,
                                OUTCOME_TAG, RESUMED_TAG, ROLE_TAG, TRIAL_ID_TAG, best_key)
@@ -51,9 +51,6 @@ class TrialRecord:
     resumed_from: list[int] = field(default_factory=list)  # checkpoint epochs it restarted from
 
 
-STAGE_FOLDER = "outbox_checkpoints"  # best checkpoints waiting for their upload
-
-
 class MLflowTrialLogger(tune.Callback):
     """Tune callback: one MLflow child run per trial, nested under the search's parent run."""
 
@@ -67,12 +64,10 @@ class MLflowTrialLogger(tune.Callback):
         self.records: dict[str, TrialRecord] = {}
         self._client: MlflowClient | None = None
         self._writer: Writer | None = None
-        self._stage_root: Path | None = None
         self._unsent: list[str] | None = None
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks; a client does not pickle
-        return {**self.__dict__, "_client": None, "records": {}, "_writer": None, "_unsent": None,
-                "_stage_root": None}
+        return {**self.__dict__, "_client": None, "records": {}, "_writer": None, "_unsent": None}
 
     def _send(self, what: str, op: str, trial_id: str, **data: Any) -> None:
         self.writer.put({"op": op, "trial": trial_id, "what": what, **data})
@@ -105,10 +100,6 @@ class MLflowTrialLogger(tune.Callback):
             return
         folder = _OUTBOX_FOLDER or self.state_folder
         path = Path(folder) / OUTBOX_FILE if folder else None
-        # Checkpoints wait for their upload here (see stage_checkpoint), beside the outbox so
-        # that a resume finds them too.
-        self._stage_root = (Path(folder) / STAGE_FOLDER if folder
-                            else Path(tempfile.mkdtemp(prefix="searcher-checkpoints-")))
         self._writer = Writer(self.tracking_uri, self.parent_run_id, Outbox(path),
                               on_created=self._created)
         if not self.records:
@@ -201,10 +192,9 @@ class MLflowTrialLogger(tune.Callback):
         # own clean-up of old checkpoints.
         rec = self.records[trial.trial_id]
         if rec.new_best:
-            staged = self._stage_root / f"{rec.trial_id}-{rec.best_epoch}"
-            uri = stage_checkpoint(checkpoint, staged)
+            where = self.writer.outbox.stage(checkpoint, f"{rec.trial_id}-{rec.best_epoch}")
             self._send(f"trial {rec.trial_id}: its best checkpoint (epoch {rec.best_epoch})",
-                       "checkpoint", rec.trial_id, uri=uri, staged=uri == str(staged))
+                       "checkpoint", rec.trial_id, **where)
 
     def _finish(self, trial_id: str, outcome: str, status: str) -> None:
         rec = self.records.get(trial_id)

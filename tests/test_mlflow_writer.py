@@ -10,7 +10,8 @@ from mlflow.tracking import MlflowClient
 
 from conftest import free_port
 from searcher import mlflow_writer
-from searcher.mlflow_writer import OUTBOX_FILE, Outbox, Writer
+from searcher.mlflow_writer import Writer
+from searcher.outbox import OUTBOX_FILE, STAGE_FOLDER, Outbox
 
 
 @pytest.fixture()
@@ -123,21 +124,27 @@ def test_past_the_memory_bound_writes_wait_in_the_file(tracking_uri, parent, tmp
     writer.stop()
 
 
+def tune_checkpoint(folder):
+    """A Tune checkpoint of one file, as Tune's on_checkpoint hands it over."""
+    from ray import tune
+    folder.mkdir(parents=True)
+    (folder / "checkpoint.pt").write_bytes(b"weights" * 100)
+    return tune.Checkpoint.from_directory(str(folder))
+
+
 def test_a_staged_checkpoint_is_uploaded_after_tune_deleted_its_own(tracking_uri, parent,
                                                                      tmp_path):
-    from ray import tune
     original = tmp_path / "trial" / "checkpoint_000000"
-    original.mkdir(parents=True)
-    (original / "checkpoint.pt").write_bytes(b"weights" * 100)
-    staged = tmp_path / "staged" / "t-1"
-    uri = mlflow_writer.stage_checkpoint(tune.Checkpoint.from_directory(str(original)), staged)
-    assert uri == str(staged)
+    (tmp_path / "state").mkdir()
+    outbox = Outbox(tmp_path / "state" / OUTBOX_FILE)
+    where = outbox.stage(tune_checkpoint(original), "t-1")
+    staged = tmp_path / "state" / STAGE_FOLDER / "t-1"
+    assert where == {"staged": "t-1"} and (staged / "checkpoint.pt").is_file()
     shutil.rmtree(original)  # Tune keeps one checkpoint: a better one came before the upload
-    writer = Writer(tracking_uri, parent, Outbox(tmp_path / OUTBOX_FILE))
+    writer = Writer(tracking_uri, parent, outbox)
     writer.start()
     writer.put(trial_ops("t", 1)[0])
-    writer.put({"op": "checkpoint", "trial": "t", "what": "t checkpoint", "uri": uri,
-                "staged": True})
+    writer.put({"op": "checkpoint", "trial": "t", "what": "t checkpoint", **where})
     writer.put(trial_ops("u", 1)[0])
     writer.put({"op": "checkpoint", "trial": "u", "what": "u gone",
                 "uri": str(tmp_path / "nowhere")})  # not staged, deleted: named, not skipped
@@ -156,26 +163,39 @@ class KilledBeforeTheAck(Outbox):
         raise KeyboardInterrupt  # stands in for the kill: nothing after this line runs
 
 
-def test_a_checkpoint_taken_just_before_a_kill_is_still_there_for_the_replay(tracking_uri, parent,
-                                                                             tmp_path):
-    from ray import tune
+@pytest.mark.parametrize("moved", [False, True])
+def test_a_checkpoint_taken_just_before_a_kill_is_still_there_for_the_replay(
+        tracking_uri, parent, tmp_path, moved):
     original = tmp_path / "trial" / "checkpoint_000000"
-    original.mkdir(parents=True)
-    (original / "checkpoint.pt").write_bytes(b"weights" * 100)
-    staged = tmp_path / "staged" / "t-1"
-    uri = mlflow_writer.stage_checkpoint(tune.Checkpoint.from_directory(str(original)), staged)
-    path = tmp_path / OUTBOX_FILE
-    dying = Writer(tracking_uri, parent, KilledBeforeTheAck(path))
+    state = tmp_path / "state"
+    state.mkdir()
+    dying = Writer(tracking_uri, parent, KilledBeforeTheAck(state / OUTBOX_FILE))
     dying.put(trial_ops("t", 1)[0])
-    dying.put({"op": "checkpoint", "trial": "t", "what": "t checkpoint", "uri": uri,
-               "staged": True})
+    dying.put({"op": "checkpoint", "trial": "t", "what": "t checkpoint",
+               **dying.outbox.stage(tune_checkpoint(original), "t-1")})
     with pytest.raises(KeyboardInterrupt):
         dying._send(list(dying._queue))  # run created, checkpoint uploaded, then the kill
     shutil.rmtree(original)  # Tune went on to a better checkpoint and deleted this one
+    if moved:  # resumed where the state folder has another path (another mount, another cwd)
+        state = state.rename(tmp_path / "elsewhere")
 
-    again = Writer(tracking_uri, parent, Outbox(path))  # --resume: the file says both are owed
+    again = Writer(tracking_uri, parent, Outbox(state / OUTBOX_FILE))  # --resume: both owed
     assert again.replay({"t": dying.run_ids["t"]}, {"t": set()}, set()) == []
     assert again.unsent() == []  # not "gone from storage": the staged links outlived the kill
     files = MlflowClient(tracking_uri).list_artifacts(dying.run_ids["t"], "checkpoint")
     assert [f.path for f in files] == ["checkpoint/checkpoint.pt"]
-    assert not staged.exists()  # accepted and marked so: now the links go
+    assert not (state / STAGE_FOLDER / "t-1").exists()  # accepted and marked so: the links go
+
+
+def test_links_of_uploads_acked_before_a_kill_are_dropped_on_reopen(tmp_path):
+    outbox = Outbox(tmp_path / OUTBOX_FILE)
+    owed = {"op": "checkpoint", "trial": "a", "what": "a", **outbox.stage(
+        tune_checkpoint(tmp_path / "a"), "a-1")}
+    done = {"op": "checkpoint", "trial": "b", "what": "b", **outbox.stage(
+        tune_checkpoint(tmp_path / "b"), "b-2")}
+    outbox.append(owed)
+    outbox.append(done)
+    outbox.ack([done["seq"]])  # killed before its links went
+    outbox.close()
+    Outbox(tmp_path / OUTBOX_FILE)
+    assert sorted(p.name for p in (tmp_path / STAGE_FOLDER).iterdir()) == ["a-1"]

@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from conftest import write_cifar
 from searcher.bench.common import MlflowServer
-from searcher.mlflow_writer import OUTBOX_FILE, Outbox
+from searcher.outbox import OUTBOX_FILE, Outbox
 from test_faults import EPOCHS, NUM_SAMPLES, SPACE, ray_head  # noqa: F401  (a fixture)
 
 
