@@ -3,9 +3,9 @@
 Trials never talk to MLflow: the driver logs their parameters, per-epoch metrics, best checkpoint
 and outcome, so a trial's history lives in exactly one run (also across restarts and resumed
 searches). The callback only describes each write; `mlflow_writer` sends them from a thread of
-its own, batched, through a durable outbox (`outbox`), so Tune's loop (and the trials waiting on it) never
-waits on the tracking server, and an unreachable server, or a driver killed meanwhile, costs
-nothing but a list of what it never accepted.
+its own, batched, through the durable `outbox`, so Tune's loop (and the trials waiting on it)
+never waits on the tracking server, and an unreachable server, or a driver killed meanwhile,
+costs nothing but a list of what it never accepted.
 """
 from __future__ import annotations
 
