@@ -26,8 +26,7 @@ class Outbox:
 
     def __init__(self, path: Path | None):
         self.path = path
-        self.stage_root = (path.parent / STAGE_FOLDER if path
-                           else Path(tempfile.mkdtemp(prefix="searcher-checkpoints-")))
+        self.stage_root = path.parent / STAGE_FOLDER if path else None  # None: made when needed
         ops, acked, self._seq = self._scan()
         self._drop_stale_stages({op.get("staged") for op in ops if op["seq"] not in acked})
         self._file = open(path, "a", encoding="utf-8") if path else None
@@ -62,6 +61,8 @@ class Outbox:
         deleted it first."""
         if checkpoint.filesystem.type_name != "local":
             return {"uri": checkpoint_uri(checkpoint)}
+        if self.stage_root is None:
+            self.stage_root = Path(tempfile.mkdtemp(prefix="searcher-checkpoints-"))
         source, into = Path(checkpoint.path), self.stage_root / name
         for file in source.rglob("*"):
             if file.is_file():
@@ -107,7 +108,7 @@ class Outbox:
 
     def _drop_stale_stages(self, owed: set[str]) -> None:
         # Links of uploads acked just before a kill: nothing will ever send them.
-        if self.stage_root.is_dir():
+        if self.stage_root and self.stage_root.is_dir():
             for folder in self.stage_root.iterdir():
                 if folder.name not in owed:
                     shutil.rmtree(folder, ignore_errors=True)
