@@ -24,7 +24,7 @@ from searcher.space import Space
 from searcher.state import SearchState, state_root, storage_root, study_database
 from searcher.study_searcher import INFEASIBLE_ATTR, StudySearcher, close_unfinished
 from searcher.warm_start import WARM_START_ATTR
-from searcher.trial_logger import MLflowTrialLogger, active_logger
+from searcher.trial_logger import MLflowTrialLogger, active_logger, outbox_folder
 from searcher.trial import make_trainable
 
 MAX_FAILURES = 3  # restarts of a trial whose node or worker died (spot instances)
@@ -149,7 +149,7 @@ def run_search(space: Space, data: SearchData, tracking_uri: str, parent_run_id:
                              s.epochs, proposal_cost(s, *shape))
     scheduler = ASHAScheduler(time_attr="training_iteration", max_t=s.epochs,
                               grace_period=s.grace_period, reduction_factor=s.reduction_factor)
-    logger = MLflowTrialLogger(tracking_uri, parent_run_id, space)
+    logger = MLflowTrialLogger(tracking_uri, parent_run_id, space, state_folder=state.folder)
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
@@ -174,7 +174,8 @@ def run_search(space: Space, data: SearchData, tracking_uri: str, parent_run_id:
 
 def _fit(tuner: tune.Tuner, state: SearchState) -> SearchResult:
     start, started_at = time.perf_counter(), time.time()
-    results = tuner.fit()
+    with outbox_folder(state.folder):  # a resume's restored callback may name another machine's
+        results = tuner.fit()
     wall = time.perf_counter() - start
     errors = sum(1 for r in results if r.error is not None)
     logger = active_logger()

@@ -1,28 +1,32 @@
 """The Tune callback that writes one MLflow child run per trial, from the driver.
 
 Trials never talk to MLflow: the driver logs their parameters, per-epoch metrics, best checkpoint
-and outcome, so training never waits on the tracking server, a trial's history lives in exactly
-one run (also across restarts and resumed searches), and an unreachable server costs nothing but
-a list of what it never accepted.
+and outcome, so a trial's history lives in exactly one run (also across restarts and resumed
+searches). The callback only describes each write; `mlflow_writer` sends them from a thread of
+its own, batched, through the durable `outbox`, so Tune's loop (and the trials waiting on it)
+never waits on the tracking server, and an unreachable server, or a driver killed meanwhile,
+costs nothing but a list of what it never accepted.
 """
 from __future__ import annotations
 
 import ast
+import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any
 
-from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from ray import tune
 
+from searcher.errors import UserError
 from searcher.leaderboard import trial_name
+from searcher.mlflow_writer import Writer
+from searcher.outbox import OUTBOX_FILE, Outbox
 from searcher.space import Space
 from searcher.tracking import (BASELINE_TAG, CPUS_TAG, EPOCH_METRICS, GPUS_TAG, NODES_TAG,
                                OUTCOME_TAG, RESUMED_TAG, ROLE_TAG, TRIAL_ID_TAG, best_key)
-
-RETRY_AFTER_S = 15.0  # how long the callback waits before trying an unreachable store again
 
 
 @dataclass
@@ -50,53 +54,73 @@ class TrialRecord:
 class MLflowTrialLogger(tune.Callback):
     """Tune callback: one MLflow child run per trial, nested under the search's parent run."""
 
-    def __init__(self, tracking_uri: str, parent_run_id: str, space: Space):
+    def __init__(self, tracking_uri: str, parent_run_id: str, space: Space,
+                 state_folder: str | Path | None = None, quiet: bool = False):
         self.tracking_uri, self.parent_run_id, self.space = tracking_uri, parent_run_id, space
         self.metric, self.mode = space.settings.metric, space.settings.mode
+        # The outbox file lives here (None: in memory only, lost with the driver).
+        self.state_folder = str(state_folder) if state_folder else None
+        self.quiet = quiet  # no line per epoch (the scale benchmark's thousands of results)
         self.records: dict[str, TrialRecord] = {}
         self._client: MlflowClient | None = None
-        self._outbox: list[tuple[str, Callable[[], None]]] = []  # writes the store refused
-        self._last_failure = 0.0
+        self._writer: Writer | None = None
+        self._unsent: list[str] | None = None
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks; a client does not pickle
-        return {**self.__dict__, "_client": None, "records": {}, "_outbox": []}
+        return {**self.__dict__, "_client": None, "records": {}, "_writer": None, "_unsent": None}
 
-    # An unreachable tracking server must not stop the search: writes that fail wait in an
-    # outbox, in order, and are retried now and then and at the end; `unlogged` says what is left.
-    def _send(self, what: str, write: Callable[[], None]) -> None:
-        if self._outbox and time.time() - self._last_failure > RETRY_AFTER_S:
-            self.flush()
-        if self._outbox:
-            self._outbox.append((what, write))
-            return
-        try:
-            write()
-        except Exception as exc:  # any transport or server error
-            self._outbox.append((what, write))
-            self._last_failure = time.time()
-            print(f"[searcher] MLflow unreachable ({type(exc).__name__}); training goes on, "
-                  f"updates are kept and retried", flush=True)
+    def _send(self, what: str, op: str, trial_id: str, **data: Any) -> None:
+        self.writer.put({"op": op, "trial": trial_id, "what": what, **data})
+
+    @property
+    def writer(self) -> Writer:
+        if self._writer is None:
+            self.setup()
+        return self._writer
 
     def flush(self) -> None:
-        while self._outbox:
-            try:
-                self._outbox[0][1]()
-            except Exception:
-                self._last_failure = time.time()
-                return
-            self._outbox.pop(0)
+        """Wait until MLflow accepted every write, or, in an outage, failed once more."""
+        if self._writer:
+            self._writer.drain()
 
     @property
     def unlogged(self) -> list[str]:
-        return [what for what, _ in self._outbox]
+        """The writes MLflow has not accepted, after one more attempt."""
+        if self._unsent is not None:  # the search ended and its writer with it
+            return self._unsent
+        self.flush()
+        return self._writer.unsent() if self._writer else []
 
     def setup(self, **info) -> None:
-        """Called by Tune when a search starts or resumes: pick up the runs already logged."""
+        """Called by Tune when a search starts or resumes: pick up the runs already logged, and
+        send what a driver killed before left in the outbox."""
         global _ACTIVE
         _ACTIVE = self
+        if self._writer is not None:
+            return
+        folder = _OUTBOX_FOLDER or self.state_folder
+        path = Path(folder) / OUTBOX_FILE if folder else None
+        self._writer = Writer(self.tracking_uri, self.parent_run_id, Outbox(path),
+                              on_created=self._created)
         if not self.records:
             self.records = _records_from_mlflow(self.client, self.parent_run_id, self.metric,
                                                 self.mode)
+        left = self._writer.replay({t: r.run_id for t, r in self.records.items()},
+                                   {t: r.logged for t, r in self.records.items()},
+                                   {t for t, r in self.records.items() if r.finished_at})
+        if left:
+            raise UserError(f"MLflow at {self.tracking_uri} did not accept the {len(left)} "
+                            f"update(s) kept from before (first: {left[0]['what']}); they stay in "
+                            f"{path}: start the server and resume again")
+        if path and path.stat().st_size:
+            # what was sent is in MLflow now: read the trials back with it
+            self.records = _records_from_mlflow(self.client, self.parent_run_id, self.metric,
+                                                self.mode)
+        self._writer.start()
+
+    def _created(self, trial_id: str, run_id: str) -> None:  # the writer's thread
+        if trial_id in self.records:
+            self.records[trial_id].run_id = run_id
 
     @property
     def client(self) -> MlflowClient:
@@ -120,32 +144,22 @@ class MLflowTrialLogger(tune.Callback):
                 GPUS_TAG: f"{held.get('GPU', 0):g}", CPUS_TAG: f"{held.get('CPU', 0):g}"}
         if baseline:
             tags[BASELINE_TAG] = baseline
-
-        def create() -> None:
-            parent = self.client.get_run(self.parent_run_id)
-            # Named by what the trial is; its Tune id stays in the searcher.trial_id tag.
-            run_id = self.client.create_run(parent.info.experiment_id, tags=tags,
-                                            run_name=trial_name(params, baseline)).info.run_id
-            self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in sorted(params.items())])
-            # The parent's datasets (digests computed once, by the driver) are the trial's too.
-            if parent.inputs and parent.inputs.dataset_inputs:
-                self.client.log_inputs(run_id, datasets=parent.inputs.dataset_inputs)
-            rec.run_id = run_id
-        self._send(f"trial {trial.trial_id}: its run and parameters", create)
+        # Named by what the trial is; its Tune id stays in the searcher.trial_id tag.
+        self._send(f"trial {trial.trial_id}: its run and parameters", "create", trial.trial_id,
+                   tags=tags, name=trial_name(params, baseline),
+                   params=[(k, str(v)) for k, v in sorted(params.items())])
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         rec = self.records[trial.trial_id]
         if result.get("node") and result["node"] not in rec.nodes:
             rec.nodes.append(result["node"])
-            nodes = ",".join(rec.nodes)
-            self._send(f"trial {rec.trial_id}: its node",
-                       lambda: self.client.set_tag(rec.run_id, NODES_TAG, nodes))
+            self._send(f"trial {rec.trial_id}: its node", "tags", rec.trial_id,
+                       tags={NODES_TAG: ",".join(rec.nodes)})
         start = int(result.get("start_epoch", 0))
         if start and start not in rec.resumed_from:  # restarted from a checkpoint of this epoch
             rec.resumed_from.append(start)
-            resumed = ",".join(map(str, rec.resumed_from))
-            self._send(f"trial {rec.trial_id}: its restart",
-                       lambda: self.client.set_tag(rec.run_id, RESUMED_TAG, resumed))
+            self._send(f"trial {rec.trial_id}: its restart", "tags", rec.trial_id,
+                       tags={RESUMED_TAG: ",".join(map(str, rec.resumed_from))})
         if result.get("infeasible") or result.get("failed"):
             kind = "infeasible" if result.get("infeasible") else "failed"
             rec.outcome = f"{kind}: {result.get('reason', '')}"
@@ -157,15 +171,17 @@ class MLflowTrialLogger(tune.Callback):
         rec.logged.add(epoch)
         rec.epochs, rec.n_params, rec.mmacs = epoch, int(result["n_params"]), float(result["mmacs"])
         now = int(time.time() * 1000)
-        metrics = [Metric(k, float(result[k]), now, epoch) for k in EPOCH_METRICS if k in result]
-        self._send(f"trial {rec.trial_id}: epoch {epoch} metrics",
-                   lambda: self.client.log_batch(rec.run_id, metrics=metrics))
+        self._send(f"trial {rec.trial_id}: epoch {epoch} metrics", "metrics", rec.trial_id,
+                   epoch=epoch, metrics=[(k, float(result[k]), now, epoch)
+                                         for k in EPOCH_METRICS if k in result])
         # "at": when the driver had the result, for anytime curves (best so far against time)
         rec.history.append({**{k: float(result[k]) for k in EPOCH_METRICS if k in result},
                             "at": time.time()})
         rec.new_best = self._better(float(result[self.metric]), rec.best)
         if rec.new_best:
             rec.best, rec.best_epoch = float(result[self.metric]), epoch
+        if self.quiet:
+            return
         print(f"[searcher] trial {rec.trial_id} epoch {epoch}/{self.space.settings.epochs}: "
               f"{self.metric}={float(result[self.metric]):.4f} train_loss={result['train_loss']:.3f} "
               f"({result['images_per_s']:.0f} img/s)", flush=True)
@@ -176,28 +192,26 @@ class MLflowTrialLogger(tune.Callback):
         # own clean-up of old checkpoints.
         rec = self.records[trial.trial_id]
         if rec.new_best:
-            def upload() -> None:
-                with checkpoint.as_directory() as directory:
-                    self.client.log_artifacts(rec.run_id, directory, "checkpoint")
-            self._send(f"trial {rec.trial_id}: its best checkpoint (epoch {rec.best_epoch})", upload)
+            where = self.writer.outbox.stage(checkpoint, f"{rec.trial_id}-{rec.best_epoch}")
+            self._send(f"trial {rec.trial_id}: its best checkpoint (epoch {rec.best_epoch})",
+                       "checkpoint", rec.trial_id, **where)
 
     def _finish(self, trial_id: str, outcome: str, status: str) -> None:
         rec = self.records.get(trial_id)
         if rec is None or rec.finished_at is not None:  # a resume can replay a trial's end
             return
         rec.outcome, rec.finished_at = outcome, time.time()
-        tags = [RunTag(OUTCOME_TAG, outcome.split(":")[0]), RunTag("searcher.outcome_detail", outcome)]
-        metrics = [Metric("epochs_run", rec.epochs, int(time.time() * 1000), 0)]
+        now = int(time.time() * 1000)
+        metrics = [("epochs_run", rec.epochs, now, 0)]
         if rec.best is not None:
-            metrics += [Metric(best_key(self.metric), rec.best, int(time.time() * 1000), 0),
-                        Metric("best_epoch", rec.best_epoch, int(time.time() * 1000), 0)]
+            metrics += [(best_key(self.metric), rec.best, now, 0), ("best_epoch", rec.best_epoch, now, 0)]
         if rec.n_params is not None:
-            metrics.append(Metric("n_params", rec.n_params, int(time.time() * 1000), 0))
-        def close() -> None:
-            self.client.log_batch(rec.run_id, metrics=metrics, tags=tags)
-            self.client.set_terminated(rec.run_id, status)
-        self._send(f"trial {rec.trial_id}: its outcome", close)
-        print(_progress_line(rec, self.metric, len(self.records)), flush=True)
+            metrics.append(("n_params", rec.n_params, now, 0))
+        self._send(f"trial {rec.trial_id}: its outcome", "close", rec.trial_id, metrics=metrics,
+                   tags={OUTCOME_TAG: outcome.split(":")[0], "searcher.outcome_detail": outcome},
+                   status=status)
+        if not self.quiet:
+            print(_progress_line(rec, self.metric, len(self.records)), flush=True)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         rec = self.records.get(trial.trial_id)
@@ -224,7 +238,10 @@ class MLflowTrialLogger(tune.Callback):
                 # search never knew it and ran another trial in its place.
                 self._finish(rec.trial_id, "lost: in flight when the driver was killed, before "
                              "Tune saved it; another trial ran in its place", "KILLED")
-        self.flush()
+        if self._writer:  # what MLflow did not take stays in the outbox file for a --resume
+            self._writer.drain()
+            self._unsent = self._writer.unsent()
+            self._writer.stop()
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         error = trial.get_error()
@@ -233,6 +250,19 @@ class MLflowTrialLogger(tune.Callback):
 
 
 _ACTIVE: MLflowTrialLogger | None = None
+_OUTBOX_FOLDER: Path | None = None
+
+
+@contextlib.contextmanager
+def outbox_folder(folder: Path):
+    """Keep the outbox in `folder` for the search run inside: Tune restores the callback it
+    pickled, whose folder is where the search started, maybe on another machine."""
+    global _OUTBOX_FOLDER
+    _OUTBOX_FOLDER = folder
+    try:
+        yield
+    finally:
+        _OUTBOX_FOLDER = None
 
 
 def active_logger() -> MLflowTrialLogger | None:

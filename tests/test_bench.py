@@ -67,3 +67,18 @@ def test_anytime_curves_and_time_to_reach():
     assert anytime.time_to_reach([slow, fast], 0.44, 10.0) == 0.6
     assert anytime.time_to_reach([slow, fast], 0.9, 10.0) == anytime.NEVER
     assert anytime.time_to_reach([slow, fast], float("nan"), 10.0) == anytime.NEVER
+
+
+def test_scale_smoke_writes_the_figures(local_ray, tmp_path):
+    out = tmp_path / "s.json"
+    assert main(["scale", "--smoke", "--json", str(out)]) == 0
+    sc = json.loads(out.read_text())["scale"]
+    for key in ("results_per_s_on", "results_per_s_off", "overhead_ratio", "trials",
+                "ask_ms_at_1000", "max_concurrent_trials_2s"):
+        assert key in sc
+    assert sc["trials"] == 8 and sc["results_per_s_on"] > 0 and sc["results_per_s_off"] > 0
+    assert sc["overhead_ratio"] > 0 and sc["ask_ms_at_1000"] > 0
+    assert isinstance(sc["max_concurrent_trials_2s"], int)
+    on = next(r for r in sc["runs"] if r["logging"])
+    assert on["errors"] == 0 and on["unlogged"] == 0  # every result reached the MLflow server
+    assert on["callback_ms_per_result"] > 0

@@ -1,7 +1,7 @@
 """`python -m searcher.bench [SUBCOMMAND] [OPTIONS]`: run one benchmark.
 
-Subcommands: engine (the default: training speed and search overhead) and quality (TPE against
-random sampling). `python -m searcher.bench SUBCOMMAND --help` lists each one's options.
+Subcommands: engine (the default: training speed and search overhead), quality (TPE against
+random sampling) and scale (results/s the driver sustains with MLflow logging, Optuna's ask). `python -m searcher.bench SUBCOMMAND --help` lists each one's options.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import sys
 SUBCOMMANDS = {
     "engine": "searcher.bench.engine",
     "quality": "searcher.bench.quality",
+    "scale": "searcher.bench.scale",
 }
 # Options with no subcommand go to the engine benchmark: that is how README and BENCHMARKS.md
 # (and scripts written before the subcommands) call it.

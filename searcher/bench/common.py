@@ -1,4 +1,5 @@
-"""What the benchmarks share: CIFAR-shaped data on disk, the machine they ran on, their JSON."""
+"""What the benchmarks share: CIFAR-shaped data on disk, the machine they ran on, their JSON, a
+real MLflow server."""
 from __future__ import annotations
 
 import json
@@ -66,3 +67,55 @@ def write_json(path: str | Path, result: dict[str, Any]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(_finite(result), indent=2))
+
+
+class MlflowServer:
+    """A real `mlflow server` subprocess on loopback (benchmarks and tests); `stop()` and
+    `start()` again keep its store and port, as a server that went away and came back."""
+
+    def __init__(self, folder: Path, backend_uri: str | None = None):
+        import socket
+        self.folder = Path(folder)
+        self.backend_uri = backend_uri or f"sqlite:///{self.folder / 'mlflow-server.db'}"
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self._proc: Any = None
+
+    def start(self, timeout_s: float = 120) -> "MlflowServer":
+        import subprocess
+        import sys
+
+        import requests
+        mlflow = Path(sys.executable).parent / "mlflow"
+        self._proc = subprocess.Popen(
+            [str(mlflow), "server", "--backend-store-uri", self.backend_uri,
+             "--artifacts-destination", str(self.folder / "mlflow-artifacts"), "--serve-artifacts",
+             "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"mlflow server exited ({self._proc.returncode})")
+            try:
+                if requests.get(self.uri + "/health", timeout=1).ok:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"mlflow server did not answer at {self.uri} in {timeout_s:.0f} s")
+
+    def stop(self) -> None:
+        import signal
+        if self._proc is not None and self._proc.poll() is None:
+            os.killpg(self._proc.pid, signal.SIGKILL)  # its gunicorn/uvicorn workers too
+            self._proc.wait()
+        self._proc = None
+
+    def __enter__(self) -> "MlflowServer":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()

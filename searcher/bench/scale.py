@@ -1,0 +1,322 @@
+"""`python -m searcher.bench scale`: does the driver keep up with many trials, MLflow logging on?
+
+Claim checked (issue 9): with logging on, the driver sustains >= 128 results/s (256 trials at one
+report per 2 s) with <= 10% overhead against logging off, and a proposal (Optuna's ask, TPE as
+`make_sampler` builds it) takes <= 50 ms with 1,000 finished trials.
+
+How it is measured, within --budget-s (default 7.5 minutes; the JSON is rewritten after each
+step, so a run cut short still leaves what it measured):
+- ask latency (`ask_latency`, first: no Ray running): median ms of ~20 proposals on the real
+  space (spaces/cifar10.py) with 250, 500 and 1,000 finished trials; above 50 ms, a profile.
+- throughput: the real machinery, the search's own StudySearcher (TPE), ASHA and our
+  MLflowTrialLogger writing to a real `mlflow server` subprocess (SQLite behind it, or
+  --backend-uri), drives trials that cost almost nothing: each reports a result with a small
+  checkpoint every --interval seconds (0: as fast as it can, so the driver is the limit). At
+  each concurrency, a pass of --pass-s seconds (Tune's time budget) with logging off, then on.
+  results/s = results / seconds from the first result to the last (steady state, not actor
+  start-up); overhead_ratio = results/s off over results/s on, i.e. the driver's seconds per
+  result with logging on over those with it off. The time the logger's callbacks take on Tune's
+  loop is timed per result; the writer's drain after the last result is reported apart
+  (`drain_s`): no trial waits on it. A pass that would not fit in what is left is skipped.
+- max_concurrent_trials_2s: the trials, each reporting once per 2 s, that the driver serves with
+  logging on while at most 90% busy: floor(0.9 x 2 s x R), R the highest results/s with logging
+  on among the concurrencies whose overhead_ratio was <= 1.10 (0 if none was).
+Trials ask for a sliver of a logical CPU, so concurrency is not capped by this machine's cores;
+the cores are shared by the driver, the trials' processes and the MLflow server alike.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from searcher.bench.ask_latency import GOAL_ASK_MS, ask_latency
+from searcher.errors import one_line_errors
+
+PROG = "python -m searcher.bench scale"
+VERSIONS = ("ray", "optuna", "mlflow")
+GOAL_RESULTS_PER_S, GOAL_OVERHEAD = 128, 1.10
+REPORT_EVERY_S = 2.0  # the cluster case: a small CNN's epoch on a GPU share
+BUSY_AT_MOST = 0.9
+CHECKPOINT_BYTES = 16_384  # a small CNN's weights are larger; the driver only moves a path
+START_S = 40  # what a pass costs beyond its budget here: trial actors, Tune's start and end
+
+FULL = {"concurrency": [16, 64], "trials": [2000, 2000], "epochs": 4, "pass_s": 45,
+        "ask_at": [250, 500, 1000], "repeats": 20, "budget_s": 450}
+SMOKE = {"concurrency": [4], "trials": [8], "epochs": 2, "pass_s": 120, "ask_at": [0, 20],
+         "repeats": 3, "budget_s": 600}
+
+SPACE = '''
+SETTINGS = {"cpus_per_trial": 1}
+
+
+def space(trial):
+    stages = trial.suggest_int("stages", 1, 3)
+    for i in range(1, stages + 1):
+        trial.suggest_int(f"stage{i}.filters", 8, 64, log=True)
+    trial.suggest_categorical("head", ["flatten", "gap"])
+    trial.suggest_float("lr", 0.001, 0.3, log=True)
+    return {"batch_size": 64}
+'''
+
+
+# ----------------------------------------------------------------------------- the trainable
+
+def _trainable(config: dict[str, Any], epochs: int, interval: float) -> None:
+    """Almost free: a score from the config, a small checkpoint, a report every `interval` s."""
+    import tempfile as tf
+
+    from ray import tune
+    score = 1.0 / (1.0 + abs(math.log10(config["lr"]) + 1.5)) * (0.5 + 0.1 * config["stages"])
+    for epoch in range(1, epochs + 1):
+        if interval:
+            time.sleep(interval)
+        with tf.TemporaryDirectory() as directory:
+            Path(directory, "checkpoint.pt").write_bytes(b"\0" * CHECKPOINT_BYTES)
+            tune.report({"val_acc": score * epoch / epochs, "val_loss": 1 - score, "epoch": epoch,
+                         "train_loss": 1.0 / epoch, "images_per_s": 0.0, "n_params": 1,
+                         "mmacs": 0.1}, checkpoint=tune.Checkpoint.from_directory(directory))
+
+
+# ----------------------------------------------------------------------------- one search
+
+def _timed_logger():
+    """Our MLflow callback, with the time its calls take on Tune's loop added up."""
+    from searcher.trial_logger import MLflowTrialLogger
+
+    class Timed(MLflowTrialLogger):
+        loop_s = 0.0
+
+        def _timed(name):  # noqa: N805 - a decorator factory inside the class body
+            def call(self, *args, **kwargs):
+                start = time.perf_counter()
+                try:
+                    return getattr(MLflowTrialLogger, name)(self, *args, **kwargs)
+                finally:
+                    type(self).loop_s += time.perf_counter() - start
+            return call
+
+        on_trial_start = _timed("on_trial_start")
+        on_trial_result = _timed("on_trial_result")
+        on_checkpoint = _timed("on_checkpoint")
+        on_trial_complete = _timed("on_trial_complete")
+    return Timed
+
+
+def one_search(space_file: Path, uri: str | None, concurrency: int, trials: int, epochs: int,
+               interval: float, pass_s: float, folder: Path) -> dict[str, Any]:
+    """One search of almost-free trials for at most `pass_s` s; `uri` None: no MLflow logging."""
+    from mlflow.tracking import MlflowClient
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    from searcher.search import make_study
+    from searcher.space import load_space
+    from searcher.study_searcher import StudySearcher
+    import ray
+
+    space = load_space(space_file, {"epochs": epochs, "num_samples": trials, "grace_period": 1,
+                                    "reduction_factor": 2, "seed": 0})
+    s = space.settings
+    folder.mkdir(parents=True)
+    study = make_study(space, folder)
+    searcher = StudySearcher(study, space.sample, lambda params: None, s.metric, s.mode, epochs)
+
+    class Clock(tune.Callback):
+        results, first, last = 0, 0.0, 0.0
+
+        def on_trial_result(self, *args, **kwargs):
+            Clock.results += 1
+            Clock.last = time.perf_counter()
+            Clock.first = Clock.first or Clock.last
+
+    callbacks: list[Any] = [Clock()]
+    logger = None
+    if uri:
+        client = MlflowClient(uri)
+        exp = client.create_experiment(f"scale-{folder.name}")
+        parent = client.create_run(exp).info.run_id
+        Timed = _timed_logger()
+        Timed.loop_s = 0.0
+        logger = Timed(uri, parent, space, state_folder=folder, quiet=True)
+        callbacks.append(logger)
+    cpus = ray.cluster_resources().get("CPU", 1)
+    trainable = tune.with_resources(
+        tune.with_parameters(_trainable, epochs=epochs, interval=interval),
+        {"cpu": cpus / (concurrency + 1)})  # a sliver: concurrency is not capped by the cores
+    tuner = tune.Tuner(trainable, tune_config=tune.TuneConfig(
+        metric=s.metric, mode=s.mode, search_alg=searcher, num_samples=trials,
+        time_budget_s=pass_s,
+        scheduler=ASHAScheduler(time_attr="training_iteration", max_t=epochs, grace_period=1,
+                                reduction_factor=2),
+        max_concurrent_trials=concurrency, reuse_actors=True),
+        run_config=tune.RunConfig(name=folder.name, storage_path=str(folder.parent / "ray"),
+                                  callbacks=callbacks, verbose=0,
+                                  checkpoint_config=tune.CheckpointConfig(
+                                      num_to_keep=1, checkpoint_score_attribute=s.metric,
+                                      checkpoint_score_order=s.mode)))
+    start = time.perf_counter()
+    results = tuner.fit()
+    end = time.perf_counter()
+    steady = max(Clock.last - Clock.first, 1e-9)
+    run = {"logging": bool(uri), "concurrency": concurrency, "trials": len(results),
+           "errors": sum(r.error is not None for r in results),
+           "results": Clock.results, "seconds": round(steady, 2),
+           "results_per_s": round((Clock.results - 1) / steady, 1),
+           "first_result_s": round(Clock.first - start, 2), "drain_s": round(end - Clock.last, 2)}
+    if logger is not None:
+        run["callback_ms_per_result"] = round(1000 * type(logger).loop_s / Clock.results, 3)
+        run["unlogged"] = len(logger.unlogged)
+    return run
+
+
+# ----------------------------------------------------------------------------- summary
+
+def summarise(runs: list[dict[str, Any]], ask: dict[str, Any] | None) -> dict[str, Any]:
+    pairs: dict[int, dict[str, Any]] = {}
+    for run in runs:
+        pairs.setdefault(run["concurrency"], {})["on" if run["logging"] else "off"] = run
+    levels = []
+    for concurrency, pair in sorted(pairs.items()):
+        on, off = pair.get("on"), pair.get("off")
+        levels.append({"concurrency": concurrency, "trials": (on or off)["trials"],
+                       "results_per_s_off": off and off["results_per_s"],
+                       "results_per_s_on": on and on["results_per_s"],
+                       "overhead_ratio": round(off["results_per_s"] / on["results_per_s"], 3)
+                       if on and off and on["results_per_s"] else None,
+                       "driver_ms_per_result_on": on and round(1000 / on["results_per_s"], 2),
+                       "callback_ms_per_result": on and on.get("callback_ms_per_result"),
+                       "drain_s": on and on["drain_s"]})
+    paired = [lv for lv in levels if lv["overhead_ratio"] is not None]
+    top = (paired or levels or [{}])[-1]  # the largest concurrency measured both ways
+    within = [lv["results_per_s_on"] for lv in paired if lv["overhead_ratio"] <= GOAL_OVERHEAD]
+    ask_ms = (ask or {}).get("ask_ms") or {}
+    return {"results_per_s_on": top.get("results_per_s_on"),
+            "results_per_s_off": top.get("results_per_s_off"),
+            "overhead_ratio": top.get("overhead_ratio"), "trials": top.get("trials"),
+            "ask_ms_at_1000": ask_ms.get("1000", ask_ms[max(ask_ms, key=int)] if ask_ms else None),
+            "max_concurrent_trials_2s":
+                math.floor(BUSY_AT_MOST * REPORT_EVERY_S * max(within)) if within else 0,
+            "levels": levels, "ask_ms": ask_ms, "ask_profile": (ask or {}).get("profile"),
+            "runs": runs}
+
+
+def table(sc: dict[str, Any]) -> str:
+    lines = [f"{'concurrency':>11} {'trials':>6} {'res/s off':>9} {'res/s on':>8} "
+             f"{'off/on':>6} {'cb ms/res':>9} {'drain s':>7}"]
+    for lv in sc["levels"]:
+        lines.append(f"{lv['concurrency']:>11} {lv['trials']:>6} {lv['results_per_s_off']!s:>9} "
+                     f"{lv['results_per_s_on']!s:>8} {lv['overhead_ratio']!s:>6} "
+                     f"{lv['callback_ms_per_result']!s:>9} {lv['drain_s']!s:>7}")
+    lines.append("ask ms (finished trials -> ms): " +
+                 ", ".join(f"{k}: {v}" for k, v in sc["ask_ms"].items()))
+    lines.append(f"goals: >= {GOAL_RESULTS_PER_S} results/s on ({sc['results_per_s_on']}), "
+                 f"overhead <= {GOAL_OVERHEAD} ({sc['overhead_ratio']}), ask <= {GOAL_ASK_MS:g} ms "
+                 f"at 1000 ({sc['ask_ms_at_1000']}); trials served at one report per "
+                 f"{REPORT_EVERY_S:g} s: {sc['max_concurrent_trials_2s']}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- main
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="seconds, for CI")
+    parser.add_argument("--concurrency", type=int, nargs="+", help="trials at once, growing")
+    parser.add_argument("--trials", type=int, nargs="+", help="most trials per concurrency")
+    parser.add_argument("--epochs", type=int, help="results per trial that ASHA lets through")
+    parser.add_argument("--interval", type=float, default=0.0,
+                        help="seconds between a trial's reports (0: as fast as it can)")
+    parser.add_argument("--pass-s", type=float, help="seconds per search (Tune's time budget)")
+    parser.add_argument("--budget-s", type=float, help="seconds for the whole run")
+    parser.add_argument("--ask-at", type=int, nargs="+", help="history sizes to time ask at")
+    parser.add_argument("--repeats", type=int, help="proposals timed per history size")
+    parser.add_argument("--space", default="spaces/cifar10.py", help="space for ask latency")
+    parser.add_argument("--backend-uri", help="the MLflow server's store (default: SQLite)")
+    parser.add_argument("--no-off", action="store_true", help="logging on only")
+    parser.add_argument("--json", help="write the figures here (after each step)")
+    args = parser.parse_args(argv)
+    for key, value in (SMOKE if args.smoke else FULL).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if len(args.trials) != len(args.concurrency):
+        parser.error("give one --trials per --concurrency")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(list(sys.argv[1:] if argv is None else argv))
+    with one_line_errors(PROG):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import ray
+
+    from searcher.bench.common import MlflowServer, machine_info, write_json
+
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    started = time.perf_counter()
+    result = {**machine_info("cpu", VERSIONS),
+              "settings": {"interval_s": args.interval, "epochs": args.epochs,
+                           "pass_s": args.pass_s, "budget_s": args.budget_s,
+                           "checkpoint_bytes": CHECKPOINT_BYTES,
+                           "backend": args.backend_uri or "sqlite (mlflow server)"},
+              "skipped": []}
+    runs: list[dict[str, Any]] = []
+
+    def save(ask: dict[str, Any] | None) -> None:  # after each step: a cut run keeps its figures
+        result["scale"] = summarise(runs, ask)
+        result["wall_s"] = round(time.perf_counter() - started, 1)
+        if args.json:
+            write_json(args.json, result)
+
+    print(f"[scale] ask latency on {args.space} at {args.ask_at} finished trials", flush=True)
+    ask = ask_latency(Path(args.space), args.ask_at, args.repeats)
+    print(f"[scale] ask ms: {ask['ask_ms']}", flush=True)
+    save(ask)
+    with tempfile.TemporaryDirectory(prefix="searcher-scale-") as tmp:
+        root = Path(tmp)
+        space_file = root / "scale_space.py"
+        space_file.write_text(SPACE)
+        started_ray = not ray.is_initialized()
+        if started_ray:  # logical CPUs: one a trial at the largest concurrency, and the driver's
+            ray.init(num_cpus=max(args.concurrency) + 2, include_dashboard=False,
+                     logging_level=logging.WARNING)
+        try:
+            with MlflowServer(root, args.backend_uri) as server:
+                for concurrency, trials in zip(args.concurrency, args.trials):
+                    for uri in ((None,) if not args.no_off else ()) + (server.uri,):
+                        name = f"c{concurrency}-{'on' if uri else 'off'}"
+                        left = args.budget_s - (time.perf_counter() - started)
+                        if left < args.pass_s + START_S:
+                            print(f"[scale] {name}: skipped, {left:.0f} s left", flush=True)
+                            result["skipped"].append(name)
+                            continue
+                        print(f"[scale] {name}: up to {trials} trials for {args.pass_s:g} s, "
+                              f"{concurrency} at once ({time.strftime('%H:%M:%S')})", flush=True)
+                        runs.append(one_search(space_file, uri, concurrency, trials, args.epochs,
+                                               args.interval, args.pass_s, root / name))
+                        print(f"[scale] {name}: {runs[-1]['results']} results in "
+                              f"{runs[-1]['seconds']} s = {runs[-1]['results_per_s']}/s",
+                              flush=True)
+                        save(ask)
+        finally:
+            if started_ray:
+                ray.shutdown()
+    save(ask)
+    print(table(result["scale"]))
+    if ask["profile"]:
+        print(ask["profile"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

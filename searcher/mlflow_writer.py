@@ -1,0 +1,301 @@
+"""MLflow writes off Tune's loop: a thread sends the durable outbox's writes, batched.
+
+Tune runs callbacks inline on its control loop, and a trial waits in `tune.report` until the
+driver has taken its result; one `log_batch` over HTTP costs ~50 ms. So the trial logger only
+describes each write as data (a dict) and hands it to `Writer.put`, which appends it to the
+outbox (`searcher.outbox`: one JSON line, tens of microseconds) and wakes the writer thread. The
+thread sends what has piled up in batches: consecutive metrics and tags of one run become one
+`log_batch`, a trial's run is created once and its best checkpoint uploaded once per batch.
+
+Why not MLflow's own async logging (`synchronous=False`, `mlflow.utils.async_logging`): its
+queue is unbounded and in memory, a failed batch is logged and dropped, and it covers
+metrics/params/tags only, not run creation, termination or artifacts. Here:
+- nothing is lost in an outage: a failed write stays at the head of the queue, in order, and is
+  retried every RETRY_AFTER_S; a write MLflow rejects as invalid (HTTP 4xx) is set aside, named
+  in `unlogged`, instead of blocking the rest forever;
+- nothing is lost with the driver: `--resume` replays the outbox (`replay`), skipping what
+  MLflow already holds (a run per trial, an epoch per step);
+- memory is bounded: at most MAX_IN_MEMORY writes are held in memory; past that they wait in the
+  file only and are read back once the thread caught up. Tune's loop never waits on MLflow, in an
+  outage either; the bound on a long outage is the disk, at ~0.5 kB per result;
+- the file is truncated whenever everything in it was accepted, so it stays small.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, Callable
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from searcher.outbox import Outbox, replayable
+
+RETRY_AFTER_S = 15.0  # how long the thread waits before trying an unreachable store again
+BATCH = 500  # writes taken per round; a round sends one log_batch per run at most
+MAX_IN_MEMORY = 20_000  # writes held in memory; more wait in the outbox file only
+MAX_METRICS, MAX_TAGS = 900, 90  # below MLflow's per-log_batch limits (1000 metrics, 100 tags)
+
+
+class Writer:
+    """Sends the outbox's writes to the tracking store from a thread of its own."""
+
+    def __init__(self, tracking_uri: str, parent_run_id: str, outbox: Outbox,
+                 on_created: Callable[[str, str], None] = lambda trial, run: None):
+        self.client = MlflowClient(tracking_uri)
+        self.parent_run_id, self.outbox, self.on_created = parent_run_id, outbox, on_created
+        self.run_ids: dict[str, str] = {}  # Tune trial id -> its MLflow run
+        self.rejected: list[str] = []  # writes MLflow refused as invalid, or whose files are gone
+        self.failing_since: float | None = None
+        self.sent = 0  # writes accepted, for the benchmark
+        self._queue: deque[dict[str, Any]] = deque()
+        self._spilled = False  # writes past MAX_IN_MEMORY wait in the file only
+        self._busy = False  # a round is in flight
+        self._lock = threading.Condition()
+        self._wake = threading.Event()
+        self._stop = False
+        self._parent: Any = None
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------------- Tune's side
+
+    def put(self, op: dict[str, Any]) -> None:
+        """Queue one write (a dict with "op", "trial", "what" and its data); never blocks on MLflow."""
+        with self._lock:
+            self.outbox.append(op)
+            if len(self._queue) < MAX_IN_MEMORY and not self._spilled:
+                self._queue.append(op)
+            else:
+                self._spilled = True
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="searcher-mlflow-writer",
+                                        daemon=True)
+        self._thread.start()
+
+    def drain(self, give_up_after_failure: bool = True) -> None:
+        """Wait until every write is accepted; in an outage, after one more attempt, return."""
+        retried = False
+        while True:
+            with self._lock:
+                idle = not self._queue and not self._spilled and not self._busy
+            if idle:
+                return
+            if self.failing_since is not None and give_up_after_failure:
+                if retried:
+                    return
+                retried, self.failing_since = True, None
+                self._retry_now = True
+                self._wake.set()
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self._stop = True
+        self._wake.set()
+        if self._thread:
+            self._thread.join(timeout=30)
+        self.outbox.close()
+
+    def unsent(self) -> list[str]:
+        with self._lock:
+            queued = self.outbox.pending() if self.outbox.path else list(self._queue)
+        return [op["what"] for op in queued] + self.rejected
+
+    # ------------------------------------------------------------------------- the thread
+
+    _retry_now = False
+
+    def _loop(self) -> None:
+        while not self._stop:
+            with self._lock:
+                if not self._queue and self._spilled:
+                    self._refill()
+                ops = [self._queue.popleft() for _ in range(min(BATCH, len(self._queue)))]
+                self._busy = bool(ops)
+            if not ops:
+                with self._lock:
+                    if not self._queue and not self._spilled:
+                        self.outbox.clear()  # everything in the file was accepted
+                self._wake.wait(1.0)
+                self._wake.clear()
+                continue
+            left = self._send(ops)
+            with self._lock:
+                self._queue.extendleft(reversed(left))
+                self._busy = False
+            if left:
+                self._wait_to_retry()
+
+    def _refill(self) -> None:
+        pending = self.outbox.pending()
+        self._queue.extend(pending[:MAX_IN_MEMORY])
+        self._spilled = len(pending) > MAX_IN_MEMORY
+
+    def _wait_to_retry(self) -> None:
+        until = time.time() + RETRY_AFTER_S
+        while time.time() < until and not self._stop and not self._retry_now:
+            time.sleep(0.1)  # not the wake event: Tune's writes set it many times a second
+        self._retry_now = False
+
+    def replay(self, runs: dict[str, str], logged: dict[str, set[int]],
+               ended: set[str]) -> list[dict[str, Any]]:
+        """Send what a killed driver left in the outbox, in this thread, before Tune starts;
+        `runs`, `logged` and `ended` say what MLflow holds already (see `replayable`). Returns
+        the writes the store did not accept; they stay queued for the thread."""
+        self.run_ids.update(runs)
+        pending = self.outbox.pending()
+        keep = replayable(pending, runs, logged, ended)
+        kept = {op["seq"] for op in keep}
+        self.outbox.ack([op["seq"] for op in pending if op["seq"] not in kept])
+        left = self._send(keep) if keep else []
+        with self._lock:
+            self._queue.extend(left)
+        return left
+
+    def _send(self, ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Send a round of writes; returns those not accepted (the first failure and all after
+        it, in order), having marked the rest as accepted in the outbox."""
+        groups: dict[str, _Group] = {}  # per trial: metrics and tags waiting for one log_batch
+        done: list[int] = []
+        trying: list[dict[str, Any]] = []  # the writes of the call in flight
+        try:
+            for i, op in enumerate(ops):
+                trial, kind = op["trial"], op["op"]
+                group = groups.setdefault(trial, _Group())
+                if kind in ("metrics", "tags") and trial in self.run_ids:
+                    group.add(op)
+                    if group.full():
+                        trying = group.ops
+                        done += self._flush(trial, group)
+                    continue
+                trying = group.ops
+                done += self._flush(trial, group)
+                if kind == "checkpoint" and any(o["op"] == "checkpoint" and o["trial"] == trial
+                                                for o in ops[i + 1:]):
+                    done.append(op["seq"])  # a better checkpoint of this trial follows
+                    continue
+                trying = [op]
+                self._one(op)
+                done.append(op["seq"])
+            for trial, group in groups.items():
+                trying = group.ops
+                done += self._flush(trial, group)
+        except Exception as exc:
+            if _rejected(exc):  # set aside, named in unlogged; the rest goes on next round
+                done += self._isolate(trying, exc)
+            elif self.failing_since is None:
+                self.failing_since = time.time()
+                print(f"[searcher] MLflow unreachable ({type(exc).__name__}); training goes on, "
+                      f"updates are kept in the outbox and retried", flush=True)
+        else:
+            self.failing_since = None
+        finished = set(done)
+        with self._lock:
+            self.outbox.ack(sorted(finished))
+        # Only once the file says so: a driver killed before the ack replays these writes on
+        # --resume, and a checkpoint's upload needs its staged files again then.
+        for op in ops:
+            if op["seq"] in finished:
+                self.outbox.release(op)
+        self.sent += len(finished)
+        return [op for op in ops if op["seq"] not in finished]
+
+    def _isolate(self, ops: list[dict[str, Any]], exc: Exception) -> list[int]:
+        """One call with several writes was refused: send them one by one, and set aside only
+        the ones refused alone. Returns those done with (sent or set aside)."""
+        if len(ops) == 1:
+            self.rejected.append(f"{ops[0]['what']} (rejected: {str(exc).splitlines()[0][:200]})")
+            return [ops[0]["seq"]]
+        done = []
+        for op in list(ops):
+            group = _Group()
+            group.add(op)
+            try:
+                done += self._flush(op["trial"], group)
+            except Exception as again:
+                if not _rejected(again):
+                    break  # an outage after all: the rest waits for the next round
+                done += self._isolate([op], again)
+        return done
+
+    def _flush(self, trial: str, group: "_Group") -> list[int]:
+        if not group.ops:
+            return []
+        self.client.log_batch(self.run_ids[trial], metrics=group.metrics, tags=group.tags)
+        seqs = [op["seq"] for op in group.ops]
+        group.__init__()
+        return seqs
+
+    def _one(self, op: dict[str, Any]) -> None:
+        trial, kind = op["trial"], op["op"]
+        if kind == "create":
+            if trial in self.run_ids:  # replayed: the run exists
+                return
+            if self._parent is None:
+                self._parent = self.client.get_run(self.parent_run_id)
+            run_id = self.client.create_run(self._parent.info.experiment_id, tags=op["tags"],
+                                            run_name=op["name"]).info.run_id
+            self.run_ids[trial] = run_id
+            self.on_created(trial, run_id)
+            self.client.log_batch(run_id, params=[Param(k, v) for k, v in op["params"]])
+            # The parent's datasets (digests computed once, by the driver) are the trial's too.
+            if self._parent.inputs and self._parent.inputs.dataset_inputs:
+                self.client.log_inputs(run_id, datasets=self._parent.inputs.dataset_inputs)
+        elif kind in ("metrics", "tags"):  # only if its run is unknown: a store that lost it
+            raise KeyError(f"no MLflow run for trial {trial}")
+        elif kind == "checkpoint":
+            self._upload(self.run_ids[trial], self.outbox.source(op), op["what"])
+        elif kind == "close":
+            run_id = self.run_ids[trial]
+            self.client.log_batch(run_id, metrics=[Metric(*m) for m in op["metrics"]],
+                                  tags=[RunTag(k, v) for k, v in op["tags"].items()])
+            self.client.set_terminated(run_id, op["status"])
+        else:
+            raise ValueError(f"unknown MLflow write {kind!r}")
+
+    def _upload(self, run_id: str, uri: str, what: str) -> None:
+        from pyarrow.fs import FileType
+        from ray import tune
+        checkpoint = tune.Checkpoint(uri)
+        if checkpoint.filesystem.get_file_info(checkpoint.path).type == FileType.NotFound:
+            # Tune keeps the best checkpoint only; this one was replaced before it went out.
+            self.rejected.append(f"{what} (gone from storage before MLflow took it)")
+            return
+        with checkpoint.as_directory() as directory:
+            if not any(p.is_file() for p in Path(directory).rglob("*")):
+                # deleted under us: log_artifacts would upload nothing and say nothing
+                self.rejected.append(f"{what} (gone from storage before MLflow took it)")
+                return
+            self.client.log_artifacts(run_id, directory, "checkpoint")
+
+
+class _Group:
+    """The metrics and tags of one run's writes in a round, for one log_batch."""
+
+    def __init__(self) -> None:
+        self.ops: list[dict[str, Any]] = []
+        self.metrics: list[Metric] = []
+        self.tags: list[RunTag] = []
+
+    def add(self, op: dict[str, Any]) -> None:
+        self.ops.append(op)
+        self.metrics += [Metric(*m) for m in op.get("metrics", ())]
+        self.tags += [RunTag(k, v) for k, v in op.get("tags", {}).items()]
+
+    def full(self) -> bool:
+        return len(self.metrics) >= MAX_METRICS or len(self.tags) >= MAX_TAGS
+
+
+def _rejected(exc: Exception) -> bool:
+    """MLflow refused the write itself (a bad value, a run it does not have): retrying cannot
+    help."""
+    if isinstance(exc, KeyError):  # the trial's run was never created (its creation rejected)
+        return True
+    if isinstance(exc, MlflowException):
+        status = exc.get_http_status_code()
+        return 400 <= status < 500 and status not in (408, 429)
+    return False
