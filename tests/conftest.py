@@ -115,6 +115,14 @@ def ray_head(tag: str, *flags: str, env: dict[str, str] | None = None, port: int
         kill_matching(f"127.0.0.1:{port}")  # any other raylet that joined its GCS
 
 
+@pytest.fixture()
+def head():
+    """A Ray head of its own with 2 CPUs, as on a cluster, so killing a driver leaves it
+    running; its address."""
+    with ray_head("rayf", "--num-cpus=2") as address:
+        yield address
+
+
 # A role that may create databases on a running PostgreSQL; .ci/postgres makes this one.
 POSTGRES_ENV = "SEARCHER_TEST_POSTGRES"
 POSTGRES_DEFAULT = "postgresql://searcher:searcher@127.0.0.1:5432/postgres"

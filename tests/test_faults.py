@@ -7,21 +7,13 @@ import subprocess
 import sys
 import time
 
-import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import ray_head, resumable_space, write_cifar
+from conftest import resumable_space, write_cifar
 
 NUM_SAMPLES, EPOCHS = 6, 3
 
 SPACE = resumable_space(EPOCHS, NUM_SAMPLES)
-
-
-@pytest.fixture()
-def head():
-    """A Ray head of its own (as on a cluster), so killing a driver leaves it running."""
-    with ray_head("rayf", "--num-cpus=2") as address:
-        yield address
 
 
 def finished_children(client: MlflowClient) -> list:

@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 from conftest import write_cifar
 from searcher.bench.common import MlflowServer
 from searcher.outbox import OUTBOX_FILE, Outbox
-from test_faults import EPOCHS, NUM_SAMPLES, SPACE, ray_head  # noqa: F401  (a fixture)
+from test_faults import EPOCHS, NUM_SAMPLES, SPACE
 
 
 def metrics_logged(client: MlflowClient) -> int:
@@ -27,7 +27,7 @@ def metrics_logged(client: MlflowClient) -> int:
     return sum(len(client.get_metric_history(r.info.run_id, "val_acc")) for r in runs)
 
 
-def test_a_driver_killed_in_an_outage_loses_no_epoch(ray_head, tmp_path):  # noqa: F811
+def test_a_driver_killed_in_an_outage_loses_no_epoch(head, tmp_path):
     data = write_cifar(tmp_path / "data", per_batch=1200)
     space = tmp_path / "resumable.py"
     space.write_text(SPACE)
@@ -35,7 +35,7 @@ def test_a_driver_killed_in_an_outage_loses_no_epoch(ray_head, tmp_path):  # noq
     try:
         args = [sys.executable, "-m", "searcher.run", str(space), "--data-dir", str(data),
                 "--tracking-uri", server.uri, "--storage-path", str(tmp_path / "ray"),
-                "--address", ray_head]
+                "--address", head]
         env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
         driver = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL, start_new_session=True)
