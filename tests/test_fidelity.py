@@ -135,3 +135,20 @@ def test_baselines_are_tpes_start_up():
     without = make_sampler("tpe", seed=0).inner
     assert with_baselines._n_startup_trials == 3
     assert without._n_startup_trials == RANDOM_STARTUP
+
+
+def test_past_the_window_tpe_models_the_best_and_the_most_recent_trials():
+    from searcher.fidelity import KEEP_BEST, MAX_MODELLED
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(0))
+    n = MAX_MODELLED + 100
+    for i in range(n):  # trial i scores i / n at its only epoch, except the first 10: best of all
+        add(study, i / n, [2.0 if i < 10 else i / n], TrialState.COMPLETE)
+    running = add(study, 0.5, [], TrialState.RUNNING)  # no epoch yet: a liar, always kept
+    seen = rung_view(study).get_trials()
+    modelled = [t.number for t in seen if t.state == TrialState.COMPLETE]
+    assert len(modelled) == MAX_MODELLED
+    assert set(range(10)) <= set(modelled)  # the best, however old
+    assert set(range(n - (MAX_MODELLED - KEEP_BEST), n)) <= set(modelled)  # the most recent
+    assert seen[20].state == TrialState.FAIL and seen[20].params == study.trials[20].params
+    assert seen[running.number].state == TrialState.RUNNING
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == n  # the study keeps them all
