@@ -13,13 +13,13 @@ from typing import Any
 import optuna
 import ray
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler
 
 from searcher.data import SearchData
 from searcher.errors import UserError
 from searcher.feasibility import Cost, proposal_check, proposal_cost
 from searcher.resources import plan
 from searcher.samplers import make_sampler
+from searcher.scheduler import BaselineASHA
 from searcher.space import Space
 from searcher.state import SearchState, state_root, storage_root, study_database
 from searcher.study_searcher import INFEASIBLE_ATTR, StudySearcher, close_unfinished
@@ -147,8 +147,9 @@ def run_search(space: Space, data: SearchData, tracking_uri: str, parent_run_id:
                         "created": time.time()})
     searcher = StudySearcher(study, space.sample, proposal_check(s, *shape), s.metric, s.mode,
                              s.epochs, proposal_cost(s, *shape))
-    scheduler = ASHAScheduler(time_attr="training_iteration", max_t=s.epochs,
-                              grace_period=s.grace_period, reduction_factor=s.reduction_factor)
+    scheduler = BaselineASHA(list(space.baselines.values()), time_attr="training_iteration",
+                             max_t=s.epochs, grace_period=s.grace_period,
+                             reduction_factor=s.reduction_factor)
     logger = MLflowTrialLogger(tracking_uri, parent_run_id, space, state_folder=state.folder)
     tuner = tune.Tuner(
         trainable,

@@ -51,10 +51,13 @@ class Space:
 
     def baseline_of(self, params: dict[str, Any]) -> str | None:
         """The name of the baseline that `params` reproduces, if any."""
-        for name, point in self.baselines.items():
-            if all(params.get(k) == v for k, v in point.items()):
-                return name
-        return None
+        return next((name for name, point in self.baselines.items()
+                     if reproduces(params, point)), None)
+
+
+def reproduces(params: dict[str, Any], point: dict[str, Any]) -> bool:
+    """Whether `params` (a trial's configuration) is the hand-made `point`."""
+    return all(params.get(k) == v for k, v in point.items())
 
 
 def _execute(path: Path, text: str) -> dict[str, Any]:
