@@ -18,9 +18,12 @@ step, so a run cut short still leaves what it measured):
   result with logging on over those with it off. The time the logger's callbacks take on Tune's
   loop is timed per result; the writer's drain after the last result is reported apart
   (`drain_s`): no trial waits on it. A pass that would not fit in what is left is skipped.
+  A pass counts only in steady state: results over at least --min-steady-s seconds (starting many
+  trial actors on few cores can take most of a short pass). The top-level figures are those of
+  the largest concurrency whose two passes both count.
 - max_concurrent_trials_2s: the trials, each reporting once per 2 s, that the driver serves with
   logging on while at most 90% busy: floor(0.9 x 2 s x R), R the highest results/s with logging
-  on among the concurrencies whose overhead_ratio was <= 1.10 (0 if none was).
+  on among the counted concurrencies whose overhead_ratio was <= 1.10 (0 if none was).
 Trials ask for a sliver of a logical CPU, so concurrency is not capped by this machine's cores;
 the cores are shared by the driver, the trials' processes and the MLflow server alike.
 """
@@ -48,9 +51,9 @@ CHECKPOINT_BYTES = 16_384  # a small CNN's weights are larger; the driver only m
 START_S = 40  # what a pass costs beyond its budget here: trial actors, Tune's start and end
 
 FULL = {"concurrency": [16, 64], "trials": [2000, 2000], "epochs": 4, "pass_s": 45,
-        "ask_at": [250, 500, 1000], "repeats": 20, "budget_s": 450}
+        "ask_at": [250, 500, 1000], "repeats": 20, "budget_s": 450, "min_steady_s": 20.0}
 SMOKE = {"concurrency": [4], "trials": [8], "epochs": 2, "pass_s": 120, "ask_at": [0, 20],
-         "repeats": 3, "budget_s": 600}
+         "repeats": 3, "budget_s": 600, "min_steady_s": 0.0}
 
 SPACE = '''
 SETTINGS = {"cpus_per_trial": 1}
@@ -178,7 +181,8 @@ def one_search(space_file: Path, uri: str | None, concurrency: int, trials: int,
 
 # ----------------------------------------------------------------------------- summary
 
-def summarise(runs: list[dict[str, Any]], ask: dict[str, Any] | None) -> dict[str, Any]:
+def summarise(runs: list[dict[str, Any]], ask: dict[str, Any] | None,
+              min_steady_s: float) -> dict[str, Any]:
     pairs: dict[int, dict[str, Any]] = {}
     for run in runs:
         pairs.setdefault(run["concurrency"], {})["on" if run["logging"] else "off"] = run
@@ -192,9 +196,11 @@ def summarise(runs: list[dict[str, Any]], ask: dict[str, Any] | None) -> dict[st
                        if on and off and on["results_per_s"] else None,
                        "driver_ms_per_result_on": on and round(1000 / on["results_per_s"], 2),
                        "callback_ms_per_result": on and on.get("callback_ms_per_result"),
-                       "drain_s": on and on["drain_s"]})
-    paired = [lv for lv in levels if lv["overhead_ratio"] is not None]
-    top = (paired or levels or [{}])[-1]  # the largest concurrency measured both ways
+                       "drain_s": on and on["drain_s"],
+                       "steady": bool(on and off and min(on["seconds"], off["seconds"])
+                                      >= min_steady_s)})
+    paired = [lv for lv in levels if lv["overhead_ratio"] is not None and lv["steady"]]
+    top = (paired or [{}])[-1]  # the largest concurrency measured both ways in steady state
     within = [lv["results_per_s_on"] for lv in paired if lv["overhead_ratio"] <= GOAL_OVERHEAD]
     ask_ms = (ask or {}).get("ask_ms") or {}
     return {"results_per_s_on": top.get("results_per_s_on"),
@@ -240,6 +246,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--space", default="spaces/cifar10.py", help="space for ask latency")
     parser.add_argument("--backend-uri", help="the MLflow server's store (default: SQLite)")
     parser.add_argument("--no-off", action="store_true", help="logging on only")
+    parser.add_argument("--min-steady-s", type=float,
+                        help="a pass counts if its results span this many seconds")
     parser.add_argument("--json", help="write the figures here (after each step)")
     args = parser.parse_args(argv)
     for key, value in (SMOKE if args.smoke else FULL).items():
@@ -273,7 +281,7 @@ def _run(args: argparse.Namespace) -> int:
     runs: list[dict[str, Any]] = []
 
     def save(ask: dict[str, Any] | None) -> None:  # after each step: a cut run keeps its figures
-        result["scale"] = summarise(runs, ask)
+        result["scale"] = summarise(runs, ask, args.min_steady_s)
         result["wall_s"] = round(time.perf_counter() - started, 1)
         if args.json:
             write_json(args.json, result)
