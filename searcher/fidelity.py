@@ -86,16 +86,7 @@ def _windowed(trials: list[FrozenTrial], sign: float) -> list[FrozenTrial]:
     recent = [t for t in finished if t.number not in keep][-(MAX_MODELLED - len(keep)):]
     keep |= {t.number for t in recent}
     dropped = {t.number for t in finished} - keep
-    return [_failed(t) if t.number in dropped else t for t in trials]
-
-
-def _failed(t: FrozenTrial) -> FrozenTrial:
-    return FrozenTrial(number=t.number, state=TrialState.FAIL, value=None,
-                       datetime_start=t.datetime_start,
-                       datetime_complete=t.datetime_complete or t.datetime_start,
-                       params=t.params, distributions=t.distributions, user_attrs=t.user_attrs,
-                       system_attrs=t.system_attrs, intermediate_values=t.intermediate_values,
-                       trial_id=t.number)
+    return [_shown_as(t, TrialState.FAIL, None) if t.number in dropped else t for t in trials]
 
 
 def _measured(t: FrozenTrial) -> bool:
@@ -123,11 +114,14 @@ def _reframed(t: FrozenTrial, epoch: int | None,
             state, value = TrialState.COMPLETE, t.intermediate_values[epoch] - discount(t)
         elif t.state == TrialState.COMPLETE:  # all its epochs, fewer than the others' (warm start)
             state, value = TrialState.PRUNED, None
-    if state == t.state and value == t.value:
-        return t
-    finished = t.datetime_complete or t.datetime_start
+    return t if state == t.state and value == t.value else _shown_as(t, state, value)
+
+
+def _shown_as(t: FrozenTrial, state: TrialState, value: float | None) -> FrozenTrial:
+    """`t` as the view shows it: in `state` with `value`, finished, the rest shared."""
     return FrozenTrial(number=t.number, state=state, value=value,
-                       datetime_start=t.datetime_start, datetime_complete=finished,
+                       datetime_start=t.datetime_start,
+                       datetime_complete=t.datetime_complete or t.datetime_start,
                        params=t.params, distributions=t.distributions, user_attrs=t.user_attrs,
                        system_attrs=t.system_attrs, intermediate_values=t.intermediate_values,
                        trial_id=t.number)

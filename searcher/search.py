@@ -140,13 +140,14 @@ def run_search(space: Space, data: SearchData, tracking_uri: str, parent_run_id:
     state = SearchState(state_root(s) / study_name, study_database(s))
     state.folder.mkdir(parents=True, exist_ok=False)
     shape = (len(data.classes), data.image_shape)
-    study = make_study(space, state.folder, earlier, state.database, proposal_cost(s, *shape))
+    cost = proposal_cost(s, *shape)
+    study = make_study(space, state.folder, earlier, state.database, cost)
     state.write_record({"parent_run_id": parent_run_id, "tracking_uri": tracking_uri,
                         "tune_path": f"{storage_path.rstrip('/')}/{study_name}",
                         "space_file": str(space.path), "settings": s.to_dict(),
                         "created": time.time()})
     searcher = StudySearcher(study, space.sample, proposal_check(s, *shape), s.metric, s.mode,
-                             s.epochs, proposal_cost(s, *shape))
+                             s.epochs, cost)
     scheduler = BaselineASHA(list(space.baselines.values()), time_attr="training_iteration",
                              max_t=s.epochs, grace_period=s.grace_period,
                              reduction_factor=s.reduction_factor)
