@@ -12,6 +12,7 @@ import warnings
 import optuna
 
 from searcher.fidelity import RungSampler
+from searcher.local_search import IncumbentSearch
 from searcher.settings import SAMPLERS
 
 # Random proposals TPE waits for before it models (on top of the space's baselines, which it
@@ -32,14 +33,20 @@ def make_sampler(name: str, seed: int, n_baselines: int = 0,
     """A seeded sampler. TPE is multivariate over groups of parameters that occur together (a
     conditional space's branches), with the constant liar so that trials running in parallel are
     not proposed twice, and models the trials at a common epoch, their cost weighed in
-    (`fidelity.RungSampler`)."""
+    (`fidelity.RungSampler`). In a space with baselines every other proposal changes one or two
+    choices of the best trial instead (`local_search.IncumbentSearch`)."""
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "tpe":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            startup = RANDOM_STARTUP_AFTER_BASELINES if n_baselines else RANDOM_STARTUP
-            return RungSampler(optuna.samplers.TPESampler(
+            startup = n_baselines + (RANDOM_STARTUP_AFTER_BASELINES if n_baselines
+                                     else RANDOM_STARTUP)
+            tpe = RungSampler(optuna.samplers.TPESampler(
                 seed=seed, multivariate=True, group=True, constant_liar=True,
-                n_startup_trials=n_baselines + startup), cost_weight)
+                n_startup_trials=startup), cost_weight)
+            # Local search needs a good point to start from: around the best of 6 random
+            # proposals it exploited a weak region (quality benchmark, BENCHMARKS.md); around a
+            # user's hand-made baseline it found the best sampled network of the 20-minute search.
+            return IncumbentSearch(tpe, seed, startup) if n_baselines else tpe
     raise ValueError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")

@@ -131,7 +131,7 @@ def test_tpe_weighing_cost_proposes_the_cheap_networks():
 
 
 def test_baselines_are_tpes_start_up():
-    with_baselines = make_sampler("tpe", seed=0, n_baselines=3).inner
+    with_baselines = make_sampler("tpe", seed=0, n_baselines=3).inner.inner  # local search, view
     without = make_sampler("tpe", seed=0).inner
     assert with_baselines._n_startup_trials == 3
     assert without._n_startup_trials == RANDOM_STARTUP

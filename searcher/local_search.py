@@ -1,0 +1,149 @@
+"""Local search around the incumbent: every other proposal is the best trial so far with
+one or two of its choices changed.
+
+Why: a CPU search gets a dozen proposals in 20 minutes, and a density model over ~25 dimensions
+learns little from a dozen points. Traced in the 20-minute CIFAR-10 search (BENCHMARKS.md): TPE's
+proposals after seeing `bn_cnn` (0.62 after one epoch, 0.87 after ten) took its broad traits (SGD,
+batch norm) but differed from it in many choices at once, and every one of them was behind it
+after one epoch (0.30-0.59). Changing one or two choices of the best network found is the other
+half of what wins at small budgets: local search and regularised evolution are hard baselines to
+beat in architecture search (White et al. 2021, "Local search is state of the art for NAS";
+Real et al. 2019). The other proposals stay the wrapped sampler's (TPE), which explores.
+
+Used only in a space with hand-made baselines (`samplers.make_sampler`), where the incumbent
+starts as the best of them: around the best of TPE's 6 random start-up proposals it exploited a
+weak region instead (quality benchmark, BENCHMARKS.md).
+
+The incumbent is the best trial at the common epoch that `fidelity.rung_view` compares trials at,
+by accuracy alone: early on the median cost is a tutorial net's, and weighing cost there would
+rank a 0.73 `bn_cnn` below a 0.66 tutorial net after four epochs. A changed choice always takes
+another value: a categorical another category, a number a step of about a quarter of its range
+(on its log scale where it has one). A parameter the incumbent lacks (the choices a changed
+`stages` or `optimizer` opens), or whose range the change moved, is drawn at random.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.distributions import (BaseDistribution, CategoricalDistribution, FloatDistribution,
+                                  IntDistribution)
+from optuna.samplers import BaseSampler
+from optuna.study import Study
+from optuna.trial import FrozenTrial, TrialState
+
+from searcher.fidelity import rung_view
+
+EVERY = 2  # one modelled proposal in EVERY is a change of the incumbent
+MAX_CHANGES = 2  # choices changed per proposal: 1 or 2, alike
+STEP = 0.25  # a number moves by a normal step of this share of its (log) range
+
+
+class IncumbentSearch(BaseSampler):
+    """Wraps a sampler: every EVERY-th proposal, once `startup` trials are measured, changes one
+    or two choices of the incumbent; the others are the wrapped sampler's. Enqueued points (the
+    baselines) are left alone and not counted."""
+
+    def __init__(self, inner: BaseSampler, seed: int | None, startup: int):
+        self.inner, self.startup = inner, startup
+        self._rng = np.random.RandomState(seed)
+        self._random = optuna.samplers.RandomSampler(seed=seed)
+        self._turn = 0  # proposals so far (enqueued points aside), to alternate
+        self._plan: tuple[int, dict[str, Any] | None] = (-1, None)  # (trial, its values)
+
+    def before_trial(self, study: Study, trial: FrozenTrial) -> None:
+        self._plan = (trial.number, self._mutant(study, trial))
+        self.inner.before_trial(study, trial)
+
+    def _mutant(self, study: Study, trial: FrozenTrial) -> dict[str, Any] | None:
+        if "fixed_params" in trial.system_attrs:  # an enqueued point (a baseline)
+            return None
+        self._turn += 1
+        if (self._turn - 1) % EVERY:  # the wrapped sampler's turn: no view to build
+            return None
+        view = rung_view(study)
+        measured = view.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        complete = [t for t in measured if t.state == TrialState.COMPLETE and t.value is not None]
+        if len(measured) < self.startup or not complete:
+            return None  # still the wrapped sampler's start-up
+        best = (max if view.direction == optuna.study.StudyDirection.MAXIMIZE else min)(
+            complete, key=lambda t: t.value)
+        return mutated(best, self._rng)
+
+    def _values(self, trial: FrozenTrial) -> dict[str, Any] | None:
+        return self._plan[1] if self._plan[0] == trial.number else None
+
+    def infer_relative_search_space(self, study: Study,
+                                    trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        if self._values(trial) is not None:
+            return {}
+        return self.inner.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: Study, trial: FrozenTrial,
+                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        if self._values(trial) is not None:
+            return {}
+        return self.inner.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study: Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: BaseDistribution) -> Any:
+        values = self._values(trial)
+        if values is None:
+            return self.inner.sample_independent(study, trial, param_name, param_distribution)
+        if param_name in values and _fits(param_distribution, values[param_name]):
+            return values[param_name]
+        return self._random.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study: Study, trial: FrozenTrial, state: TrialState,
+                    values: Any) -> None:
+        self.inner.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.inner.reseed_rng()
+        self._random.reseed_rng()
+        self._rng = np.random.RandomState()
+
+
+def mutated(trial: FrozenTrial, rng: np.random.RandomState) -> dict[str, Any]:
+    """`trial`'s parameter values with one or two of them changed to another value."""
+    names = sorted(n for n in trial.params if _changeable(trial.distributions[n]))
+    values = dict(trial.params)
+    changes = min(len(names), int(rng.randint(1, MAX_CHANGES + 1)))
+    for name in rng.choice(names, size=changes, replace=False) if changes else ():
+        values[name] = _neighbour(trial.distributions[name], values[name], rng)
+    return values
+
+
+def _changeable(d: BaseDistribution) -> bool:
+    if isinstance(d, CategoricalDistribution):
+        return len(d.choices) > 1
+    return d.high > d.low
+
+
+def _fits(d: BaseDistribution, value: Any) -> bool:
+    try:
+        return d._contains(d.to_internal_repr(value))
+    except (ValueError, TypeError):
+        return False
+
+
+def _neighbour(d: BaseDistribution, value: Any, rng: np.random.RandomState) -> Any:
+    """Another value of `d` near `value`: another category, or a step on the (log) scale."""
+    if isinstance(d, CategoricalDistribution):
+        others = [c for c in d.choices if c != value]
+        return others[rng.randint(len(others))]
+    assert isinstance(d, (IntDistribution, FloatDistribution))
+    scale = (math.log, math.exp) if d.log else (float, float)
+    low, high, x = scale[0](d.low), scale[0](d.high), scale[0](value)
+    x += rng.normal(0.0, STEP * (high - low))
+    x = 2 * low - x if x < low else 2 * high - x if x > high else x  # reflected off a bound
+    new = min(max(scale[1](x), d.low), d.high)  # exp(log(x)) may round past a bound
+    step = d.step or (1 if isinstance(d, IntDistribution) else None)
+    if step is not None:  # on the grid, and off the old value: a step up or down, whichever fits
+        new = d.low + round((new - d.low) / step) * step
+        if new == value:
+            up, down = value + step <= d.high, value - step >= d.low
+            new = value + step if up and (not down or rng.rand() < 0.5) else value - step
+    return int(new) if isinstance(d, IntDistribution) else float(new)
