@@ -36,7 +36,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from searcher.fidelity import rung_view
 
-EVERY = 2  # one modelled proposal in EVERY is a change of the incumbent
+EVERY = 2  # one proposal in EVERY (enqueued points aside) is a change of the incumbent
 MAX_CHANGES = 2  # choices changed per proposal: 1 or 2, alike
 STEP = 0.25  # a number moves by a normal step of this share of its (log) range
 
@@ -65,12 +65,9 @@ class IncumbentSearch(BaseSampler):
             return None
         view = rung_view(study)
         measured = view.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-        complete = [t for t in measured if t.state == TrialState.COMPLETE and t.value is not None]
-        if len(measured) < self.startup or not complete:
+        if len(measured) < self.startup or all(t.state != TrialState.COMPLETE for t in measured):
             return None  # still the wrapped sampler's start-up
-        best = (max if view.direction == optuna.study.StudyDirection.MAXIMIZE else min)(
-            complete, key=lambda t: t.value)
-        return mutated(best, self._rng)
+        return mutated(view.best_trial, self._rng)
 
     def _values(self, trial: FrozenTrial) -> dict[str, Any] | None:
         return self._plan[1] if self._plan[0] == trial.number else None

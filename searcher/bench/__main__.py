@@ -1,7 +1,8 @@
 """`python -m searcher.bench [SUBCOMMAND] [OPTIONS]`: run one benchmark.
 
 Subcommands: engine (the default: training speed and search overhead), quality (TPE against
-random sampling) and scale (results/s the driver sustains with MLflow logging, Optuna's ask). `python -m searcher.bench SUBCOMMAND --help` lists each one's options.
+random sampling) and scale (results/s the driver sustains with MLflow logging, Optuna's ask).
+`python -m searcher.bench SUBCOMMAND --help` lists each one's options.
 """
 from __future__ import annotations
 
