@@ -3,7 +3,8 @@
 Tune runs callbacks inline on its control loop, and a trial waits in `tune.report` until the
 driver has taken its result; one `log_batch` over HTTP costs ~50 ms. So the trial logger only
 describes each write as data (a dict) and hands it to `Writer.put`, which appends it to the
-outbox (`searcher.outbox`: one JSON line, tens of microseconds) and wakes the writer thread. The
+outbox (`searcher.outbox`: one JSON line, tens of microseconds; or one committed row in the study's
+database, about a millisecond) and wakes the writer thread. The
 thread sends what has piled up in batches: consecutive metrics and tags of one run become one
 `log_batch`, a trial's run is created once and its best checkpoint uploaded once per batch.
 
@@ -16,9 +17,9 @@ metrics/params/tags only, not run creation, termination or artifacts. Here:
 - nothing is lost with the driver: `--resume` replays the outbox (`replay`), skipping what
   MLflow already holds (a run per trial, an epoch per step);
 - memory is bounded: at most MAX_IN_MEMORY writes are held in memory; past that they wait in the
-  file only and are read back once the thread caught up. Tune's loop never waits on MLflow, in an
-  outage either; the bound on a long outage is the disk, at ~0.5 kB per result;
-- the file is truncated whenever everything in it was accepted, so it stays small.
+  journal only and are read back once the thread caught up. Tune's loop never waits on MLflow, in
+  an outage either; the bound on a long outage is the disk, at ~0.5 kB per result;
+- the journal is emptied whenever everything in it was accepted, so it stays small.
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ from searcher.outbox import Outbox, replayable
 
 RETRY_AFTER_S = 15.0  # how long the thread waits before trying an unreachable store again
 BATCH = 500  # writes taken per round; a round sends one log_batch per run at most
-MAX_IN_MEMORY = 20_000  # writes held in memory; more wait in the outbox file only
+MAX_IN_MEMORY = 20_000  # writes held in memory; more wait in the outbox's journal only
 MAX_METRICS, MAX_TAGS = 900, 90  # below MLflow's per-log_batch limits (1000 metrics, 100 tags)
 
 
@@ -52,7 +53,7 @@ class Writer:
         self.failing_since: float | None = None
         self.sent = 0  # writes accepted, for the benchmark
         self._queue: deque[dict[str, Any]] = deque()
-        self._spilled = False  # writes past MAX_IN_MEMORY wait in the file only
+        self._spilled = False  # writes past MAX_IN_MEMORY wait in the journal only
         self._busy = False  # a round is in flight
         self._lock = threading.Condition()
         self._wake = threading.Event()
@@ -102,7 +103,7 @@ class Writer:
 
     def unsent(self) -> list[str]:
         with self._lock:
-            queued = self.outbox.pending() if self.outbox.path else list(self._queue)
+            queued = self.outbox.pending() if self.outbox.durable else list(self._queue)
         return [op["what"] for op in queued] + self.rejected
 
     # ------------------------------------------------------------------------- the thread
@@ -119,7 +120,7 @@ class Writer:
             if not ops:
                 with self._lock:
                     if not self._queue and not self._spilled:
-                        self.outbox.clear()  # everything in the file was accepted
+                        self.outbox.clear()  # everything in the journal was accepted
                 self._wake.wait(1.0)
                 self._wake.clear()
                 continue
@@ -196,7 +197,7 @@ class Writer:
         finished = set(done)
         with self._lock:
             self.outbox.ack(sorted(finished))
-        # Only once the file says so: a driver killed before the ack replays these writes on
+        # Only once the journal says so: a driver killed before the ack replays these writes on
         # --resume, and a checkpoint's upload needs its staged files again then.
         for op in ops:
             if op["seq"] in finished:

@@ -1,11 +1,15 @@
-"""The durable outbox: MLflow writes not yet accepted, and the checkpoint files they need, on disk.
+"""The durable outbox: MLflow writes not yet accepted, and the checkpoint files they need.
 
-Every write the trial logger describes is one JSON line here until MLflow accepted it (an "ack"
-line), so a driver killed during an outage leaves the file behind and `--resume` sends what it
-owed (`replayable` drops what MLflow already holds). A best checkpoint waits for its upload as
-hard links in `outbox_checkpoints/` beside the file, because Tune deletes a trial's older
-checkpoints as new ones come; the links go only once the file marks the upload accepted, or a
-driver killed in between would replay an upload whose files are gone.
+Every write the trial logger describes stays in a journal until MLflow accepted it (an "ack"),
+so a driver killed during an outage leaves it behind and `--resume` sends what it owed
+(`replayable` drops what MLflow already holds). The journal is a file of JSON lines in the
+search's state folder, or, when the search has a database (`study_storage`), rows there
+(`searcher.outbox_db`), because with s3:// storage the state folder is on the head's local disk
+and would be lost with it. A best checkpoint on a local file system waits for its upload as hard
+links in `outbox_checkpoints/` beside the journal file (with a database: beside Tune's
+experiment), because Tune deletes a trial's older checkpoints as new ones come; the links go only
+once the journal marks the upload accepted, or a driver killed in between would replay an upload
+whose files are gone.
 """
 from __future__ import annotations
 
@@ -16,54 +20,60 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from searcher.outbox_db import DatabaseJournal
+
 OUTBOX_FILE = "mlflow_outbox.jsonl"  # in the search's state folder, beside the Optuna journal
 STAGE_FOLDER = "outbox_checkpoints"  # best checkpoints waiting for their upload, beside it
 
 
 class Outbox:
-    """The writes not yet accepted, as JSON lines in `path` (None: memory only, for callers with
-    no state folder). Accepted ones are marked by {"ack": [seq, ...]}."""
+    """The writes not yet accepted, in a journal (None: memory only, for callers with no state
+    folder), and the checkpoint files staged for them."""
 
-    def __init__(self, path: Path | None):
-        self.path = path
-        self.stage_root = path.parent / STAGE_FOLDER if path else None  # None: made when needed
-        ops, acked, self._seq = self._scan()
-        self._drop_stale_stages({op.get("staged") for op in ops if op["seq"] not in acked})
-        self._file = open(path, "a", encoding="utf-8") if path else None
+    def __init__(self, path: Path | None, journal: Journal | None = None):
+        """`path`: a journal file, its checkpoints staged beside it; or `journal` (a database's,
+        see `open_outbox`)."""
+        self.journal = journal or (FileJournal(path) if path else None)
+        # None: chosen with the first checkpoint (`_stage_folder`)
+        self.stage_root = path.parent / STAGE_FOLDER if path else None
+        ops, self._seq = self.journal.read() if self.journal else ([], 0)
+        self._drop_stale_stages({op.get("staged") for op in ops})
+        self._cleared_at: int | None = None  # the last write when the journal was last emptied
+
+    @property
+    def durable(self) -> bool:
+        """The writes outlive this process (else they are only in the writer's memory)."""
+        return self.journal is not None
 
     def append(self, op: dict[str, Any]) -> None:
         self._seq += 1
         op["seq"] = self._seq
-        if self._file:
-            # flush: to the kernel, which keeps it past a SIGKILL of this process
-            self._file.write(json.dumps(op, separators=(",", ":")) + "\n")
-            self._file.flush()
+        if self.journal:
+            self.journal.write(op)
 
     def ack(self, seqs: list[int]) -> None:
-        if self._file and seqs:
-            self._file.write(json.dumps({"ack": seqs}) + "\n")
-            self._file.flush()
+        if self.journal and seqs:
+            self.journal.ack(seqs)
 
     def clear(self) -> None:
-        """Empty the file: call only when everything in it was accepted."""
-        if self._file:
-            self._file.truncate(0)
+        """Empty the journal: call only when everything in it was accepted."""
+        if self.journal and self._cleared_at != self._seq:  # not again while nothing came
+            self.journal.clear()
+            self._cleared_at = self._seq
 
     def pending(self) -> list[dict[str, Any]]:
-        """The writes in the file that MLflow has not accepted, in order."""
-        ops, acked, _ = self._scan()
-        return [op for op in ops if op["seq"] not in acked]
+        """The writes in the journal that MLflow has not accepted, in order."""
+        return self.journal.read()[0] if self.journal else []
 
     def stage(self, checkpoint: Any, name: str) -> dict[str, Any]:
         """Where the writer should upload `checkpoint` from, as the fields of its write (read
         back by `source`): a local one as hard links under the stage folder (microseconds, no
         data copied); a remote one (s3://...) from where it is, named in `unlogged` if Tune
         deleted it first."""
+        uri = checkpoint_uri(checkpoint)
         if checkpoint.filesystem.type_name != "local":
-            return {"uri": checkpoint_uri(checkpoint)}
-        if self.stage_root is None:
-            self.stage_root = Path(tempfile.mkdtemp(prefix="searcher-checkpoints-"))
-        source, into = Path(checkpoint.path), self.stage_root / name
+            return {"uri": uri}
+        source, into = Path(checkpoint.path), self._stage_folder(uri) / name
         for file in source.rglob("*"):
             if file.is_file():
                 target = into / file.relative_to(source)
@@ -74,25 +84,65 @@ class Outbox:
                     shutil.copy2(file, target)
         # By name, not path: a resume may see this folder under another path (another machine's
         # mount of the shared storage, another working folder).
-        return {"staged": name}
+        return {"staged": name, "uri": uri}
 
     def source(self, op: dict[str, Any]) -> str:
-        """Where a checkpoint write's files are now."""
-        return str(self.stage_root / op["staged"]) if op.get("staged") else op["uri"]
+        """Where a checkpoint write's files are now: staged, else (its links lost with a head)
+        where Tune put them."""
+        staged = self._stage_folder(op.get("uri")) / op["staged"] if op.get("staged") else None
+        if staged and (staged.is_dir() or "uri" not in op):
+            return str(staged)
+        return op["uri"]
 
     def release(self, op: dict[str, Any]) -> None:
-        """The write was accepted (and the file says so): its staged files can go."""
+        """The write was accepted (and the journal says so): its staged files can go."""
         if op.get("staged"):
-            shutil.rmtree(self.stage_root / op["staged"], ignore_errors=True)
+            shutil.rmtree(self._stage_folder(op.get("uri")) / op["staged"], ignore_errors=True)
+
+    def _stage_folder(self, uri: str | None) -> Path:
+        if self.stage_root is None:
+            # A journal in a database: beside Tune's experiment (the checkpoint's grandparent),
+            # as shared as Tune's own state and on its file system, where the state folder may be
+            # on the head's disk (file:// storage). Memory only: a temporary folder.
+            self.stage_root = (Path(uri).parents[1] / STAGE_FOLDER if self.durable and uri
+                               else Path(tempfile.mkdtemp(prefix="searcher-checkpoints-")))
+        return self.stage_root
 
     def close(self) -> None:
-        if self._file:
-            self._file.close()
-            self._file = None
+        if self.journal:
+            self.journal.close()
 
-    def _scan(self) -> tuple[list[dict[str, Any]], set[int], int]:
+    def _drop_stale_stages(self, owed: set[str]) -> None:
+        # Links of uploads acked just before a kill: nothing will ever send them.
+        if self.stage_root and self.stage_root.is_dir():
+            for folder in self.stage_root.iterdir():
+                if folder.name not in owed:
+                    shutil.rmtree(folder, ignore_errors=True)
+
+
+class FileJournal:
+    """The journal as JSON lines in `path`; accepted writes are marked by {"ack": [seq, ...]}."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._file = open(path, "a", encoding="utf-8")
+
+    def write(self, op: dict[str, Any]) -> None:
+        # flush: to the kernel, which keeps it past a SIGKILL of this process
+        self._file.write(json.dumps(op, separators=(",", ":")) + "\n")
+        self._file.flush()
+
+    def ack(self, seqs: list[int]) -> None:
+        self._file.write(json.dumps({"ack": seqs}) + "\n")
+        self._file.flush()
+
+    def clear(self) -> None:
+        self._file.truncate(0)
+
+    def read(self) -> tuple[list[dict[str, Any]], int]:
+        """The writes not accepted, in order, and the last sequence number in use."""
         ops, acked, last = [], set(), 0
-        if self.path and self.path.exists():
+        if self.path.exists():
             with open(self.path, encoding="utf-8") as f:
                 for line in f:
                     try:
@@ -104,14 +154,29 @@ class Outbox:
                     else:
                         ops.append(entry)
                         last = max(last, entry["seq"])
-        return ops, acked, last
+        return [op for op in ops if op["seq"] not in acked], last
 
-    def _drop_stale_stages(self, owed: set[str]) -> None:
-        # Links of uploads acked just before a kill: nothing will ever send them.
-        if self.stage_root and self.stage_root.is_dir():
-            for folder in self.stage_root.iterdir():
-                if folder.name not in owed:
-                    shutil.rmtree(folder, ignore_errors=True)
+    def close(self) -> None:
+        self._file.close()
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+
+Journal = FileJournal | DatabaseJournal  # where the writes wait: a file, or the study's database
+
+
+def open_outbox(folder: Path | None, database: str | None = None) -> Outbox:
+    """The outbox of the search whose state folder is `folder` (None: memory only): its journal
+    in `database` under the folder's name (the search's) when there is one, so that a driver on
+    another machine finds it; else a file in the folder, its checkpoints staged beside it."""
+    if folder is None:
+        return Outbox(None)
+    if database is None:
+        return Outbox(folder / OUTBOX_FILE)
+    # Its checkpoints are staged beside Tune's experiment, found from their own path (see
+    # `_stage_folder`): the links of an upload accepted just before a kill stay there.
+    return Outbox(None, DatabaseJournal(database, folder.name))
 
 
 def checkpoint_uri(checkpoint: Any) -> str:

@@ -176,7 +176,7 @@ def run_search(space: Space, data: SearchData, tracking_uri: str, parent_run_id:
 
 def _fit(tuner: tune.Tuner, state: SearchState) -> SearchResult:
     start, started_at = time.perf_counter(), time.time()
-    with outbox_folder(state.folder):  # a resume's restored callback may name another machine's
+    with outbox_folder(state.folder, state.database):  # not what a restored callback names
         results = tuner.fit()
     wall = time.perf_counter() - start
     errors = sum(1 for r in results if r.error is not None)

@@ -23,7 +23,7 @@ from ray import tune
 from searcher.errors import UserError
 from searcher.leaderboard import trial_name
 from searcher.mlflow_writer import Writer
-from searcher.outbox import OUTBOX_FILE, Outbox
+from searcher.outbox import open_outbox
 from searcher.space import Space
 from searcher.tracking import (BASELINE_TAG, CPUS_TAG, EPOCH_METRICS, GPUS_TAG, NODES_TAG,
                                OUTCOME_TAG, RESUMED_TAG, ROLE_TAG, TRIAL_ID_TAG, best_key)
@@ -58,7 +58,7 @@ class MLflowTrialLogger(tune.Callback):
                  state_folder: str | Path | None = None, quiet: bool = False):
         self.tracking_uri, self.parent_run_id, self.space = tracking_uri, parent_run_id, space
         self.metric, self.mode = space.settings.metric, space.settings.mode
-        # The outbox file lives here (None: in memory only, lost with the driver).
+        # The outbox lives here, unless `outbox_folder` says where (None: in memory only).
         self.state_folder = str(state_folder) if state_folder else None
         self.quiet = quiet  # no line per epoch (the scale benchmark's thousands of results)
         self.records: dict[str, TrialRecord] = {}
@@ -98,9 +98,10 @@ class MLflowTrialLogger(tune.Callback):
         _ACTIVE = self
         if self._writer is not None:
             return
-        folder = _OUTBOX_FOLDER or self.state_folder
-        path = Path(folder) / OUTBOX_FILE if folder else None
-        self._writer = Writer(self.tracking_uri, self.parent_run_id, Outbox(path),
+        folder, database = _OUTBOX_AT or (self.state_folder, None)
+        outbox = open_outbox(Path(folder) if folder else None, database)
+        owed = bool(outbox.pending())  # what a driver killed before left
+        self._writer = Writer(self.tracking_uri, self.parent_run_id, outbox,
                               on_created=self._created)
         if not self.records:
             self.records = _records_from_mlflow(self.client, self.parent_run_id, self.metric,
@@ -111,8 +112,8 @@ class MLflowTrialLogger(tune.Callback):
         if left:
             raise UserError(f"MLflow at {self.tracking_uri} did not accept the {len(left)} "
                             f"update(s) kept from before (first: {left[0]['what']}); they stay in "
-                            f"{path}: start the server and resume again")
-        if path and path.stat().st_size:
+                            f"{outbox.journal}: start the server and resume again")
+        if owed:
             # what was sent is in MLflow now: read the trials back with it
             self.records = _records_from_mlflow(self.client, self.parent_run_id, self.metric,
                                                 self.mode)
@@ -238,7 +239,7 @@ class MLflowTrialLogger(tune.Callback):
                 # search never knew it and ran another trial in its place.
                 self._finish(rec.trial_id, "lost: in flight when the driver was killed, before "
                              "Tune saved it; another trial ran in its place", "KILLED")
-        if self._writer:  # what MLflow did not take stays in the outbox file for a --resume
+        if self._writer:  # what MLflow did not take stays in the outbox for a --resume
             self._writer.drain()
             self._unsent = self._writer.unsent()
             self._writer.stop()
@@ -250,19 +251,20 @@ class MLflowTrialLogger(tune.Callback):
 
 
 _ACTIVE: MLflowTrialLogger | None = None
-_OUTBOX_FOLDER: Path | None = None
+_OUTBOX_AT: tuple[Path, str | None] | None = None
 
 
 @contextlib.contextmanager
-def outbox_folder(folder: Path):
-    """Keep the outbox in `folder` for the search run inside: Tune restores the callback it
-    pickled, whose folder is where the search started, maybe on another machine."""
-    global _OUTBOX_FOLDER
-    _OUTBOX_FOLDER = folder
+def outbox_folder(folder: Path, database: str | None = None):
+    """Keep the outbox of the search run inside in `folder`, its journal in `database` when the
+    search has one (see `outbox.open_outbox`). From here, not from the callback: Tune restores the
+    callback it pickled, whose folder is where the search started, maybe on another machine."""
+    global _OUTBOX_AT
+    _OUTBOX_AT = (folder, database)
     try:
         yield
     finally:
-        _OUTBOX_FOLDER = None
+        _OUTBOX_AT = None
 
 
 def active_logger() -> MLflowTrialLogger | None:

@@ -139,7 +139,7 @@ def test_a_staged_checkpoint_is_uploaded_after_tune_deleted_its_own(tracking_uri
     outbox = Outbox(tmp_path / "state" / OUTBOX_FILE)
     where = outbox.stage(tune_checkpoint(original), "t-1")
     staged = tmp_path / "state" / STAGE_FOLDER / "t-1"
-    assert where == {"staged": "t-1"} and (staged / "checkpoint.pt").is_file()
+    assert where == {"staged": "t-1", "uri": str(original)} and (staged / "checkpoint.pt").is_file()
     shutil.rmtree(original)  # Tune keeps one checkpoint: a better one came before the upload
     writer = Writer(tracking_uri, parent, outbox)
     writer.start()
@@ -154,6 +154,22 @@ def test_a_staged_checkpoint_is_uploaded_after_tune_deleted_its_own(tracking_uri
     assert not staged.exists()  # uploaded: the links go
     assert writer.unsent() == ["u gone (gone from storage before MLflow took it)"]
     writer.stop()
+
+
+def test_a_checkpoint_whose_staged_links_went_with_the_head_is_uploaded_from_tune_s_copy(
+        tracking_uri, parent, tmp_path):
+    (tmp_path / "head").mkdir()
+    staging = Outbox(tmp_path / "head" / OUTBOX_FILE)
+    original = tmp_path / "shared" / "trial" / "checkpoint_000000"  # file:// storage
+    op = {"op": "checkpoint", "trial": "t", "what": "t checkpoint", "seq": 2,
+          **staging.stage(tune_checkpoint(original), "t-1")}
+    shutil.rmtree(tmp_path / "head")  # the head's local state folder is lost
+    (tmp_path / "elsewhere").mkdir()
+    writer = Writer(tracking_uri, parent, Outbox(tmp_path / "elsewhere" / OUTBOX_FILE))
+    assert writer._send([dict(trial_ops("t", 0)[0], seq=1), op]) == []
+    assert writer.unsent() == []
+    files = MlflowClient(tracking_uri).list_artifacts(writer.run_ids["t"], "checkpoint")
+    assert [f.path for f in files] == ["checkpoint/checkpoint.pt"]
 
 
 class KilledBeforeTheAck(Outbox):

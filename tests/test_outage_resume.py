@@ -1,21 +1,26 @@
-"""A driver killed during a tracking outage loses nothing: its outbox file is replayed on --resume.
+"""A driver killed during a tracking outage loses nothing: its outbox is replayed on --resume.
 
 Real processes throughout: a Ray head, an `mlflow server` that is stopped mid-search and started
-again on the same store, and `python -m searcher.run` SIGKILLed while MLflow is down.
+again on the same store, and `python -m searcher.run` SIGKILLed while MLflow is down. With a
+file system for Tune's storage the outbox is a file beside Tune's state; with a URI storage and a
+study database it is in PostgreSQL, and the resume runs from another, empty working folder.
 """
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
 from conftest import write_cifar
 from searcher.bench.common import MlflowServer
-from searcher.outbox import OUTBOX_FILE, Outbox
+from searcher.outbox import OUTBOX_FILE, FileJournal
+from searcher.outbox_db import DatabaseJournal
 from test_faults import EPOCHS, NUM_SAMPLES, SPACE
 
 
@@ -28,40 +33,66 @@ def metrics_logged(client: MlflowClient) -> int:
 
 
 def test_a_driver_killed_in_an_outage_loses_no_epoch(head, tmp_path):
+    kill_in_an_outage_and_resume(head, tmp_path, str(tmp_path / "ray"), [], tmp_path, tmp_path,
+                                 lambda name: FileJournal(tmp_path / "ray" / name / OUTBOX_FILE))
+
+
+def test_a_head_lost_in_an_outage_owes_nothing_with_the_outbox_in_postgres(head, postgres,
+                                                                           tmp_path):
+    database = postgres("optuna")
+    on_head, elsewhere = tmp_path / "head", tmp_path / "elsewhere"
+    on_head.mkdir()
+    elsewhere.mkdir()
+    # file:// is a URI to Tune and to searcher (no state folder beside Tune's) yet needs no S3.
+    kill_in_an_outage_and_resume(head, tmp_path, f"file://{tmp_path / 'ray'}",
+                                 ["--study-storage", database], on_head, elsewhere,
+                                 lambda name: DatabaseJournal(database, name))
+    assert not list(tmp_path.rglob(OUTBOX_FILE))  # never a file journal, on the head either
+
+
+def kill_in_an_outage_and_resume(head: str, tmp_path: Path, storage: str, extra: list[str],
+                                 on_head: Path, resume_in: Path, journal_of) -> None:
+    """Run a search from `on_head`, stop MLflow, SIGKILL the driver once its outbox (`journal_of`
+    the search's name) holds 3 epochs, then resume from `resume_in` and check MLflow got them."""
     data = write_cifar(tmp_path / "data", per_batch=1200)
     space = tmp_path / "resumable.py"
     space.write_text(SPACE)
     server = MlflowServer(tmp_path).start()
     try:
         args = [sys.executable, "-m", "searcher.run", str(space), "--data-dir", str(data),
-                "--tracking-uri", server.uri, "--storage-path", str(tmp_path / "ray"),
-                "--address", head]
+                "--tracking-uri", server.uri, "--storage-path", storage, "--address", head, *extra]
         env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-        driver = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+        driver = subprocess.Popen(args, cwd=on_head, env=env, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL, start_new_session=True)
         client = MlflowClient(server.uri)
         deadline = time.time() + 240
         while metrics_logged(client) < 1 and time.time() < deadline and driver.poll() is None:
             time.sleep(0.5)
         server.stop()  # the outage: results go on arriving, MLflow takes none
-        (folder,) = (tmp_path / "ray").glob("resumable-*")
-        outbox = Outbox(folder / OUTBOX_FILE)
-        while (sum(op["op"] == "metrics" for op in outbox.pending()) < 3
+        (tune_folder,) = (tmp_path / "ray").glob("resumable-*")  # named after the search
+        journal = journal_of(tune_folder.name)
+        while (sum(op["op"] == "metrics" for op in journal.read()[0]) < 3
                and time.time() < deadline and driver.poll() is None):
             time.sleep(0.5)
         assert driver.poll() is None, "the search ended before it could be killed"
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
-        kept = [op["what"] for op in outbox.pending()]
-        assert sum("metrics" in what for what in kept) >= 3, kept
-        owed = {(op["trial"], op["epoch"]) for op in outbox.pending() if op["op"] == "metrics"}
+        pending = journal.read()[0]
+        assert sum(op["op"] == "metrics" for op in pending) >= 3, [op["what"] for op in pending]
+        owed = {(op["trial"], op["epoch"]) for op in pending if op["op"] == "metrics"}
+        if resume_in != on_head:  # the head is lost with its working folder and state in it
+            assert (on_head / "searcher_state" / tune_folder.name).is_dir()
+            shutil.rmtree(on_head)
 
         server.start()  # back, with the same store
-        resumed = subprocess.run(args + ["--resume"], cwd=tmp_path, env=env, capture_output=True,
-                                 text=True, timeout=600)
+        resumed = subprocess.run(args + ["--resume"], cwd=resume_in, env=env,
+                                 capture_output=True, text=True, timeout=600)
         assert resumed.returncode == 0, resumed.stderr[-3000:] + resumed.stdout[-3000:]
-        assert not (folder / "unlogged.txt").exists()
-        assert outbox.pending() == []
+        state = (tune_folder if resume_in == on_head
+                 else resume_in / "searcher_state" / tune_folder.name)
+        assert (state / "leaderboard.txt").is_file()  # where unlogged.txt would be
+        assert not (state / "unlogged.txt").exists()
+        assert journal.read()[0] == []
 
         exp = client.get_experiment_by_name("resumable")
         children = client.search_runs([exp.experiment_id], "tags.`searcher.role` = 'trial'")

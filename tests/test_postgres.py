@@ -1,5 +1,6 @@
-"""State off the head, for real: an `mlflow server` on PostgreSQL, the Optuna study in PostgreSQL,
-and a search whose head is lost mid-way resumed on a new head from an empty working folder."""
+"""State off the head, for real: an `mlflow server` on PostgreSQL, the Optuna study and the MLflow
+outbox in PostgreSQL, and a search whose head is lost mid-way resumed on a new head from an empty
+working folder."""
 from __future__ import annotations
 
 import contextlib
@@ -20,6 +21,7 @@ from mlflow.tracking import MlflowClient
 from conftest import (RESUMABLE_BASELINE, free_port, ray_head, resumable_space,
                       write_cifar)
 from searcher.errors import UserError
+from searcher.outbox import OUTBOX_FILE, STAGE_FOLDER, open_outbox
 from searcher.settings import SettingsError, make_settings
 from searcher.state import RECORD_ATTR, SEARCH_FILE, STUDY_FILE, find_resumable
 
@@ -230,3 +232,47 @@ def test_a_password_in_the_study_url_is_refused(tmp_path):
     with pytest.raises(SettingsError, match="database URL"):
         make_settings({"study_storage": "optuna.db"})
     assert make_settings({"study_storage": "postgresql://searcher@db:5432/optuna"})
+
+
+def test_the_outbox_in_the_database_outlives_its_driver_search_by_search(postgres, tmp_path):
+    database = postgres("optuna")
+    mine = open_outbox(tmp_path / "head" / "tiny-a", database)
+    other = open_outbox(tmp_path / "head" / "tiny-b", database)
+    ops = [{"op": "metrics", "trial": "t", "what": f"epoch {e}", "epoch": e} for e in (1, 2, 3, 4)]
+    for op in ops:
+        mine.append(op)
+    other.append({"op": "create", "trial": "u", "what": "u's run"})
+    assert count_rows(database, "searcher_outbox") == 5  # committed: another connection sees them
+    mine.ack([ops[0]["seq"], ops[2]["seq"]])
+    # The head is lost: a driver elsewhere, in another working folder, opens the same search.
+    again = open_outbox(tmp_path / "elsewhere" / "tiny-a", database)
+    assert [op["what"] for op in again.pending()] == ["epoch 2", "epoch 4"]
+    again.append({"op": "close", "trial": "t", "what": "t's outcome"})  # numbered after them
+    assert [op["what"] for op in again.pending()] == ["epoch 2", "epoch 4", "t's outcome"]
+    again.clear()
+    assert again.pending() == [] and mine.pending() == []
+    theirs = open_outbox(tmp_path / "tiny-b", database).pending()
+    assert [op["what"] for op in theirs] == ["u's run"]
+    assert not list(tmp_path.rglob(OUTBOX_FILE))  # no file journal anywhere
+
+
+def test_with_the_outbox_in_the_database_checkpoints_wait_beside_tune_s_experiment(postgres,
+                                                                                  tmp_path):
+    from ray import tune
+    database = postgres("optuna")
+    original = tmp_path / "shared" / "tiny-a" / "trial_1" / "checkpoint_000000"  # Tune's layout
+    original.mkdir(parents=True)
+    (original / "checkpoint.pt").write_bytes(b"weights")
+    outbox = open_outbox(tmp_path / "head" / "tiny-a", database)
+    op = {"op": "checkpoint", "trial": "t", "what": "t checkpoint",
+          **outbox.stage(tune.Checkpoint.from_directory(str(original)), "t-1")}
+    outbox.append(op)
+    staged = tmp_path / "shared" / "tiny-a" / STAGE_FOLDER / "t-1"
+    assert (staged / "checkpoint.pt").read_bytes() == b"weights"
+    shutil.rmtree(tmp_path / "head", ignore_errors=True)  # the head's disk is lost...
+    shutil.rmtree(original)  # ...and Tune went on to a better checkpoint
+    again = open_outbox(tmp_path / "elsewhere" / "tiny-a", database)
+    (owed,) = again.pending()
+    assert again.source(owed) == str(staged)
+    again.release(owed)
+    assert not staged.exists()
