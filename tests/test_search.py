@@ -111,6 +111,14 @@ def test_search_logs_a_parent_and_one_child_per_trial(first_search):
         assert files == {"checkpoint/checkpoint.pt"}
 
 
+def test_tune_writes_no_per_result_logs_of_its_own(first_search, store):
+    """MLflow keeps the metrics; Tune's CSV, JSON and TensorBoard loggers would cost its loop."""
+    trials = list((store / "ray").glob("*/trial_*"))
+    assert trials and list((store / "ray").rglob("checkpoint.pt"))
+    for pattern in ("progress.csv", "result.json", "events.out.tfevents*"):
+        assert not list((store / "ray").rglob(pattern)), pattern
+
+
 def study_of(store, parent_run_id):
     """The Optuna study of the search logged as `parent_run_id` (its journal beside Tune's state)."""
     for marker in (store / "ray").glob("*/searcher_search.json"):
