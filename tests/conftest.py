@@ -22,6 +22,8 @@ TESTS = Path(__file__).resolve().parent
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a throwaway local Ray, loopback only
+# The tests' `mlflow server`s, as the benchmarks' and the cluster configs': no GenAI job runner.
+os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
 
 
 def _images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:

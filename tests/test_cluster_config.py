@@ -29,6 +29,7 @@ def test_config_is_locked_down(name):
     server = " ".join(config["head_setup_commands"])
     assert "mlflow server" in server and "--host 0.0.0.0" not in server
     assert "--serve-artifacts" in server
+    assert "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false" in server  # no idle job runner on the head
     assert "aws_secret_access_key" not in text.lower() and "BEGIN" not in text  # no credentials
 
 

@@ -69,6 +69,17 @@ def write_json(path: str | Path, result: dict[str, Any]) -> None:
     path.write_text(json.dumps(_finite(result), indent=2))
 
 
+# MLflow 3's server also starts a job runner and 7 huey consumers for its GenAI jobs (scorers,
+# trace roll-ups), which a search never asks for: ~22 CPU-s of imports in the first ~20 s
+# after /health answers, taken from the trials and the driver that share the machine.
+SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
+def server_env() -> dict[str, str]:
+    """The environment an `mlflow server` of ours runs in: this one, with SERVER_ENV."""
+    return {**os.environ, **SERVER_ENV}
+
+
 class MlflowServer:
     """A real `mlflow server` subprocess on loopback (benchmarks and tests); `stop()` and
     `start()` again keep its store and port, as a server that went away and came back."""
@@ -93,7 +104,8 @@ class MlflowServer:
             [str(mlflow), "server", "--backend-store-uri", self.backend_uri,
              "--artifacts-destination", str(self.folder / "mlflow-artifacts"), "--serve-artifacts",
              "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            env=server_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)
         deadline = time.time() + timeout_s
         while time.time() < deadline:
             if self._proc.poll() is not None:
