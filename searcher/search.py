@@ -73,8 +73,8 @@ def check_cluster(address: str | None) -> None:
 
 
 # Tune settings a search runs with, unless the user set them:
-# - with num_to_keep set, Tune snapshots the experiment after checkpoints and warns that this
-#   is frequent; on a local disk it costs milliseconds;
+# - with num_to_keep set, Tune snapshots the experiment after checkpoints (see
+#   `checkpoint_config`) and warns that this is frequent;
 # - no per-result loggers of Tune's own: see `configure_tune`.
 TUNE_ENV = {"TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
             "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
@@ -94,6 +94,25 @@ def configure_tune() -> None:
     for name, value in TUNE_ENV.items():
         os.environ.setdefault(name, value)
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+
+
+# Tune's checkpoints a trial keeps: its best CHECKPOINTS_KEPT by the metric, and its latest.
+CHECKPOINTS_KEPT = 4
+
+
+def checkpoint_config(metric: str, mode: str) -> tune.CheckpointConfig:
+    """What Tune keeps of a trial's checkpoints: the latest (a restarted or resumed trial goes
+    on from it) and the best CHECKPOINTS_KEPT (the best also goes to MLflow at once).
+
+    Not 1: Tune snapshots the whole experiment (every trial's state as JSON, the searcher's
+    pickle) whenever one trial has written `num_to_keep` checkpoints since the last snapshot,
+    so that the snapshot never names a checkpoint it has deleted. With 1 that is a snapshot
+    per checkpoint, whose cost grows with the trials of the search: with 16 trials at once on
+    2 cores it was half of the driver's time, and 4 moved 1.9-2.7x the results per second
+    (BENCHMARKS.md, "Scale"). More than 4 gained nothing more there; a trial keeps at most 5.
+    """
+    return tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT, checkpoint_score_attribute=metric,
+                                 checkpoint_score_order=mode)
 
 
 def init_ray(address: str | None) -> None:
@@ -187,8 +206,7 @@ def run_search(space: Space, data: SearchData, tracking_uri: str, parent_run_id:
             # verbose=0: the callback prints one line per epoch and per finished trial instead
             # of Tune's tables, which run to a screen per result.
             name=study_name, storage_path=storage_path, callbacks=[logger], verbose=0,
-            checkpoint_config=tune.CheckpointConfig(
-                num_to_keep=1, checkpoint_score_attribute=s.metric, checkpoint_score_order=s.mode),
+            checkpoint_config=checkpoint_config(s.metric, s.mode),
             # Errors of a trial's own making end inside the trial (see trial.CONFIG_ERRORS); what
             # reaches Tune is a lost node or worker, worth retrying from the last checkpoint.
             failure_config=tune.FailureConfig(max_failures=MAX_FAILURES)),

@@ -95,6 +95,17 @@ class StudySearcher(Searcher):
         # this call only, not to on_trial_result.
         self.on_trial_result(trial_id, result)
         self._done.add(trial_id)
+        try:
+            self._tell(trial_id, trial, result, error)
+        finally:
+            # What a finished trial leaves here is its id in _done: Tune pickles this searcher
+            # with every snapshot of the experiment, so what it holds per trial is paid for
+            # again and again as the search grows.
+            self._trials.pop(trial_id, None)
+            self._reported.pop(trial_id, None)
+
+    def _tell(self, trial_id: str, trial: optuna.Trial, result: dict[str, Any],
+              error: bool) -> None:
         if self._told(trial):
             return
         if error:  # a lost node past its retries: says nothing about the configuration

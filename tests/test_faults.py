@@ -72,5 +72,8 @@ def test_killed_driver_resumes_the_same_search(head, tmp_path):
     study = load_study(folder)
     states = [t.state.name for t in study.trials]
     assert states.count("COMPLETE") == NUM_SAMPLES
-    # at most the one trial Optuna had handed out when the driver died, closed as failed
-    assert set(states) <= {"COMPLETE", "FAIL"} and states.count("FAIL") <= 1
+    # The trials Optuna handed out after Tune's last snapshot of the experiment (taken every
+    # ~10 s; see search.checkpoint_config), closed as failed: those Tune lost, and those still
+    # waiting for a slot when the driver died.
+    assert set(states) <= {"COMPLETE", "FAIL"}
+    assert states.count("FAIL") <= len(lost) + 2, (states, len(lost))

@@ -1,6 +1,8 @@
 """The searcher Tune drives, on a real Optuna study (no Ray): what Optuna is told about each trial."""
 from __future__ import annotations
 
+import pickle
+
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -112,6 +114,28 @@ def test_save_and_restore_keep_the_map_from_tune_trials_to_optuna_trials(tmp_pat
     restored.on_trial_complete("a", {"val_acc": 0.5, "epoch": 3})
     (trial,) = restored.study.trials
     assert trial.state == TrialState.PRUNED and trial.intermediate_values == {1: 0.2, 2: 0.3, 3: 0.5}
+
+
+def test_what_it_saves_does_not_grow_with_finished_trials(tmp_path):
+    # Tune pickles the searcher with every snapshot of the experiment: a finished trial leaves
+    # its id (a replayed end is still ignored), not its Optuna trial and epochs.
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "journal.log")))  # as a search's
+    study = optuna.create_study(storage=storage, direction="maximize",
+                                sampler=make_sampler("random", 0))
+    searcher = StudySearcher(study, sample, too_wide, "val_acc", "max", MAX_EPOCHS)
+    sizes = []
+    for n in range(40):
+        searcher.suggest(f"t{n}")
+        searcher.on_trial_complete(f"t{n}", train(searcher, f"t{n}", [0.1, 0.2, 0.3, 0.4]))
+        searcher.save(str(tmp_path / "searcher.pkl"))
+        # The study pickles as its storage's handle (Optuna's own index of its journal grows).
+        sizes.append((tmp_path / "searcher.pkl").stat().st_size - len(pickle.dumps(study)))
+    assert not searcher._trials and not searcher._reported and len(searcher._done) == 40
+    assert sizes[-1] - sizes[9] < 30 * 12  # an id in a set, not a trial, per finished trial
+    searcher.on_trial_complete("t3", {"val_acc": 0.9, "epoch": 4})  # replayed: ignored
+    done = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(done) == 40 and {t.value for t in done} == {0.4}
 
 
 def test_samplers_by_name():
