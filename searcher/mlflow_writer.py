@@ -5,8 +5,9 @@ driver has taken its result; one `log_batch` over HTTP costs ~50 ms. So the tria
 describes each write as data (a dict) and hands it to `Writer.put`, which appends it to the
 outbox (`searcher.outbox`: one JSON line, tens of microseconds; or one committed row in the study's
 database, about a millisecond) and wakes the writer thread. The
-thread sends what has piled up in batches: consecutive metrics and tags of one run become one
-`log_batch`, a trial's run is created once and its best checkpoint uploaded once per batch.
+thread sends what has piled up in batches: a run's metrics and tags in a round (those of its end
+too) become one `log_batch`, a trial's run is created once and its best checkpoint uploaded once
+per batch.
 
 Why not MLflow's own async logging (`synchronous=False`, `mlflow.utils.async_logging`): its
 queue is unbounded and in memory, a failed batch is logged and dropped, and it covers
@@ -173,12 +174,23 @@ class Writer:
                         trying = group.ops
                         done += self._flush(trial, group)
                     continue
-                trying = group.ops
-                done += self._flush(trial, group)
                 if kind == "checkpoint" and any(o["op"] == "checkpoint" and o["trial"] == trial
                                                 for o in ops[i + 1:]):
                     done.append(op["seq"])  # a better checkpoint of this trial follows
                     continue
+                if kind == "close" and trial in self.run_ids and not group.full():
+                    # Its metrics and tags ride in the trial's log_batch of this round: a
+                    # request fewer per trial, most of which end after an epoch or two.
+                    group.add(op)
+                    trying = group.ops
+                    done += [q for q in self._flush(trial, group) if q != op["seq"]]
+                    trying = [op]
+                    self.client.set_terminated(self.run_ids[trial], op["status"])
+                    done.append(op["seq"])
+                    continue
+                if kind != "checkpoint":  # an upload need not wait for the trial's metrics
+                    trying = group.ops
+                    done += self._flush(trial, group)
                 trying = [op]
                 self._one(op)
                 done.append(op["seq"])
@@ -216,7 +228,11 @@ class Writer:
             group = _Group()
             group.add(op)
             try:
-                done += self._flush(op["trial"], group)
+                if op["op"] == "close":  # its metrics and tags, then its end
+                    self._one(op)
+                    done.append(op["seq"])
+                else:
+                    done += self._flush(op["trial"], group)
             except Exception as again:
                 if not _rejected(again):
                     break  # an outage after all: the rest waits for the next round

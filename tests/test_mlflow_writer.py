@@ -58,6 +58,25 @@ def test_writes_arrive_batched_from_the_thread_and_the_outbox_empties(tracking_u
     writer.stop()
 
 
+def test_a_short_trial_costs_four_requests(tracking_uri, parent, tmp_path):
+    # Under ASHA most trials end after an epoch or two, so the requests per trial are what the
+    # tracking server's CPU goes to: its run, its parameters, one log_batch with its epochs and
+    # its end's metrics and tags, and its end.
+    writer = Writer(tracking_uri, parent, Outbox(tmp_path / OUTBOX_FILE))
+    calls = []
+    for name in ("create_run", "log_batch", "set_terminated", "log_artifacts", "log_inputs"):
+        def spy(*args, _real=getattr(writer.client, name), _name=name, **kwargs):
+            calls.append(_name)
+            return _real(*args, **kwargs)
+        setattr(writer.client, name, spy)
+    assert writer._send([dict(op, seq=i) for i, op in enumerate(trial_ops("a", 2))]) == []
+    assert calls == ["create_run", "log_batch", "log_batch", "set_terminated"]
+    run = MlflowClient(tracking_uri).get_run(writer.run_ids["a"])
+    assert run.info.status == "FINISHED" and run.data.metrics["epochs_run"] == 2
+    assert run.data.tags["searcher.outcome"] == "completed" and run.data.tags["node"] == "n1"
+    assert steps(MlflowClient(tracking_uri), writer.run_ids["a"]) == [1, 2]
+
+
 def test_an_outage_keeps_every_write_on_disk_and_a_replay_sends_each_once(
         tracking_uri, parent, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
