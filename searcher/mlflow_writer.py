@@ -39,7 +39,8 @@ from searcher.outbox import Outbox, replayable
 RETRY_AFTER_S = 15.0  # how long the thread waits before trying an unreachable store again
 BATCH = 500  # writes taken per round; a round sends one log_batch per run at most
 MAX_IN_MEMORY = 20_000  # writes held in memory; more wait in the outbox's journal only
-MAX_METRICS, MAX_TAGS = 900, 90  # below MLflow's per-log_batch limits (1000 metrics, 100 tags)
+# below MLflow's per-log_batch limits (1000 metrics, 100 params, 100 tags)
+MAX_METRICS, MAX_PARAMS, MAX_TAGS = 900, 90, 90
 
 
 class Writer:
@@ -174,6 +175,17 @@ class Writer:
                         trying = group.ops
                         done += self._flush(trial, group)
                     continue
+                if kind == "create":
+                    trying = [op]
+                    if trial not in self.run_ids:  # else retried or replayed: the run exists
+                        self._create(op)
+                    # Its parameters ride in the trial's first log_batch, until which the write
+                    # is not done: a round that fails after the run was made sends them again.
+                    group.add(op)
+                    if group.full():
+                        trying = group.ops
+                        done += self._flush(trial, group)
+                    continue
                 if kind == "checkpoint" and any(o["op"] == "checkpoint" and o["trial"] == trial
                                                 for o in ops[i + 1:]):
                     done.append(op["seq"])  # a better checkpoint of this trial follows
@@ -242,27 +254,28 @@ class Writer:
     def _flush(self, trial: str, group: "_Group") -> list[int]:
         if not group.ops:
             return []
-        self.client.log_batch(self.run_ids[trial], metrics=group.metrics, tags=group.tags)
+        self.client.log_batch(self.run_ids[trial], metrics=group.metrics, params=group.params,
+                              tags=group.tags)
         seqs = [op["seq"] for op in group.ops]
         group.__init__()
         return seqs
 
+    def _create(self, op: dict[str, Any]) -> None:
+        """A trial's run, with its tags and the parent's datasets (its parameters go with its
+        first log_batch)."""
+        if self._parent is None:
+            self._parent = self.client.get_run(self.parent_run_id)
+        run_id = self.client.create_run(self._parent.info.experiment_id, tags=op["tags"],
+                                        run_name=op["name"]).info.run_id
+        self.run_ids[op["trial"]] = run_id
+        self.on_created(op["trial"], run_id)
+        # The parent's datasets (digests computed once, by the driver) are the trial's too.
+        if self._parent.inputs and self._parent.inputs.dataset_inputs:
+            self.client.log_inputs(run_id, datasets=self._parent.inputs.dataset_inputs)
+
     def _one(self, op: dict[str, Any]) -> None:
         trial, kind = op["trial"], op["op"]
-        if kind == "create":
-            if trial in self.run_ids:  # replayed: the run exists
-                return
-            if self._parent is None:
-                self._parent = self.client.get_run(self.parent_run_id)
-            run_id = self.client.create_run(self._parent.info.experiment_id, tags=op["tags"],
-                                            run_name=op["name"]).info.run_id
-            self.run_ids[trial] = run_id
-            self.on_created(trial, run_id)
-            self.client.log_batch(run_id, params=[Param(k, v) for k, v in op["params"]])
-            # The parent's datasets (digests computed once, by the driver) are the trial's too.
-            if self._parent.inputs and self._parent.inputs.dataset_inputs:
-                self.client.log_inputs(run_id, datasets=self._parent.inputs.dataset_inputs)
-        elif kind in ("metrics", "tags"):  # only if its run is unknown: a store that lost it
+        if kind in ("metrics", "tags"):  # only if its run is unknown: a store that lost it
             raise KeyError(f"no MLflow run for trial {trial}")
         elif kind == "checkpoint":
             self._upload(self.run_ids[trial], self.outbox.source(op), op["what"])
@@ -296,15 +309,19 @@ class _Group:
     def __init__(self) -> None:
         self.ops: list[dict[str, Any]] = []
         self.metrics: list[Metric] = []
+        self.params: list[Param] = []
         self.tags: list[RunTag] = []
 
     def add(self, op: dict[str, Any]) -> None:
         self.ops.append(op)
         self.metrics += [Metric(*m) for m in op.get("metrics", ())]
-        self.tags += [RunTag(k, v) for k, v in op.get("tags", {}).items()]
+        self.params += [Param(k, v) for k, v in op.get("params", ())]
+        if op["op"] != "create":  # a create's tags went with its run
+            self.tags += [RunTag(k, v) for k, v in op.get("tags", {}).items()]
 
     def full(self) -> bool:
-        return len(self.metrics) >= MAX_METRICS or len(self.tags) >= MAX_TAGS
+        return (len(self.metrics) >= MAX_METRICS or len(self.tags) >= MAX_TAGS
+                or len(self.params) >= MAX_PARAMS)
 
 
 def _rejected(exc: Exception) -> bool:

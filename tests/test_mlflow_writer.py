@@ -58,9 +58,9 @@ def test_writes_arrive_batched_from_the_thread_and_the_outbox_empties(tracking_u
     writer.stop()
 
 
-def test_a_short_trial_costs_four_requests(tracking_uri, parent, tmp_path):
+def test_a_short_trial_costs_three_requests(tracking_uri, parent, tmp_path):
     # Under ASHA most trials end after an epoch or two, so the requests per trial are what the
-    # tracking server's CPU goes to: its run, its parameters, one log_batch with its epochs and
+    # tracking server's CPU goes to: its run, one log_batch with its parameters, its epochs and
     # its end's metrics and tags, and its end.
     writer = Writer(tracking_uri, parent, Outbox(tmp_path / OUTBOX_FILE))
     calls = []
@@ -70,11 +70,32 @@ def test_a_short_trial_costs_four_requests(tracking_uri, parent, tmp_path):
             return _real(*args, **kwargs)
         setattr(writer.client, name, spy)
     assert writer._send([dict(op, seq=i) for i, op in enumerate(trial_ops("a", 2))]) == []
-    assert calls == ["create_run", "log_batch", "log_batch", "set_terminated"]
+    assert calls == ["create_run", "log_batch", "set_terminated"]
     run = MlflowClient(tracking_uri).get_run(writer.run_ids["a"])
+    assert run.data.params == {"lr": "0.1"}
     assert run.info.status == "FINISHED" and run.data.metrics["epochs_run"] == 2
     assert run.data.tags["searcher.outcome"] == "completed" and run.data.tags["node"] == "n1"
     assert steps(MlflowClient(tracking_uri), writer.run_ids["a"]) == [1, 2]
+
+
+def test_a_run_made_just_before_an_outage_gets_its_parameters_after_it(tracking_uri, parent,
+                                                                       tmp_path):
+    writer = Writer(tracking_uri, parent, Outbox(tmp_path / OUTBOX_FILE))
+    up = writer.client.log_batch
+
+    def down(*args, **kwargs):
+        raise ConnectionError("the tracking server went away")
+    writer.client.log_batch = down  # the run is made, then the server goes
+    left = writer._send([dict(op, seq=i) for i, op in enumerate(trial_ops("a", 1))])
+    assert "a" in writer.run_ids and [op["op"] for op in left] == ["create", "metrics", "tags",
+                                                                   "close"]
+    writer.client.log_batch = up
+    assert writer._send(left) == []
+    client = MlflowClient(tracking_uri)
+    exp = client.get_run(parent).info.experiment_id
+    (run,) = client.search_runs([exp], "tags.`searcher.trial_id` = 'a'")  # one run, not two
+    assert run.data.params == {"lr": "0.1"} and run.info.status == "FINISHED"
+    assert steps(client, run.info.run_id) == [1]
 
 
 def test_an_outage_keeps_every_write_on_disk_and_a_replay_sends_each_once(
