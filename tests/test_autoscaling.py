@@ -102,16 +102,20 @@ def test_a_search_scales_gpu_workers_from_zero_and_back(fake_cluster, tmp_path):
              "--storage-path", str(tmp_path / "shared")],
             cwd=tmp_path, env=RAY_ENV, stdout=log, stderr=subprocess.STDOUT)
 
-        # A trial with an epoch done on a worker while every worker is up: its node goes away
-        # (its raylet and workers killed, as the provider's terminate_node kills a fake node).
+        # A trial with an epoch done on a worker, and epochs to go, while every worker is up:
+        # its node goes away (its raylet and workers killed, as the provider's terminate_node
+        # kills a fake node). MLflow hears of epochs a little late, so a trial that has just
+        # finished would look like one with epochs to go: the run must still be open.
         victim, deadline = None, time.time() + 400
         while victim is None and time.time() < deadline and driver.poll() is None:
             workers = set(samples(observed)[-1]["alive"]) - {head}
             for run in trial_runs(client):
                 nodes = run.data.tags.get("searcher.nodes", "")
-                if len(workers) >= 3 and nodes in workers and \
-                        client.get_metric_history(run.info.run_id, "val_acc"):
+                done = len(client.get_metric_history(run.info.run_id, "val_acc"))
+                if len(workers) >= 3 and nodes in workers and run.info.status == "RUNNING" \
+                        and 1 <= done < EPOCHS:
                     victim = (run.data.tags["searcher.trial_id"], nodes)
+                    break
             time.sleep(1)
         assert victim, (tmp_path / "driver.log").read_text()[-3000:]
         kill_matching(f"--node_id={victim[1]}")
