@@ -292,7 +292,8 @@ class Writer:
         from ray import tune
         checkpoint = tune.Checkpoint(uri)
         if checkpoint.filesystem.get_file_info(checkpoint.path).type == FileType.NotFound:
-            # Tune keeps the best checkpoint only; this one was replaced before it went out.
+            # Tune keeps a trial's best few and its latest; this one was dropped before it went
+            # out (a remote storage: a local one is staged as links first).
             self.rejected.append(f"{what} (gone from storage before MLflow took it)")
             return
         with checkpoint.as_directory() as directory:

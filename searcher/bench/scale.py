@@ -15,8 +15,8 @@ step, so a run cut short still leaves what it measured):
   a short warm-up pass (not measured), at each concurrency a pass with logging off, then on.
   Trials wait for every slot's actor to be up before their first report (`_wait`), and a pass
   ends --pass-s seconds after its first result; results/s = results / seconds from the first
-  result to the last (steady state, not actor start-up); overhead_ratio = results/s off over results/s on, i.e. the driver's seconds per
-  result with logging on over those with it off. The time the logger's callbacks take on Tune's
+  result to the last (steady state, not actor start-up); overhead_ratio = results/s off over
+  results/s on, i.e. the driver's seconds per result with logging on over those with it off. The time the logger's callbacks take on Tune's
   loop is timed per result; the writer's drain after the last result is reported apart
   (`drain_s`): no trial waits on it. A pass that would not fit in what is left is skipped.
   A pass counts only in steady state: results over at least --min-steady-s seconds (starting many
@@ -216,7 +216,8 @@ def one_search(space_file: Path, uri: str | None, concurrency: int, trials: int,
            "first_result_s": round(Clock.first - start, 2) if Clock.results else None,
            "drain_s": round(end - Clock.last, 2) if Clock.results else None}
     if logger is not None:
-        run["callback_ms_per_result"] = round(1000 * type(logger).loop_s / max(Clock.results, 1), 3)
+        per_result = type(logger).loop_s / max(Clock.results, 1)
+        run["callback_ms_per_result"] = round(1000 * per_result, 3)
         run["unlogged"] = len(logger.unlogged)
     return run
 
