@@ -43,7 +43,6 @@ class StudySearcher(Searcher):
         self.cost = cost
         self._trials: dict[str, optuna.Trial] = {}  # Tune trial id -> its Optuna trial
         self._reported: dict[str, int] = {}  # the last epoch told, per Tune trial
-        self._done: set[str] = set()
 
     # ------------------------------------------------------------------------- proposals
 
@@ -75,7 +74,7 @@ class StudySearcher(Searcher):
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         trial = self._trials.get(trial_id)
-        if (trial is None or trial_id in self._done or self.metric not in result
+        if (trial is None or self.metric not in result
                 or self._told(trial)):
             return
         if result.get(INFEASIBLE_ATTR) or result.get(FAILED_ATTR):
@@ -88,19 +87,18 @@ class StudySearcher(Searcher):
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
                           error: bool = False) -> None:
         trial = self._trials.get(trial_id)
-        if trial is None or trial_id in self._done:
+        if trial is None:  # not ours, or already ended (a replayed end is ignored)
             return
         result = result or {}
         # Tune hands a trial's last result (the final epoch, or the one ASHA stopped it on) to
         # this call only, not to on_trial_result.
         self.on_trial_result(trial_id, result)
-        self._done.add(trial_id)
         try:
             self._tell(trial_id, trial, result, error)
         finally:
-            # What a finished trial leaves here is its id in _done: Tune pickles this searcher
-            # with every snapshot of the experiment, so what it holds per trial is paid for
-            # again and again as the search grows.
+            # A finished trial leaves nothing here: Tune pickles this searcher with every
+            # snapshot of the experiment, so what it held per trial would be paid for again and
+            # again as the search grows.
             self._trials.pop(trial_id, None)
             self._reported.pop(trial_id, None)
 
@@ -124,7 +122,7 @@ class StudySearcher(Searcher):
 
     # ------------------------------------------------------------------------- resume
 
-    _STATE = ("_trials", "_reported", "_done")
+    _STATE = ("_trials", "_reported")
 
     def save(self, checkpoint_path: str) -> None:
         # The study's trials live in its storage; the sampler (with its random state) and the
