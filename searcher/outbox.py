@@ -189,12 +189,14 @@ def replayable(ops: list[dict[str, Any]], runs: dict[str, str],
                logged: dict[str, set[int]], ended: set[str]) -> list[dict[str, Any]]:
     """The writes of a killed driver's outbox that MLflow does not hold yet: `runs` maps trials
     to their runs, `logged` their epochs in MLflow, `ended` the trials whose runs are closed.
-    Writes accepted just before the kill, but not yet marked so, are the ones dropped here."""
+    Writes accepted just before the kill, but not yet marked so, are the ones dropped here. A
+    trial's run creation is kept even when its run exists: it is marked accepted only with the
+    trial's first log_batch, which carries its parameters, so a run made just before the kill
+    may lack them; the writer sends them (again: MLflow takes an equal value twice) into that
+    run and makes no second one."""
     keep = []
     for op in ops:
         trial, kind = op["trial"], op["op"]
-        if kind == "create" and trial in runs:
-            continue
         if kind == "metrics" and op.get("epoch") in logged.get(trial, ()):
             continue
         if kind == "close" and trial in ended:

@@ -98,6 +98,33 @@ def test_a_run_made_just_before_an_outage_gets_its_parameters_after_it(tracking_
     assert steps(client, run.info.run_id) == [1]
 
 
+def test_a_run_made_just_before_the_driver_died_gets_its_parameters_on_resume(tracking_uri,
+                                                                             parent, tmp_path):
+    class Killed(BaseException):
+        pass
+
+    path = tmp_path / OUTBOX_FILE
+    dying = Writer(tracking_uri, parent, Outbox(path))
+
+    def kill(*args, **kwargs):
+        raise Killed  # the driver dies between making the run and its first log_batch
+    dying.client.log_batch = kill
+    for op in trial_ops("a", 2):
+        dying.put(op)
+    with pytest.raises(Killed):
+        dying._send(Outbox(path).pending())
+    made = dying.run_ids["a"]
+    assert MlflowClient(tracking_uri).get_run(made).data.params == {}
+
+    again = Writer(tracking_uri, parent, Outbox(path))  # --resume: the run is found by its tag
+    assert again.replay({"a": made}, {"a": set()}, set()) == []
+    client = MlflowClient(tracking_uri)
+    exp = client.get_run(parent).info.experiment_id
+    (run,) = client.search_runs([exp], "tags.`searcher.trial_id` = 'a'")  # not made twice
+    assert run.data.params == {"lr": "0.1"} and run.info.status == "FINISHED"
+    assert steps(client, made) == [1, 2] and Outbox(path).pending() == []
+
+
 def test_an_outage_keeps_every_write_on_disk_and_a_replay_sends_each_once(
         tracking_uri, parent, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
