@@ -35,29 +35,27 @@ from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
 from searcher.fidelity import rung_view
+from searcher.turns import TurnTaking
 
 EVERY = 2  # one proposal in EVERY (enqueued points aside) is a change of the incumbent
 MAX_CHANGES = 2  # choices changed per proposal: 1 or 2, alike
 STEP = 0.25  # a number moves by a normal step of this share of its (log) range
 
 
-class IncumbentSearch(BaseSampler):
+class IncumbentSearch(TurnTaking):
     """Wraps a sampler: every EVERY-th proposal, once `startup` trials are measured, changes one
     or two choices of the incumbent; the others are the wrapped sampler's. Enqueued points (the
     baselines) are left alone and not counted."""
 
     def __init__(self, inner: BaseSampler, seed: int | None, startup: int):
-        self.inner, self.startup = inner, startup
+        super().__init__(inner)
+        self.startup = startup
         self._rng = np.random.RandomState(seed)
         self._random = optuna.samplers.RandomSampler(seed=seed)
         self._turn = 0  # proposals so far (enqueued points aside), to alternate
-        self._plan: tuple[int, dict[str, Any] | None] = (-1, None)  # (trial, its values)
 
-    def before_trial(self, study: Study, trial: FrozenTrial) -> None:
-        self._plan = (trial.number, self._mutant(study, trial))
-        self.inner.before_trial(study, trial)
-
-    def _mutant(self, study: Study, trial: FrozenTrial) -> dict[str, Any] | None:
+    def _take(self, study: Study, trial: FrozenTrial) -> dict[str, Any] | None:
+        """The incumbent's values with one or two changed, on this layer's turns."""
         if "fixed_params" in trial.system_attrs:  # an enqueued point (a baseline)
             return None
         self._turn += 1
@@ -69,36 +67,14 @@ class IncumbentSearch(BaseSampler):
             return None  # still the wrapped sampler's start-up
         return mutated(view.best_trial, self._rng)
 
-    def _values(self, trial: FrozenTrial) -> dict[str, Any] | None:
-        return self._plan[1] if self._plan[0] == trial.number else None
-
-    def infer_relative_search_space(self, study: Study,
-                                    trial: FrozenTrial) -> dict[str, BaseDistribution]:
-        if self._values(trial) is not None:
-            return {}
-        return self.inner.infer_relative_search_space(study, trial)
-
-    def sample_relative(self, study: Study, trial: FrozenTrial,
-                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
-        if self._values(trial) is not None:
-            return {}
-        return self.inner.sample_relative(study, trial, search_space)
-
-    def sample_independent(self, study: Study, trial: FrozenTrial, param_name: str,
-                           param_distribution: BaseDistribution) -> Any:
-        values = self._values(trial)
-        if values is None:
-            return self.inner.sample_independent(study, trial, param_name, param_distribution)
-        if param_name in values and _fits(param_distribution, values[param_name]):
-            return values[param_name]
+    def _value(self, plan: dict[str, Any], study: Study, trial: FrozenTrial, param_name: str,
+               param_distribution: BaseDistribution) -> Any:
+        if param_name in plan and _fits(param_distribution, plan[param_name]):
+            return plan[param_name]
         return self._random.sample_independent(study, trial, param_name, param_distribution)
 
-    def after_trial(self, study: Study, trial: FrozenTrial, state: TrialState,
-                    values: Any) -> None:
-        self.inner.after_trial(study, trial, state, values)
-
     def reseed_rng(self) -> None:
-        self.inner.reseed_rng()
+        super().reseed_rng()
         self._random.reseed_rng()
         self._rng = np.random.RandomState()
 

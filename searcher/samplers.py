@@ -11,6 +11,7 @@ import warnings
 
 import optuna
 
+from searcher.exploration import RandomInterleave
 from searcher.fidelity import RungSampler
 from searcher.local_search import IncumbentSearch
 from searcher.settings import SAMPLERS
@@ -34,19 +35,26 @@ def make_sampler(name: str, seed: int, n_baselines: int = 0,
     conditional space's branches), with the constant liar so that trials running in parallel are
     not proposed twice, and models the trials at a common epoch, their cost weighed in
     (`fidelity.RungSampler`). In a space with baselines every other proposal changes one or two
-    choices of the best trial instead (`local_search.IncumbentSearch`)."""
+    choices of the best trial instead (`local_search.IncumbentSearch`); without them, the
+    start-up and one proposal in three after it are random (`exploration.RandomInterleave`)."""
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
+    if name == "tpe" and not n_baselines:  # the start-up is the random interleave's
+        return RandomInterleave(tpe(seed, 0, cost_weight), seed, RANDOM_STARTUP)
     if name == "tpe":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            startup = n_baselines + (RANDOM_STARTUP_AFTER_BASELINES if n_baselines
-                                     else RANDOM_STARTUP)
-            tpe = RungSampler(optuna.samplers.TPESampler(
-                seed=seed, multivariate=True, group=True, constant_liar=True,
-                n_startup_trials=startup), cost_weight)
-            # Local search needs a good point to start from: around the best of 6 random
-            # proposals it exploited a weak region (quality benchmark, BENCHMARKS.md); around a
-            # user's hand-made baseline it found the best sampled network of the 20-minute search.
-            return IncumbentSearch(tpe, seed, startup) if n_baselines else tpe
+        # Local search needs a good point to start from: around the best of 6 random proposals
+        # it exploited a weak region (quality benchmark, BENCHMARKS.md); around a user's
+        # hand-made baseline it found the best sampled network of the 20-minute search.
+        startup = n_baselines + RANDOM_STARTUP_AFTER_BASELINES
+        return IncumbentSearch(tpe(seed, startup, cost_weight), seed, startup)
     raise ValueError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")
+
+
+def tpe(seed: int | None, startup: int = RANDOM_STARTUP, cost_weight: float = 0.0) -> RungSampler:
+    """The model the default sampler proposes with: TPE, multivariate over groups of parameters
+    that occur together, with the constant liar, behind the rung view."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return RungSampler(optuna.samplers.TPESampler(
+            seed=seed, multivariate=True, group=True, constant_liar=True,
+            n_startup_trials=startup), cost_weight)

@@ -9,7 +9,8 @@ from optuna.trial import TrialState
 
 from searcher.fidelity import (COST_ATTR, MIN_TRIALS_AT_RUNG, RungSampler, comparison_epoch,
                                rung_view)
-from searcher.samplers import RANDOM_STARTUP, make_sampler
+from searcher.exploration import RandomInterleave
+from searcher.samplers import RANDOM_STARTUP, make_sampler, tpe
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -84,7 +85,7 @@ def test_tpe_through_the_adapter_follows_the_strong_running_trials():
     # (constant liar): it proposes near x=0.1. Through the adapter it proposes near x=0.9.
     plain = optuna.samplers.TPESampler(seed=3, multivariate=True, constant_liar=True,
                                        n_startup_trials=6)
-    adapted = make_sampler("tpe", seed=3)
+    adapted = tpe(seed=3)
     assert isinstance(adapted, RungSampler)
     plain_x = statistics.median(proposals(misleading_study(plain)))
     adapted_x = statistics.median(proposals(misleading_study(adapted)))
@@ -94,7 +95,7 @@ def test_tpe_through_the_adapter_follows_the_strong_running_trials():
 def test_the_adapter_pickles_without_its_view():
     import pickle
 
-    sampler = make_sampler("tpe", seed=0)
+    sampler = tpe(seed=0)
     study = misleading_study(sampler)
     proposals(study, 1)
     again = pickle.loads(pickle.dumps(sampler))
@@ -124,17 +125,17 @@ def test_the_view_discounts_a_value_by_its_cost_against_the_median():
 
 
 def test_tpe_weighing_cost_proposes_the_cheap_networks():
-    plain_x = statistics.median(proposals(cost_study(make_sampler("tpe", seed=5))))
-    weighed_x = statistics.median(proposals(cost_study(make_sampler("tpe", seed=5,
-                                                                    cost_weight=0.02))))
+    plain_x = statistics.median(proposals(cost_study(tpe(seed=5))))
+    weighed_x = statistics.median(proposals(cost_study(tpe(seed=5, cost_weight=0.02))))
     assert weighed_x < 0.5 < plain_x, (weighed_x, plain_x)
 
 
 def test_baselines_are_tpes_start_up():
     with_baselines = make_sampler("tpe", seed=0, n_baselines=3).inner.inner  # local search, view
-    without = make_sampler("tpe", seed=0).inner
+    without = make_sampler("tpe", seed=0)  # random interleaving, view, TPE
     assert with_baselines._n_startup_trials == 3
-    assert without._n_startup_trials == RANDOM_STARTUP
+    assert isinstance(without, RandomInterleave) and without.startup == RANDOM_STARTUP
+    assert without.inner.inner._n_startup_trials == 0
 
 
 def test_past_the_window_tpe_models_the_best_and_the_most_recent_trials():

@@ -10,7 +10,7 @@ from optuna.trial import TrialState
 
 from searcher.fidelity import COST_ATTR
 from searcher.local_search import MAX_CHANGES, IncumbentSearch, mutated
-from searcher.samplers import RANDOM_STARTUP, make_sampler
+from searcher.samplers import RANDOM_STARTUP, make_sampler, tpe
 from searcher.space import load_space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -20,7 +20,7 @@ SPACE = load_space(Path(__file__).parents[1] / "spaces" / "cifar10.py")
 def local(seed, cost_weight=0.0):
     """TPE with local search, after TPE's random start-up (the default wraps it only around
     a space's baselines)."""
-    return IncumbentSearch(make_sampler("tpe", seed, cost_weight=cost_weight), seed, RANDOM_STARTUP)
+    return IncumbentSearch(tpe(seed, cost_weight=cost_weight), seed, RANDOM_STARTUP)
 
 
 def changed(a: dict, b: dict) -> set[str]:
@@ -97,7 +97,7 @@ def test_enqueued_points_are_left_alone_and_the_sampler_pickles():
     for params in baselines:
         assert run(study, lambda p: 0.5).params == params  # not mutated, and not counted:
     assert isinstance(sampler, IncumbentSearch)  # with baselines, local search is on
-    assert not isinstance(make_sampler("tpe", seed=3), IncumbentSearch)  # without, plain TPE
+    assert not isinstance(make_sampler("tpe", seed=3), IncumbentSearch)  # without, random interleaving
     again = pickle.loads(pickle.dumps(sampler))  # the searcher pickles it to resume
     study.sampler = again
     first = run(study, lambda p: 0.6)  # the first modelled proposal is a change

@@ -7,6 +7,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from searcher.exploration import RandomInterleave
 from searcher.fidelity import COST_ATTR, RungSampler
 from searcher.samplers import make_sampler
 from searcher.study_searcher import (FAILED_ATTR, INFEASIBLE_ATTR, StudySearcher,
@@ -140,7 +141,8 @@ def test_what_it_saves_does_not_grow_with_finished_trials(tmp_path):
 
 def test_samplers_by_name():
     tpe = make_sampler("tpe", seed=1)
-    assert isinstance(tpe, RungSampler) and isinstance(tpe.inner, optuna.samplers.TPESampler)
+    assert isinstance(tpe, RandomInterleave) and isinstance(tpe.inner, RungSampler)
+    assert isinstance(tpe.inner.inner, optuna.samplers.TPESampler)
     assert isinstance(make_sampler("random", seed=1), optuna.samplers.RandomSampler)
     with pytest.raises(ValueError, match="unknown sampler"):
         make_sampler("grid", seed=1)

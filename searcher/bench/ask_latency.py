@@ -1,7 +1,8 @@
 """Optuna's proposal time against the study's history: the product's sampler on the real space.
 
-TPE (multivariate, grouped, as `samplers.make_sampler("tpe", 0)` builds it, inside the
-`fidelity.RungSampler` view) rebuilds its model from every finished trial for each proposal, so
+TPE (multivariate, grouped, as `samplers.tpe(0)` builds it for the default sampler's modelled
+turns, inside the `fidelity.RungSampler` view) rebuilds its model from every finished trial for
+each proposal (the default's random turns, one in three, cost next to nothing), so
 the driver's time per new trial grows with the search. Measured without training: a study is
 filled with finished trials of the space (random proposals, told with the intermediate values
 ASHA's rungs would leave: most stopped at the first rung, one in 27 runs to the end), then one
@@ -66,12 +67,12 @@ def ask_latency(space_path: Path, sizes: list[int], repeats: int = 20) -> dict[s
     of one proposal (top functions by cumulative time)."""
     import optuna
 
-    from searcher.samplers import make_sampler
+    from searcher.samplers import tpe
     from searcher.space import load_space
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = load_space(space_path)
-    study = optuna.create_study(sampler=make_sampler("tpe", 0), direction="maximize")
+    study = optuna.create_study(sampler=tpe(0), direction="maximize")  # its modelled turns
     ms: dict[str, float] = {}
     for size in sorted(sizes):
         fill(study, space, size)
