@@ -82,3 +82,46 @@ def test_scale_smoke_writes_the_figures(local_ray, tmp_path):
     on = next(r for r in sc["runs"] if r["logging"])
     assert on["errors"] == 0 and on["unlogged"] == 0  # every result reached the MLflow server
     assert on["callback_ms_per_result"] > 0
+    # CPU by part: the server works only with logging on, the trials' processes always
+    off = next(r for r in sc["runs"] if not r["logging"])
+    assert on["cpu_s"]["mlflow_server"] > 0 and on["cpu_s"]["driver"] > 0
+    assert off["cpu_s"]["mlflow_server"] < on["cpu_s"]["mlflow_server"]
+    assert on["cpu_s"]["rest"] > 0
+    assert sc["cores_for_goal"]["all"] == pytest.approx(
+        sum(sc["cores_for_goal"][p] for p in ("driver", "mlflow_server", "rest")), abs=0.02)
+
+
+def _quality_run(seeds, finals, means, grid=(0.0, 5.0, 10.0)):
+    """A quality result as `quality.summarise` writes it, per sampler label: final bests per
+    seed and the mean curve on `grid` (min and max set to the mean)."""
+    q = {"seeds": len(seeds), "seed_numbers": seeds, "budget_s": grid[-1], "metric": "val_acc",
+         "samplers": ["tpe", "random"], "curves": {"t_s": list(grid)}, "runs": [],
+         "settings": {"epochs": 4, "data": "/somewhere"}}
+    for label, sampler in (("default", "tpe"), ("random", "random")):
+        q[label] = {"sampler": sampler, "final_best": finals[label], "trials": [3] * len(seeds),
+                    "infeasible": [0] * len(seeds), "best_so_far_at": {"1.0": means[label][-1]}}
+        q["curves"][label] = {k: means[label] for k in ("mean", "min", "max")}
+    return {"date": "2026-11-30", "torch": "x", "quality": q}
+
+
+def test_quality_runs_pool_into_the_figures_over_all_their_seeds():
+    from searcher.bench.quality_pool import PoolError, pool
+    a = _quality_run([0], {"default": [0.6], "random": [0.5]},
+                     {"default": [None, 0.4, 0.6], "random": [None, 0.5, 0.5]})
+    b = _quality_run([1], {"default": [0.8], "random": [0.7]},
+                     {"default": [0.2, 0.8, 0.8], "random": [0.1, 0.3, 0.7]})
+    q = pool([a, b], ["a.json", "b.json"])["quality"]
+    assert q["seeds"] == 2 and q["seed_numbers"] == [0, 1]
+    assert q["default"]["final_best"] == [0.6, 0.8] and q["random"]["final_best_mean"] == 0.6
+    # the pooled mean curve is NaN until every seed has a result, then the seeds' mean
+    assert q["curves"]["default"]["mean"] == [None, 0.6, 0.7]
+    assert q["curves"]["random"]["max"] == [None, 0.5, 0.7]
+    # random's pooled final mean 0.6 is reached by the default's pooled mean at 5 s of 10
+    assert q["time_to_random_best_fraction"] == 0.5
+    with pytest.raises(PoolError, match="seed appears in more than one run"):
+        pool([a, a], ["a.json", "a.json"])
+    other = _quality_run([2], {"default": [0.1], "random": [0.1]},
+                         {"default": [0.1] * 3, "random": [0.1] * 3})
+    other["quality"]["settings"]["epochs"] = 8
+    with pytest.raises(PoolError, match="settings differ.*epochs"):
+        pool([a, other], ["a.json", "c.json"])

@@ -119,6 +119,10 @@ class MlflowServer:
         self.stop()
         raise RuntimeError(f"mlflow server did not answer at {self.uri} in {timeout_s:.0f} s")
 
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
     def stop(self) -> None:
         import signal
         if self._proc is not None and self._proc.poll() is None:

@@ -131,6 +131,10 @@ def one_search(space_file: Path, sampler: str, seed: int, args: argparse.Namespa
 
 # ----------------------------------------------------------------------------- figures
 
+def seed_numbers(args: argparse.Namespace) -> list[int]:
+    return list(range(args.first_seed, args.first_seed + args.seeds))
+
+
 def _label(sampler: str) -> str:
     return "default" if sampler == DEFAULT_SAMPLER else sampler
 
@@ -142,7 +146,8 @@ def _rounded(values: np.ndarray | list[float]) -> list[float]:
 def summarise(runs: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
     budget = args.budget
     grid = np.linspace(0.0, budget, GRID_POINTS)
-    q: dict[str, Any] = {"seeds": args.seeds, "budget_s": budget, "samplers": args.samplers,
+    q: dict[str, Any] = {"seeds": args.seeds, "seed_numbers": seed_numbers(args),
+                         "budget_s": budget, "samplers": args.samplers,
                          "metric": METRIC, "curves": {"t_s": _rounded(grid)}}
     for sampler in args.samplers:
         mine = sorted((r for r in runs if r["sampler"] == sampler), key=lambda r: r["seed"])
@@ -159,7 +164,9 @@ def summarise(runs: list[dict[str, Any]], args: argparse.Namespace) -> dict[str,
                                for f in FRACTIONS}}
         q["curves"][_label(sampler)] = {"mean": _rounded(curves.mean(0)),
                                         "min": _rounded(curves.min(0)),
-                                        "max": _rounded(curves.max(0))}
+                                        "max": _rounded(curves.max(0)),
+                                        # per seed, so that runs can be pooled (quality_pool)
+                                        "per_seed": [_rounded(c) for c in curves]}
     target = q[BASELINE]["final_best_mean"]
     q["time_to_random_best_fraction"] = anytime.time_to_reach(
         [r["events"] for r in runs if r["sampler"] == DEFAULT_SAMPLER], target, budget)
@@ -179,6 +186,7 @@ def _number(value: float) -> str:
 
 def table(q: dict[str, Any]) -> str:
     seeds, budget = q["seeds"], q["budget_s"]
+    numbers = q.get("seed_numbers") or list(range(seeds))
     names = [_label(s) for s in q["samplers"]]
     width = max(len(f"{q[n]['sampler']} ({n})") for n in names) + 2
 
@@ -186,7 +194,7 @@ def table(q: dict[str, Any]) -> str:
         return f"{q[n]['sampler']} ({n})" if n != q[n]["sampler"] else n
 
     lines = [f"best {q['metric']} within {budget:g} s per search, {seeds} seed(s)",
-             f"{'sampler':<{width}}" + "".join(f"{'seed ' + str(i):>8}" for i in range(seeds))
+             f"{'sampler':<{width}}" + "".join(f"{'seed ' + str(i):>8}" for i in numbers)
              + f"{'mean':>8}{'std':>8}  trials per seed  infeasible per seed"]
     for n in names:
         b = q[n]
@@ -230,6 +238,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="folder holding cifar-10-batches-py/ (required unless --smoke)")
     p.add_argument("--space", help=f"space file (default {FULL['space']})")
     p.add_argument("--seeds", type=int, help=f"searches per sampler (default {FULL['seeds']})")
+    p.add_argument("--first-seed", type=int, default=0,
+                   help="seeds run are FIRST_SEED .. FIRST_SEED+SEEDS-1 (default 0): another "
+                        "sample of the same design, to pool with an earlier run (--pool)")
     p.add_argument("--budget", type=float,
                    help=f"seconds per search (default {FULL['budget']:g})")
     p.add_argument("--epochs", type=int, help=f"most epochs per trial (default {FULL['epochs']})")
@@ -244,6 +255,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--keep", metavar="DIR",
                    help="keep every search's MLflow store and Optuna journal in DIR, to trace "
                         "what each sampler was told (default: a temporary folder)")
+    p.add_argument("--pool", nargs="+", metavar="JSON",
+                   help="run nothing: pool earlier runs' JSON files (other seeds of the same "
+                        "design) into one set of figures (see quality_pool)")
     p.add_argument("--json", help="also write the figures to this JSON file")
     p.add_argument("--png", help="the curves' plot (default: the --json path with .png)")
     p.add_argument("--smoke", action="store_true",
@@ -254,21 +268,43 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if getattr(args, key) is None and not (args.smoke and key == "space"):
             setattr(args, key, value)
     args.samplers = [s.strip() for s in args.samplers.split(",") if s.strip()]
-    if not args.smoke and not args.data_dir:
+    if not args.smoke and not args.data_dir and not args.pool:
         p.error("--data-dir is required (the folder holding cifar-10-batches-py/), or use --smoke")
     if not set(args.samplers) <= set(SAMPLERS) or len(set(args.samplers)) < len(args.samplers):
         p.error(f"--samplers: distinct names from {', '.join(SAMPLERS)}")
     if not {DEFAULT_SAMPLER, BASELINE} <= set(args.samplers):
         p.error(f"--samplers must include {DEFAULT_SAMPLER} and {BASELINE}: they are the claim")
-    if args.seeds < 1 or args.budget <= 0 or args.train_images < 1 or args.val_images < 1:
-        p.error("--seeds, --budget, --train-images and --val-images must be positive")
+    if (args.first_seed < 0 or args.seeds < 1 or args.budget <= 0 or args.train_images < 1
+            or args.val_images < 1):
+        p.error("--first-seed must be >= 0; --seeds, --budget, --train-images and "
+                "--val-images must be positive")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     with one_line_errors(PROG):
-        return _run(args)
+        return _pool(args) if args.pool else _run(args)
+
+
+def _pool(args: argparse.Namespace) -> int:
+    from searcher.bench.quality_pool import load
+
+    result = load(args.pool)
+    print(table(result["quality"]))
+    _save(result, args)
+    return 0
+
+
+def _save(result: dict[str, Any], args: argparse.Namespace) -> None:
+    from searcher.bench.common import write_json
+
+    if args.json:
+        write_json(args.json, result)
+    png = args.png or (str(Path(args.json).with_suffix(".png")) if args.json else None)
+    if png:
+        plot(result["quality"], Path(png))
+        print(f"[quality] curves: {png}")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -279,7 +315,7 @@ def _run(args: argparse.Namespace) -> int:
     import ray
     import torch
 
-    from searcher.bench.common import machine_info, synthetic_cifar, write_json
+    from searcher.bench.common import machine_info, synthetic_cifar
     from searcher.space import load_space
 
     result = {**machine_info("cuda" if torch.cuda.is_available() else "cpu", VERSIONS),
@@ -303,7 +339,7 @@ def _run(args: argparse.Namespace) -> int:
                      logging_level=logging.WARNING)
         try:
             total = args.seeds * len(args.samplers)
-            for seed in range(args.seeds):
+            for seed in seed_numbers(args):
                 for sampler in args.samplers:  # in turns: machine noise falls on both alike
                     where = f"[quality] {len(runs) + 1}/{total} {sampler} seed {seed}"
                     print(f"{where}: started, {args.budget:g} s budget "
@@ -319,12 +355,7 @@ def _run(args: argparse.Namespace) -> int:
                 ray.shutdown()
     result["quality"] = summarise(runs, args)
     print(table(result["quality"]))
-    if args.json:
-        write_json(args.json, result)
-    png = args.png or (str(Path(args.json).with_suffix(".png")) if args.json else None)
-    if png:
-        plot(result["quality"], Path(png))
-        print(f"[quality] curves: {png}")
+    _save(result, args)
     return 0
 
 

@@ -16,12 +16,21 @@ step, so a run cut short still leaves what it measured):
   Trials wait for every slot's actor to be up before their first report (`_wait`), and a pass
   ends --pass-s seconds after its first result; results/s = results / seconds from the first
   result to the last (steady state, not actor start-up); overhead_ratio = results/s off over
-  results/s on, i.e. the driver's seconds per result with logging on over those with it off. The time the logger's callbacks take on Tune's
-  loop is timed per result; the writer's drain after the last result is reported apart
+  results/s on, i.e. the driver's seconds per result with logging on over those with it off.
+  The time the logger's callbacks take on Tune's loop is timed per result; the writer's drain
+  after the last result is reported apart
   (`drain_s`): no trial waits on it. A pass that would not fit in what is left is skipped.
   A pass counts only in steady state: results over at least --min-steady-s seconds (starting many
   trial actors on few cores can take most of a short pass). The top-level figures are those of
   the largest concurrency whose two passes both count.
+- CPU per result, by part (`cpu`): the driver, the MLflow server and the rest of the machine (the
+  trial processes, Ray's own), in CPU-ms per result over the same window as results/s; and, from
+  the top pair's pass with logging on, `cores_for_goal`: the cores each part needs for 128
+  results/s at those costs. Results/s say how fast this machine goes with every part on the
+  same cores; the costs carry over to a cluster, where the trials run elsewhere.
+- max_concurrent_trials_2s_head: the trials at one report per 2 s that a driver with a core of
+  its own would serve at most 90% busy, from its CPU-ms per result with logging on (the cluster
+  case: the server on other cores, the trials on workers). A derived figure, not a measured one.
 - max_concurrent_trials_2s: the trials, each reporting once per 2 s, that the driver serves with
   logging on while at most 90% busy: floor(0.9 x 2 s x R), R the highest results/s with logging
   on among the counted concurrencies whose overhead_ratio was <= 1.10 (0 if none was).
@@ -40,14 +49,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from searcher.bench.ask_latency import GOAL_ASK_MS, ask_latency
+from searcher.bench.ask_latency import ask_latency
+from searcher.bench.cpu import CpuMeter
+from searcher.bench.scale_report import summarise, table
 from searcher.errors import one_line_errors
 
 PROG = "python -m searcher.bench scale"
 VERSIONS = ("ray", "optuna", "mlflow")
-GOAL_RESULTS_PER_S, GOAL_OVERHEAD = 128, 1.10
-REPORT_EVERY_S = 2.0  # the cluster case: a small CNN's epoch on a GPU share
-BUSY_AT_MOST = 0.9
 CHECKPOINT_BYTES = 16_384  # a small CNN's weights are larger; the driver only moves a path
 START_S = 40  # what a pass costs beyond its steady state here: Tune's start and end
 ACTOR_START_S = 1.5  # and per trial actor to start (64 took 60-90 s on 2 cores)
@@ -140,9 +148,11 @@ def _timed_logger():
 
 
 def one_search(space_file: Path, uri: str | None, concurrency: int, trials: int, epochs: int,
-               interval: float, pass_s: float, folder: Path) -> dict[str, Any]:
+               interval: float, pass_s: float, folder: Path,
+               server_pid: int | None = None) -> dict[str, Any]:
     """One search of almost-free trials, `pass_s` s from its first result (its trial actors all
-    up, see `_wait`); `uri` None: no MLflow logging."""
+    up, see `_wait`); `uri` None: no MLflow logging. CPU seconds are counted by part (driver,
+    the MLflow server `server_pid`, the rest) from the first result to the pass's end."""
     from mlflow.tracking import MlflowClient
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -160,13 +170,17 @@ def one_search(space_file: Path, uri: str | None, concurrency: int, trials: int,
     study = make_study(space, folder)
     searcher = StudySearcher(study, space.sample, lambda params: None, s.metric, s.mode, epochs)
 
+    meter = CpuMeter(server_pid)
+
     class Clock(tune.Callback):
         results, first, last = 0, 0.0, 0.0
 
         def on_trial_result(self, *args, **kwargs):
             Clock.results += 1
             Clock.last = time.perf_counter()
-            Clock.first = Clock.first or Clock.last
+            if not Clock.first:
+                Clock.first = Clock.last
+                meter.start()
 
     class Steady(Stopper):
         """Ends the pass `pass_s` s after its first result, or if none came in the time its
@@ -176,8 +190,11 @@ def one_search(space_file: Path, uri: str | None, concurrency: int, trials: int,
 
         def stop_all(self):
             now = time.perf_counter()
-            return ((Clock.first and now - Clock.first >= pass_s)
-                    or now - start >= pass_s + START_S + ACTOR_START_S * concurrency)
+            done = bool((Clock.first and now - Clock.first >= pass_s)
+                        or now - start >= pass_s + START_S + ACTOR_START_S * concurrency)
+            if done:
+                meter.stop()
+            return done
 
     configure_tune()  # as a search runs Tune
     callbacks: list[Any] = [Clock()]
@@ -208,6 +225,7 @@ def one_search(space_file: Path, uri: str | None, concurrency: int, trials: int,
     start = time.perf_counter()  # before Tune starts: Steady reads it
     results = tuner.fit()
     end = time.perf_counter()
+    meter.stop()  # if the trials ran out before the pass's time
     steady = max(Clock.last - Clock.first, 1e-9)
     run = {"logging": bool(uri), "concurrency": concurrency, "trials": len(results),
            "errors": sum(r.error is not None for r in results),
@@ -215,61 +233,16 @@ def one_search(space_file: Path, uri: str | None, concurrency: int, trials: int,
            "results_per_s": round((Clock.results - 1) / steady, 1) if Clock.results > 1 else 0.0,
            "first_result_s": round(Clock.first - start, 2) if Clock.results else None,
            "drain_s": round(end - Clock.last, 2) if Clock.results else None}
+    cpu = meter.seconds()
+    if cpu:
+        run["cpu_s"] = cpu
+        run["cpu_ms_per_result"] = {k: round(1000 * v / max(Clock.results, 1), 2)
+                                    for k, v in cpu.items()}
     if logger is not None:
         per_result = type(logger).loop_s / max(Clock.results, 1)
         run["callback_ms_per_result"] = round(1000 * per_result, 3)
         run["unlogged"] = len(logger.unlogged)
     return run
-
-
-# ----------------------------------------------------------------------------- summary
-
-def summarise(runs: list[dict[str, Any]], ask: dict[str, Any] | None,
-              min_steady_s: float) -> dict[str, Any]:
-    pairs: dict[int, dict[str, Any]] = {}
-    for run in runs:
-        pairs.setdefault(run["concurrency"], {})["on" if run["logging"] else "off"] = run
-    levels = []
-    for concurrency, pair in sorted(pairs.items()):
-        on, off = pair.get("on"), pair.get("off")
-        levels.append({"concurrency": concurrency, "trials": (on or off)["trials"],
-                       "results_per_s_off": off and off["results_per_s"],
-                       "results_per_s_on": on and on["results_per_s"],
-                       "overhead_ratio": round(off["results_per_s"] / on["results_per_s"], 3)
-                       if on and off and on["results_per_s"] else None,
-                       "driver_ms_per_result_on": on and round(1000 / on["results_per_s"], 2),
-                       "callback_ms_per_result": on and on.get("callback_ms_per_result"),
-                       "drain_s": on and on["drain_s"],
-                       "steady": bool(on and off and min(on["seconds"], off["seconds"])
-                                      >= min_steady_s)})
-    paired = [lv for lv in levels if lv["overhead_ratio"] is not None and lv["steady"]]
-    top = (paired or [{}])[-1]  # the largest concurrency measured both ways in steady state
-    within = [lv["results_per_s_on"] for lv in paired if lv["overhead_ratio"] <= GOAL_OVERHEAD]
-    ask_ms = (ask or {}).get("ask_ms") or {}
-    return {"results_per_s_on": top.get("results_per_s_on"),
-            "results_per_s_off": top.get("results_per_s_off"),
-            "overhead_ratio": top.get("overhead_ratio"), "trials": top.get("trials"),
-            "ask_ms_at_1000": ask_ms.get("1000", ask_ms[max(ask_ms, key=int)] if ask_ms else None),
-            "max_concurrent_trials_2s":
-                math.floor(BUSY_AT_MOST * REPORT_EVERY_S * max(within)) if within else 0,
-            "levels": levels, "ask_ms": ask_ms, "ask_profile": (ask or {}).get("profile"),
-            "runs": runs}
-
-
-def table(sc: dict[str, Any]) -> str:
-    lines = [f"{'concurrency':>11} {'trials':>6} {'res/s off':>9} {'res/s on':>8} "
-             f"{'off/on':>6} {'cb ms/res':>9} {'drain s':>7}"]
-    for lv in sc["levels"]:
-        lines.append(f"{lv['concurrency']:>11} {lv['trials']:>6} {lv['results_per_s_off']!s:>9} "
-                     f"{lv['results_per_s_on']!s:>8} {lv['overhead_ratio']!s:>6} "
-                     f"{lv['callback_ms_per_result']!s:>9} {lv['drain_s']!s:>7}")
-    lines.append("ask ms (finished trials -> ms): " +
-                 ", ".join(f"{k}: {v}" for k, v in sc["ask_ms"].items()))
-    lines.append(f"goals: >= {GOAL_RESULTS_PER_S} results/s on ({sc['results_per_s_on']}), "
-                 f"overhead <= {GOAL_OVERHEAD} ({sc['overhead_ratio']}), ask <= {GOAL_ASK_MS:g} ms "
-                 f"at 1000 ({sc['ask_ms_at_1000']}); trials served at one report per "
-                 f"{REPORT_EVERY_S:g} s: {sc['max_concurrent_trials_2s']}")
-    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- main
@@ -350,7 +323,8 @@ def _run(args: argparse.Namespace) -> int:
                 if args.warm_up_s:
                     print(f"[scale] warm-up: {args.warm_up_s:g} s, not measured", flush=True)
                     one_search(space_file, None, args.concurrency[0], args.trials[0],
-                               args.epochs, args.interval, args.warm_up_s, root / "warm-up")
+                               args.epochs, args.interval, args.warm_up_s, root / "warm-up",
+                               server.pid)
                 for concurrency, trials in zip(args.concurrency, args.trials):
                     for uri in ((None,) if not args.no_off else ()) + (server.uri,):
                         name = f"c{concurrency}-{'on' if uri else 'off'}"
@@ -362,7 +336,8 @@ def _run(args: argparse.Namespace) -> int:
                         print(f"[scale] {name}: up to {trials} trials for {args.pass_s:g} s, "
                               f"{concurrency} at once ({time.strftime('%H:%M:%S')})", flush=True)
                         runs.append(one_search(space_file, uri, concurrency, trials, args.epochs,
-                                               args.interval, args.pass_s, root / name))
+                                               args.interval, args.pass_s, root / name,
+                                               server.pid))
                         print(f"[scale] {name}: {runs[-1]['results']} results in "
                               f"{runs[-1]['seconds']} s = {runs[-1]['results_per_s']}/s",
                               flush=True)
