@@ -88,8 +88,8 @@ class SearchState:
     def storage(self) -> optuna.storages.BaseStorage:
         if self.database is not None:
             return _database(self.database)
-        from optuna.storages.journal import JournalFileBackend
-        return optuna.storages.JournalStorage(JournalFileBackend(str(self.folder / STUDY_FILE)))
+        from searcher.study_journal import FlushedJournalFile
+        return optuna.storages.JournalStorage(FlushedJournalFile(str(self.folder / STUDY_FILE)))
 
     def load_study(self) -> optuna.Study:
         """The search's Optuna study, with every trial told so far (also after a resume)."""

@@ -125,3 +125,13 @@ def test_quality_runs_pool_into_the_figures_over_all_their_seeds():
     other["quality"]["settings"]["epochs"] = 8
     with pytest.raises(PoolError, match="settings differ.*epochs"):
         pool([a, other], ["a.json", "c.json"])
+
+
+def test_journal_bench_times_both_backends(tmp_path):
+    out = tmp_path / "j.json"
+    assert main(["journal", "--trials", "20", "--repeats", "1", "--dir", str(tmp_path),
+                 "--json", str(out)]) == 0
+    j = json.loads(out.read_text())["journal"]
+    assert j["ms_per_trial"]["optuna_fsync"] > 0 and j["ms_per_trial"]["searcher_flushed"] > 0
+    assert j["ratio"] == pytest.approx(
+        j["ms_per_trial"]["searcher_flushed"] / j["ms_per_trial"]["optuna_fsync"], abs=0.002)

@@ -7,6 +7,7 @@
 - scale.py    how many results/s the driver sustains with MLflow logging on, and Optuna's ask
               latency against the number of finished trials
 - scale_report.py  the scale benchmark's summary, what it implies for a cluster's head, its table
+- journal.py  what recording a trial in the study's journal file costs Tune's loop
 - cpu.py      CPU seconds by part (driver, MLflow server, the rest of the machine) over a window
 - anytime.py  best-so-far curves against time, their summaries and their plot
 - common.py   generated CIFAR-shaped data, the machine and versions, JSON output

@@ -1,7 +1,8 @@
 """`python -m searcher.bench [SUBCOMMAND] [OPTIONS]`: run one benchmark.
 
 Subcommands: engine (the default: training speed and search overhead), quality (TPE against
-random sampling) and scale (results/s the driver sustains with MLflow logging, Optuna's ask).
+random sampling), scale (results/s the driver sustains with MLflow logging, Optuna's ask) and
+journal (what recording a trial in the study's journal costs Tune's loop).
 `python -m searcher.bench SUBCOMMAND --help` lists each one's options.
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ SUBCOMMANDS = {
     "engine": "searcher.bench.engine",
     "quality": "searcher.bench.quality",
     "scale": "searcher.bench.scale",
+    "journal": "searcher.bench.journal",
 }
 # Options with no subcommand go to the engine benchmark: that is how README and BENCHMARKS.md
 # (and scripts written before the subcommands) call it.

@@ -1,0 +1,37 @@
+"""The study's journal file: no fsync on Tune's loop, and Optuna reads every write back."""
+import os
+
+import optuna
+import pytest
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+
+from searcher.state import STUDY_FILE, SearchState
+
+
+def test_the_study_journal_never_fsyncs_and_optuna_reads_it_back(tmp_path, monkeypatch):
+    def no_fsync(fd):
+        raise AssertionError("the study journal fsynced on Tune's loop")
+
+    monkeypatch.setattr(os, "fsync", no_fsync)
+    state = SearchState(tmp_path)
+    study = optuna.create_study(study_name=state.name, storage=state.storage(),
+                                direction="maximize", sampler=optuna.samplers.RandomSampler(0))
+    for value in (0.3, 0.7):
+        trial = study.ask()
+        trial.suggest_int("stages", 1, 4)
+        trial.report(value / 2, 1)
+        study.tell(trial, value)
+    pruned = study.ask()
+    pruned.report(0.1, 1)
+    study.tell(pruned, state=optuna.trial.TrialState.PRUNED)
+    monkeypatch.undo()
+
+    # Optuna's own backend, as a resume on another machine would read the file
+    again = optuna.load_study(study_name=state.name, storage=JournalStorage(
+        JournalFileBackend(str(tmp_path / STUDY_FILE))))
+    assert [t.state.name for t in again.trials] == ["COMPLETE", "COMPLETE", "PRUNED"]
+    assert again.best_value == pytest.approx(0.7)
+    assert again.trials[1].intermediate_values == {1: pytest.approx(0.35)}
+    assert again.trials[2].intermediate_values == {1: pytest.approx(0.1)}
+    assert not list(tmp_path.glob("*.lock"))  # the writers' lock is released after each write
