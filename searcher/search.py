@@ -14,6 +14,7 @@ import optuna
 import ray
 from ray import tune
 
+from searcher import fast_tpe
 from searcher.data import SearchData
 from searcher.errors import UserError
 from searcher.feasibility import Cost, proposal_check, proposal_cost
@@ -163,6 +164,7 @@ def run_search(space: Space, data: SearchData, tracking_uri: str, parent_run_id:
     `earlier`: finished trials of earlier searches the sampler starts from (warm start)."""
     s = space.settings
     init_ray(s.address)
+    fast_tpe.install()  # also for a resumed search, whose sampler is unpickled, not built by tpe()
     # The GPU share and the trials in flight come from what the cluster can hold once scaled,
     # not from the nodes up now (none but the head, on a cluster whose workers start from 0).
     sizing = plan(s.cpus_per_trial, s.gpus_per_trial, s.max_concurrent_trials)

@@ -7,6 +7,8 @@ the driver's time per new trial grows with the search. Measured without training
 filled with finished trials of the space (random proposals, told with the intermediate values
 ASHA's rungs would leave: most stopped at the first rung, one in 27 runs to the end), then one
 proposal (`study.ask()` plus the space's suggest calls) is timed `repeats` times at each size.
+At the largest size the same proposals are also timed with Optuna's own log normal CDF in turns
+with scipy's (`searcher.fast_tpe`), so that change's worth is measured beside it (`log_ndtr_ms`).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import cProfile
 import io
 import pstats
 import random
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -67,6 +70,7 @@ def ask_latency(space_path: Path, sizes: list[int], repeats: int = 20) -> dict[s
     of one proposal (top functions by cumulative time)."""
     import optuna
 
+    from searcher import fast_tpe
     from searcher.samplers import tpe
     from searcher.space import load_space
 
@@ -76,8 +80,18 @@ def ask_latency(space_path: Path, sizes: list[int], repeats: int = 20) -> dict[s
     ms: dict[str, float] = {}
     for size in sorted(sizes):
         fill(study, space, size)
-        times = sorted(_propose(study, space) for _ in range(repeats))
-        ms[str(size)] = round(1000 * times[len(times) // 2], 1)
+        ms[str(size)] = _median_ms(study, space, repeats)
+    # The same proposals with Optuna's own per-element log normal CDF (`fast_tpe`), in turns
+    # with ours at the largest size: what that change is worth, measured beside it.
+    own: dict[str, float] = {}
+    if sizes:
+        paired: dict[str, list[float]] = {"optuna": [], "scipy": []}
+        for _ in range(3):
+            for name, switch in (("optuna", fast_tpe.uninstall), ("scipy", fast_tpe.install)):
+                switch()
+                paired[name].append(_median_ms(study, space, max(repeats // 3, 1)))
+        own = {"size": max(sizes), **{k: round(statistics.median(v), 1)
+                                      for k, v in paired.items()}}
     profile = None
     if ms and ms[str(max(sizes))] > GOAL_ASK_MS:
         profiler = cProfile.Profile()
@@ -85,4 +99,9 @@ def ask_latency(space_path: Path, sizes: list[int], repeats: int = 20) -> dict[s
         out = io.StringIO()
         pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(20)
         profile = "\n".join(line for line in out.getvalue().splitlines() if line.strip())[-5000:]
-    return {"ask_ms": ms, "repeats": repeats, "profile": profile}
+    return {"ask_ms": ms, "repeats": repeats, "profile": profile, "log_ndtr_ms": own}
+
+
+def _median_ms(study: Any, space: Any, repeats: int) -> float:
+    times = sorted(_propose(study, space) for _ in range(repeats))
+    return round(1000 * times[len(times) // 2], 1)

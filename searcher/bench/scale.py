@@ -305,7 +305,9 @@ def _run(args: argparse.Namespace) -> int:
 
     print(f"[scale] ask latency on {args.space} at {args.ask_at} finished trials", flush=True)
     ask = ask_latency(Path(args.space), args.ask_at, args.repeats)
-    print(f"[scale] ask ms: {ask['ask_ms']}", flush=True)
+    print(f"[scale] ask ms: {ask['ask_ms']}; at {ask['log_ndtr_ms'].get('size')}, Optuna's own "
+          f"log_ndtr {ask['log_ndtr_ms'].get('optuna')} ms, scipy's "
+          f"{ask['log_ndtr_ms'].get('scipy')} ms", flush=True)
     save(ask)
     with tempfile.TemporaryDirectory(prefix="searcher-scale-") as tmp:
         root = Path(tmp)

@@ -47,6 +47,7 @@ def summarise(runs: list[dict[str, Any]], ask: dict[str, Any] | None,
             "cpu_ms_per_result_off": top.get("cpu_ms_per_result_off"),
             "cores_for_goal": cores_for(top.get("cpu_ms_per_result_on")),
             "max_concurrent_trials_2s_head": head_trials(top.get("cpu_ms_per_result_on")),
+            "ask_ms_optuna_log_ndtr": ((ask or {}).get("log_ndtr_ms") or {}).get("optuna"),
             "levels": levels, "ask_ms": ask_ms, "ask_profile": (ask or {}).get("profile"),
             "runs": runs}
 
@@ -91,6 +92,9 @@ def table(sc: dict[str, Any]) -> str:
                      f"its own serves: {sc['max_concurrent_trials_2s_head']}")
     lines.append("ask ms (finished trials -> ms): " +
                  ", ".join(f"{k}: {v}" for k, v in sc["ask_ms"].items()))
+    if sc.get("ask_ms_optuna_log_ndtr"):
+        lines.append(f"  with Optuna's own log_ndtr instead of scipy's (fast_tpe), in turns at the "
+                     f"largest size: {sc['ask_ms_optuna_log_ndtr']} ms")
     lines.append(f"goals: >= {GOAL_RESULTS_PER_S} results/s on ({sc['results_per_s_on']}), "
                  f"overhead <= {GOAL_OVERHEAD} ({sc['overhead_ratio']}), ask <= {GOAL_ASK_MS:g} ms "
                  f"at 1000 ({sc['ask_ms_at_1000']}); trials served at one report per "
