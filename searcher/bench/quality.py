@@ -165,7 +165,7 @@ def summarise(runs: list[dict[str, Any]], args: argparse.Namespace) -> dict[str,
         q["curves"][_label(sampler)] = {"mean": _rounded(curves.mean(0)),
                                         "min": _rounded(curves.min(0)),
                                         "max": _rounded(curves.max(0)),
-                                        # per seed, so that runs can be pooled (quality_pool)
+                                        # per seed: which seed moved the mean, and when
                                         "per_seed": [_rounded(c) for c in curves]}
     target = q[BASELINE]["final_best_mean"]
     q["time_to_random_best_fraction"] = anytime.time_to_reach(

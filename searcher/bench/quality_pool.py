@@ -49,7 +49,8 @@ def pool(results: list[dict[str, Any]], names: list[str], default: str = "defaul
                         if k not in MAY_DIFFER and q["settings"].get(k) != first["settings"].get(k))
         if differ:
             raise PoolError(f"{name}: settings differ from {names[0]}'s: {', '.join(differ)}")
-    numbers = [n for q in qs for n in q.get("seed_numbers") or range(q["seeds"])]
+    per_run = [list(q.get("seed_numbers") or range(q["seeds"])) for q in qs]  # older runs: 0..n-1
+    numbers = [n for run in per_run for n in run]
     if len(set(numbers)) < len(numbers):
         raise PoolError(f"a seed appears in more than one run ({numbers}); run the second with "
                         f"--first-seed")
@@ -85,9 +86,9 @@ def pool(results: list[dict[str, Any]], names: list[str], default: str = "defaul
     pooled["settings"] = first["settings"]
     info = {k: v for k, v in results[0].items() if k != "quality"}
     return {**info, "pooled_from": [
-        {"file": name, "date": r.get("date"), "seeds": q.get("seed_numbers") or
-         list(range(q["seeds"])), **{k: r.get(k) for k in ("torch", "ray", "optuna", "mlflow")}}
-        for name, r, q in zip(names, results, qs)], "quality": pooled}
+        {"file": name, "date": r.get("date"), "seeds": seeds,
+         **{k: r.get(k) for k in ("torch", "ray", "optuna", "mlflow")}}
+        for name, r, seeds in zip(names, results, per_run)], "quality": pooled}
 
 
 def load(paths: list[str]) -> dict[str, Any]:
