@@ -111,8 +111,12 @@ def test_quality_runs_pool_into_the_figures_over_all_their_seeds():
                      {"default": [None, 0.4, 0.6], "random": [None, 0.5, 0.5]})
     b = _quality_run([1], {"default": [0.8], "random": [0.7]},
                      {"default": [0.2, 0.8, 0.8], "random": [0.1, 0.3, 0.7]})
+    a["quality"]["default"]["best_so_far_at"]["0.25"] = None  # seed 0 had no result by then
+    b["quality"]["default"]["best_so_far_at"]["0.25"] = 0.2
     q = pool([a, b], ["a.json", "b.json"])["quality"]
     assert q["seeds"] == 2 and q["seed_numbers"] == [0, 1]
+    assert math.isnan(q["default"]["best_so_far_at"]["0.25"])  # not every seed: no mean
+    assert q["default"]["best_so_far_at"]["1.0"] == pytest.approx(0.7)
     assert q["default"]["final_best"] == [0.6, 0.8] and q["random"]["final_best_mean"] == 0.6
     # the pooled mean curve is NaN until every seed has a result, then the seeds' mean
     assert q["curves"]["default"]["mean"] == [None, 0.6, 0.7]
@@ -126,6 +130,39 @@ def test_quality_runs_pool_into_the_figures_over_all_their_seeds():
     other["quality"]["settings"]["epochs"] = 8
     with pytest.raises(PoolError, match="settings differ.*epochs"):
         pool([a, other], ["a.json", "c.json"])
+
+
+def test_quality_baseline_from_an_earlier_run_stands_in_for_random(tmp_path):
+    from searcher.bench import quality
+    from searcher.bench.quality_pool import PoolError
+    earlier = _quality_run([0, 1], {"default": [0.6, 0.8], "random": [0.5, 0.7]},
+                           {"default": [None, 0.4, 0.7], "random": [None, 0.5, 0.6]})
+    earlier["quality"]["settings"] = {"time_budget_s": 10.0, "epochs": 4, "grace_period": 1,
+                                      "reduction_factor": 2, "train_images": 100,
+                                      "val_images": 20, "metric": "val_acc", "smoke": False}
+    earlier["quality"]["random"]["final_best_mean"] = 0.6
+    earlier["quality"]["runs"] = [{"sampler": "random", "seed": 0}, {"sampler": "tpe", "seed": 0}]
+    path = tmp_path / "earlier.json"
+    path.write_text(json.dumps(earlier))
+    argv = ["--data-dir", "x", "--seeds", "2", "--budget", "10", "--train-images", "100",
+            "--val-images", "20", "--baseline-from", str(path)]
+    args = quality.parse_args(argv)
+    assert args.samplers == ["tpe"]  # random is not run again
+    baseline = quality.earlier_baseline(args)
+    runs = [{"sampler": "tpe", "seed": s, "final_best": best, "trials": 2, "infeasible": 0,
+             "events": [(t, best)], "settings": {"epochs": 4}}
+            for s, (t, best) in enumerate([(2.0, 0.7), (4.0, 0.5)])]
+    q = quality.summarise(runs, args, baseline)
+    assert q["samplers"] == ["tpe", "random"] and q["baseline_from"] == str(path)
+    assert q["random"]["final_best"] == [0.5, 0.7] and q["random"]["final_best_mean"] == 0.6
+    assert q["curves"]["random"]["mean"] == [None, 0.5, 0.6]
+    # the default's mean curve is 0.6 from 4 s, when both seeds have a result: 0.4 of 10 s
+    assert q["time_to_random_best_fraction"] == 0.4
+    assert [r["sampler"] for r in q["runs"]] == ["random", "tpe", "tpe"]
+    with pytest.raises(PoolError, match=r"seeds \[0, 1\] are not this run's \[1, 2\]"):
+        quality.earlier_baseline(quality.parse_args(argv + ["--first-seed", "1"]))
+    with pytest.raises(PoolError, match="another task.*epochs"):
+        quality.earlier_baseline(quality.parse_args(argv + ["--epochs", "8"]))
 
 
 def test_journal_bench_times_both_backends(tmp_path):

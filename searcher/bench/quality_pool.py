@@ -68,8 +68,9 @@ def pool(results: list[dict[str, Any]], names: list[str], default: str = "defaul
             "final_best_std": round(float(values.std(ddof=1)), 4) if len(values) > 1 else 0.0,
             "trials": [n for q in qs for n in q[label]["trials"]],
             "infeasible": [n for q in qs for n in q[label]["infeasible"]],
+            # null (NaN: some seed had no result yet) carries through, as in one run
             "best_so_far_at": {f: round(float(np.average(
-                [q[label]["best_so_far_at"][f] for q in qs], weights=weights)), 4)
+                _array([q[label]["best_so_far_at"][f] for q in qs]), weights=weights)), 4)
                 for f in first[label]["best_so_far_at"]}}
         curves = [{k: _array(q["curves"][label][k]) for k in ("mean", "min", "max")} for q in qs]
         pooled["curves"][label] = {
@@ -91,16 +92,19 @@ def pool(results: list[dict[str, Any]], names: list[str], default: str = "defaul
         for name, r, seeds in zip(names, results, per_run)], "quality": pooled}
 
 
+def read(path: str) -> dict[str, Any]:
+    """One quality benchmark result, as its --json wrote it."""
+    try:
+        result = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise PoolError(f"{path}: not a quality benchmark's JSON ({exc})") from None
+    if not isinstance(result, dict) or "quality" not in result:
+        raise PoolError(f"{path}: no 'quality' figures in it")
+    return result
+
+
 def load(paths: list[str]) -> dict[str, Any]:
-    results = []
-    for path in paths:
-        try:
-            results.append(json.loads(Path(path).read_text()))
-        except (OSError, ValueError) as exc:
-            raise PoolError(f"{path}: not a quality benchmark's JSON ({exc})") from None
-        if "quality" not in results[-1]:
-            raise PoolError(f"{path}: no 'quality' figures in it")
-    return pool(results, list(paths))
+    return pool([read(path) for path in paths], list(paths))
 
 
 def _array(values: list[float | None]) -> np.ndarray:
