@@ -331,12 +331,6 @@ def _save(result: dict[str, Any], args: argparse.Namespace) -> None:
         print(f"[quality] curves: {png}")
 
 
-# What makes two runs measure the same task: the earlier run's random figures stand in for this
-# run's only if they agree (the space file may differ: a screen changes the default sampler's).
-SAME_TASK = ("time_budget_s", "epochs", "grace_period", "reduction_factor", "train_images",
-             "val_images", "metric", "smoke")
-
-
 def earlier_baseline(args: argparse.Namespace) -> dict[str, Any]:
     """`--baseline-from`'s `quality`, checked to be of the same task and seeds as this run."""
     from searcher.bench.quality_pool import PoolError, read
@@ -348,11 +342,13 @@ def earlier_baseline(args: argparse.Namespace) -> dict[str, Any]:
     if numbers != seed_numbers(args):
         raise PoolError(f"{args.baseline_from}: its seeds {numbers} are not this run's "
                         f"{seed_numbers(args)} (--seeds, --first-seed)")
-    mine = {"time_budget_s": args.budget, "epochs": args.epochs,
+    # What makes it the same task; the space file may differ (a screen changes the default
+    # sampler's settings, which random sampling does not read).
+    task = {"time_budget_s": args.budget, "epochs": args.epochs,
             "grace_period": args.grace_period, "reduction_factor": args.reduction_factor,
             "train_images": args.train_images, "val_images": args.val_images,
             "metric": METRIC, "smoke": args.smoke}
-    differ = [k for k in SAME_TASK if q["settings"].get(k) != mine[k]]
+    differ = [k for k, v in task.items() if q["settings"].get(k) != v]
     if differ:
         raise PoolError(f"{args.baseline_from}: another task ({', '.join(differ)} differ)")
     return q
