@@ -8,18 +8,8 @@ The vocabulary a space file uses:
 - Head keys: `head`, `dense_layers`, `dense_units` (or `dense2.units` per layer),
   `head_activation`, `head_dropout`.
 - Training keys (see `engine.TrainConfig`): `optimizer`, `lr`, `momentum`, `weight_decay`,
-  `batch_size`, `label_smoothing`, `flip`, `crop`, `schedule`. A training key may name the
-  optimizer it belongs to, `sgd.lr` or `adamw.weight_decay`, and then applies when `optimizer` is
-  that one (overriding a plain `lr`).
+  `batch_size`, `label_smoothing`, `flip`, `crop`, `schedule`.
 Anything else is an error, so a typo in a space file never silently does nothing.
-
-Why per-optimizer keys: Optuna models a parameter name over one range, its first trial's. A
-space that draws `lr` from 0.01-0.3 for SGD and from 2e-4 to 5e-3 for Adam gives TPE one `lr`
-dimension: traced on the quality benchmark's journals, with an AdamW trial first, the good SGD
-trials' rates (0.05-0.08) entered the model clipped to Adam's 5e-3, and each SGD proposal's rate,
-out of that range, fell back to a one-dimensional model of every optimizer's rates at once.
-Named `sgd.lr` and `adam.lr`, each is its own dimension, modelled on its own optimizer's trials
-(`tests/test_space.py`).
 """
 from __future__ import annotations
 
@@ -27,7 +17,7 @@ import re
 from dataclasses import fields
 from typing import Any
 
-from searcher.engine import OPTIMIZERS, TrainConfig
+from searcher.engine import TrainConfig
 from searcher.model import Arch, Stage
 
 STAGE_KEYS = tuple(f.name for f in fields(Stage))
@@ -36,32 +26,15 @@ DENSE_KEYS = ("dense_layers", "dense_units")
 TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig) if f.name != "epochs")
 _PER_STAGE = re.compile(r"^stage(\d+)\.(\w+)$")
 _PER_DENSE = re.compile(r"^dense(\d+)\.units$")
-_PER_OPTIMIZER = re.compile(rf"^({'|'.join(OPTIMIZERS)})\."
-                            rf"({'|'.join(k for k in TRAIN_KEYS if k != 'optimizer')})$")
 
 
 class ConfigError(ValueError):
     """A parameter the vocabulary does not know, or a value it cannot use."""
 
 
-def training_view(params: dict[str, Any]) -> dict[str, Any]:
-    """`params` with the chosen optimizer's keys (`sgd.lr`) as plain ones (`lr`); another
-    optimizer's keys are left as they are, for `split_params` to refuse."""
-    chosen = params.get("optimizer", TrainConfig.optimizer)
-    view, qualified = {}, {}
-    for key, value in params.items():
-        m = _PER_OPTIMIZER.match(key)
-        if m and m.group(1) == chosen:
-            qualified[m.group(2)] = value
-        else:
-            view[key] = value
-    return {**view, **qualified}
-
-
 def split_params(params: dict[str, Any], *, num_classes: int, in_channels: int, image_size: int,
                  epochs: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """Return (architecture dict, training dict) for the model builder and the trainer."""
-    params = training_view(params)
     if "stages" not in params:
         raise ConfigError("the space must set `stages` (the number of conv stages)")
     n_stages = params["stages"]
@@ -104,8 +77,7 @@ def split_params(params: dict[str, Any], *, num_classes: int, in_channels: int, 
     if leftover:
         raise ConfigError(f"unknown parameter {leftover[0]!r}; known: stages, {', '.join(STAGE_KEYS)}"
                           f" (also as stageN.KEY), {', '.join(HEAD_KEYS + DENSE_KEYS)}, "
-                          f"{', '.join(TRAIN_KEYS)} (also as OPTIMIZER.KEY for the chosen "
-                          f"optimizer, e.g. sgd.lr)")
+                          f"{', '.join(TRAIN_KEYS)}")
     try:
         Arch.from_dict(arch)
         TrainConfig.from_dict(train)

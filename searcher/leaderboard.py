@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from searcher.config import training_view
-
 if TYPE_CHECKING:  # trial_logger names its runs with trial_name below
     from searcher.trial_logger import TrialRecord
 
@@ -44,7 +42,6 @@ def trial_name(params: dict[str, Any], baseline: str | None = None) -> str:
 
 
 def _training(params: dict[str, Any]) -> str:
-    params = training_view(params)
     lr = params.get("lr")
     return (f"{params.get('optimizer', 'sgd')} lr={lr:.2g} bs={params.get('batch_size', 128)}"
             if isinstance(lr, float) else f"{params.get('optimizer', 'sgd')}")

@@ -22,18 +22,6 @@ def test_residual_is_a_stage_key_like_the_others():
         split_params({"stages": 1, "residual": True, "kernel": 4}, **SHAPE)
 
 
-def test_a_training_key_named_after_the_chosen_optimizer_applies_to_it():
-    _, train = split_params({"stages": 1, "optimizer": "adam", "adam.lr": 2e-3, "lr": 0.1,
-                             "adam.weight_decay": 1e-5}, **SHAPE)
-    assert train == {"optimizer": "adam", "lr": 2e-3, "weight_decay": 1e-5, "epochs": 5}
-    _, train = split_params({"stages": 1, "sgd.lr": 0.05}, **SHAPE)  # sgd is the default
-    assert train["lr"] == 0.05
-    with pytest.raises(ConfigError, match="unknown parameter 'adamw.lr'"):
-        split_params({"stages": 1, "optimizer": "sgd", "adamw.lr": 1e-3}, **SHAPE)
-    with pytest.raises(ConfigError, match="unknown parameter 'sgd.filters'"):
-        split_params({"stages": 1, "sgd.filters": 8}, **SHAPE)  # training keys only
-
-
 def test_keys_of_stages_beyond_the_count_are_ignored():
     arch, _ = split_params({"stages": 1, "stage1.filters": 8, "stage3.filters": 99,
                             "dense_layers": 0, "dense_units": 128}, **SHAPE)

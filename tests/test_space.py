@@ -1,6 +1,4 @@
 """Every space file: its baselines and many sampled points build and run a forward pass."""
-import math
-import statistics
 import textwrap
 from pathlib import Path
 
@@ -8,9 +6,8 @@ import optuna
 import pytest
 import torch
 
-from searcher.config import split_params, training_view
+from searcher.config import split_params
 from searcher.model import InfeasibleArchitecture, build_model, feasible_cost
-from searcher.samplers import tpe
 from searcher.space import SpaceError, load_space
 
 from conftest import ROOT
@@ -90,38 +87,6 @@ GOOD = textwrap.dedent("""
         trial.suggest_int("stages", 1, 2)
         trial.suggest_categorical("filters", [8, 16])
 """)
-
-
-def test_tpe_models_each_optimizers_learning_rate_on_its_own_range():
-    # Optuna models a parameter name over its first trial's range. With one `lr` for SGD
-    # (0.01-0.3) and Adam (2e-4 to 5e-3), the good SGD trials' rates entered Adam's model clipped
-    # to 5e-3, and an SGD proposal's rate, out of that range, fell back to a model of every
-    # optimizer's rates at once: here Adam's proposals spread over 2.5e-4 to 4.7e-3 around a best
-    # of 2e-3. `sgd.lr` and `adam.lr` are modelled apart, each on its own optimizer's trials.
-    space = load_space(ROOT / "spaces" / "cifar10.py")
-    best = {"sgd": 0.1, "adam": 2e-3, "adamw": 2e-3}
-
-    def score(params):  # every optimizer as good at its best rate
-        return -abs(math.log10(training_view(params)["lr"] / best[params["optimizer"]]))
-
-    drawn = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    for _ in range(40):
-        trial = drawn.ask()
-        drawn.tell(trial, score(space.sample(trial)))
-    # an adaptive optimizer's trial first: its range is the one a shared `lr` is modelled on
-    trials = sorted(drawn.trials, key=lambda t: t.params["optimizer"] == "sgd")
-    study = optuna.create_study(direction="maximize", sampler=tpe(seed=0, startup=0))
-    study.add_trials(trials)
-    adaptive = []
-    for _ in range(40):
-        trial = study.ask()
-        params = training_view(space.sample(trial))
-        if params["optimizer"] != "sgd":
-            adaptive.append(params["lr"])
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)  # the data stays the 40 above
-    assert len(adaptive) >= 10
-    low, high = statistics.quantiles(adaptive, n=10)[0], statistics.quantiles(adaptive, n=10)[-1]
-    assert 1e-3 < low and high < 4e-3, sorted(adaptive)
 
 
 def test_a_minimal_space_loads_with_default_settings(tmp_path):
