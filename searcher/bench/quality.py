@@ -184,9 +184,9 @@ def summarise(runs: list[dict[str, Any]], args: argparse.Namespace,
     target = q[BASELINE]["final_best_mean"]
     q["time_to_random_best_fraction"] = anytime.time_to_reach(
         [r["events"] for r in runs if r["sampler"] == DEFAULT_SAMPLER], target, budget)
-    q["runs"] = ([run for run in baseline["runs"] if run["sampler"] == BASELINE] if baseline
-                 else []) + [{k: v for k, v in r.items() if k not in ("events", "settings")}
-                             for r in runs]
+    earlier = [run for run in baseline["runs"] if run["sampler"] == BASELINE] if baseline else []
+    q["runs"] = earlier + [{k: v for k, v in r.items() if k not in ("events", "settings")}
+                           for r in runs]
     fixed = {k: v for k, v in runs[0]["settings"].items()
              if k not in ("sampler", "seed", "experiment", "storage_path", "tracking_uri")}
     q["settings"] = {"space": args.space or "the smoke space (SMOKE_SPACE)",
