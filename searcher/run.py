@@ -73,6 +73,7 @@ def _run(args: argparse.Namespace) -> int:
     # Heavy imports after argument parsing, so --help and bad options answer at once.
     from searcher import tracking
     from searcher.data import load_search_data
+    from searcher.feasibility import proposal_cost
     from searcher.leaderboard import build_leaderboard, format_leaderboard
     from searcher.search import check_cluster, init_ray, run_search
     from searcher.state import check_study_storage, find_resumable, redact
@@ -100,7 +101,8 @@ def _run(args: argparse.Namespace) -> int:
     uri = client.tracking_uri
     warm = None
     if s.warm_start and resume is None:  # a resumed study holds them already
-        warm = load_warm_start(client, space, s.warm_start)
+        warm = load_warm_start(client, space, s.warm_start,
+                               proposal_cost(s, len(data.classes), data.image_shape))
         print(f"[searcher] warm start from {len(warm.sources)} search(es): {len(warm.trials)} "
               f"trials" + "".join(f", {n} skipped ({why})" for why, n in warm.skipped.items()),
               flush=True)

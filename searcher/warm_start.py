@@ -7,6 +7,8 @@ distributions; a trial whose parameters no longer fit the space (a changed range
 choice, another conditional branch) is skipped and counted. Runs that never measured anything
 (infeasible, failed) are left out. How far each trial got decides what Optuna is told, as in a
 live search (see study_searcher): all of this search's epochs -> COMPLETE, fewer -> PRUNED.
+Each carries its cost (multiply-adds per image) as a live trial does, so that the sampler's cost
+discount (fidelity.rung_view) weighs earlier trials and new ones alike.
 """
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from searcher.errors import UserError
+from searcher.feasibility import Cost
+from searcher.fidelity import COST_ATTR
 from searcher.space import Space
 
 WARM_START_ATTR = "warm_start_run"  # user attribute: the MLflow run a trial was learnt from
@@ -40,12 +44,14 @@ class WarmStart:
         return {"sources": self.sources, "trials": len(self.trials), "skipped": self.skipped}
 
 
-def load_warm_start(client: MlflowClient, space: Space, spec: str) -> WarmStart:
-    """The trials of the searches `spec` names, fitted to `space`; UserError if none match."""
+def load_warm_start(client: MlflowClient, space: Space, spec: str,
+                    cost: Cost | None = None) -> WarmStart:
+    """The trials of the searches `spec` names, fitted to `space`; UserError if none match.
+    `cost`: a proposal's cost from its parameters (feasibility.proposal_cost), as the search's."""
     found = WarmStart(_search_runs(client, space, spec))
     for parent in found.sources:
         for run in _trial_runs(client, parent):
-            trial, why = _as_trial(client, run, space)
+            trial, why = _as_trial(client, run, space, cost)
             if trial is None:
                 found.skipped[why] = found.skipped.get(why, 0) + 1
             else:
@@ -113,7 +119,8 @@ def _replay(space: Space, params: dict[str, Any]) -> tuple[dict[str, BaseDistrib
     return trial.distributions, ""
 
 
-def _as_trial(client: MlflowClient, run: Any, space: Space) -> tuple[FrozenTrial | None, str]:
+def _as_trial(client: MlflowClient, run: Any, space: Space,
+              cost: Cost | None) -> tuple[FrozenTrial | None, str]:
     s = space.settings
     if run.data.tags.get(_OUTCOME) not in ("completed", "stopped early", "running"):
         return None, "measured nothing (infeasible or failed)"
@@ -126,8 +133,12 @@ def _as_trial(client: MlflowClient, run: Any, space: Space) -> tuple[FrozenTrial
         return None, why
     last = max(history)
     complete = run.data.tags.get(_OUTCOME) == "completed" and last >= s.epochs
+    attrs: dict[str, Any] = {WARM_START_ATTR: run.info.run_id}
+    mmacs = cost(params) if cost else None  # params: all the trial ran with, constants too
+    if mmacs is not None:
+        attrs[COST_ATTR] = mmacs
     return optuna.trial.create_trial(
         params={k: params[k] for k in distributions}, distributions=distributions,
         state=TrialState.COMPLETE if complete else TrialState.PRUNED,
         value=history[last] if complete else None, intermediate_values=history,
-        user_attrs={WARM_START_ATTR: run.info.run_id}), ""
+        user_attrs=attrs), ""

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 from conftest import ROOT
 from searcher.bench import anytime
@@ -16,7 +17,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 def test_quality_smoke_writes_the_figures(local_ray, tmp_path):
     out = tmp_path / "q.json"
-    assert main(["quality", "--smoke", "--json", str(out)]) == 0
+    assert main(["quality", "--smoke", "--keep", str(tmp_path / "kept"), "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     q = result["quality"]
     seeds = q["seeds"]
@@ -40,6 +41,46 @@ def test_quality_smoke_writes_the_figures(local_ray, tmp_path):
     for key in ("date", "machine", "cpus", "torch", "ray", "optuna", "mlflow"):
         assert key in result
     assert out.with_suffix(".png").read_bytes()[:8] == PNG_MAGIC
+
+    # A second run whose default sampler learns from the first run's kept searches, each from
+    # the other seed's, against the first run's random figures.
+    warm = tmp_path / "warm.json"
+    assert main(["quality", "--smoke", "--warm-start", str(tmp_path / "kept"), "--baseline-from",
+                 str(out), "--keep", str(tmp_path / "warm"), "--json", str(warm)]) == 0
+    w = json.loads(warm.read_text())["quality"]
+    assert w["warm_start"]["from_seed"] == [1, 0]
+    assert w["random"] == q["random"]  # random sampling ignores history: not run again
+    for seed, source, learnt in zip((0, 1), (1, 0), w["warm_start"]["trials"]):
+        measured = [r for r in _runs(tmp_path / "kept" / f"tpe-{source}", "trial")
+                    if "val_acc" in r.data.metrics]
+        assert learnt == len(measured) > 0  # every trial that measured something
+        (parent,) = _runs(tmp_path / "warm" / f"tpe-{seed}", "search")
+        assert parent.data.metrics["warm_start_trials"] == learnt
+
+
+def _runs(kept, role):
+    """The MLflow runs of `role` ("search", "trial") in a search kept by the quality benchmark."""
+    client = MlflowClient(f"sqlite:///{kept / 'mlflow.db'}")
+    ids = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(ids, f"tags.`searcher.role` = '{role}'")
+
+
+def test_each_warm_started_search_learns_from_another_seeds_kept_search(tmp_path):
+    from searcher.bench.quality import warm_source
+    from searcher.errors import UserError
+    for seed in (3, 4, 5):
+        (tmp_path / f"tpe-{seed}").mkdir()
+        (tmp_path / f"tpe-{seed}" / "mlflow.db").touch()
+    (tmp_path / "random-6").mkdir()  # random's searches teach nothing: not a source
+    (tmp_path / "random-6" / "mlflow.db").touch()
+    assert {s: warm_source(tmp_path, s) for s in range(7)} == {0: 3, 1: 4, 2: 5, 3: 5, 4: 3,
+                                                                5: 4, 6: 3}
+    lone = tmp_path / "lone"
+    (lone / "tpe-0").mkdir(parents=True)
+    (lone / "tpe-0" / "mlflow.db").touch()
+    assert warm_source(lone, 1) == 0
+    with pytest.raises(UserError, match="no kept tpe search of another seed"):
+        warm_source(lone, 0)
 
 
 def test_engine_options_without_a_subcommand():

@@ -17,12 +17,13 @@ from optuna.trial import TrialState
 from searcher.data import load_cifar10, load_search_data
 from searcher.errors import UserError
 from searcher.feasibility import proposal_check, proposal_cost
+from searcher.fidelity import COST_ATTR
 from searcher.run import main as run_main
 from searcher.search import make_study
 from searcher.state import load_study
 from searcher.space import load_space
 from searcher.study_searcher import INFEASIBLE_ATTR, StudySearcher
-from searcher.warm_start import WARM_START_ATTR, load_warm_start
+from searcher.warm_start import WARM_START_ATTR, _value, load_warm_start
 
 NUM_SAMPLES, EPOCHS = 7, 3
 
@@ -128,7 +129,6 @@ def study_of(store, parent_run_id):
 
 
 def test_optuna_is_told_what_each_trial_was(first_search, store):
-    from searcher.warm_start import _value
     client = MlflowClient(first_search)
     parent = runs_of(client, "search")[0]
     study = study_of(store, parent.info.run_id)
@@ -184,9 +184,15 @@ def test_a_warm_started_search_holds_the_earlier_trials(first_search, store, tin
     assert sorted(t.user_attrs[WARM_START_ATTR] for t in learnt) == sorted(
         r.info.run_id for r in earlier)
     by_run = {r.info.run_id: r for r in earlier}
+    data = load_search_data("cifar10", tiny_cifar, 32, 0.1, 0)
+    cost = proposal_cost(load_space(space).settings, len(data.classes), data.image_shape)
     for t in learnt:
-        outcome = by_run[t.user_attrs[WARM_START_ATTR]].data.tags["searcher.outcome"]
+        run = by_run[t.user_attrs[WARM_START_ATTR]]
+        outcome = run.data.tags["searcher.outcome"]
         assert t.state == (TrialState.COMPLETE if outcome == "completed" else TrialState.PRUNED)
+        # its cost, as a live trial has it, for the sampler's cost discount
+        assert t.user_attrs[COST_ATTR] == cost({k: _value(v) for k, v in run.data.params.items()})
+        assert t.user_attrs[COST_ATTR] > 0
     assert len(study.trials) == len(learnt) + warm_parent.data.metrics["proposals"]
 
 

@@ -22,6 +22,11 @@ in flight; those count at the budget, for both samplers alike. Figures, per samp
 Default: 3 seeds x 2 samplers x 6 minutes, about 40 minutes on a 2-core CPU. --smoke: generated
 data, a tiny space, 2 seeds x 10 s, for CI. Output: a table, --json FILE and a PNG of the curves.
 
+--warm-start KEPT: the default sampler's search of each seed first learns the finished trials of
+a search kept by an earlier run (--keep), of another seed: what a second search of a space gets
+from the product's --warm-start. Random sampling ignores history, so its searches stay cold; the
+figures then say how much sooner a second search gets there than a cold random one.
+
 A change to the default sampler can be measured in half the time with --baseline-from EARLIER.json:
 only the default sampler runs, and random's figures are taken from an earlier run (or pool) of the
 same task and seeds. Random sampling draws the same configurations for the same seed, and its
@@ -38,7 +43,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -46,8 +51,12 @@ from searcher.bench import anytime
 from searcher.bench.anytime import NEVER
 from searcher.data import (CIFAR_FOLDER, CIFAR_TEST, DataError, SearchData, Split,
                            load_search_data)
-from searcher.errors import one_line_errors
+from searcher.errors import UserError, one_line_errors
 from searcher.settings import SAMPLERS, Settings
+
+if TYPE_CHECKING:
+    from searcher.space import Space
+    from searcher.warm_start import WarmStart
 
 PROG = "python -m searcher.bench quality"
 
@@ -117,11 +126,14 @@ def one_search(space_file: Path, sampler: str, seed: int, args: argparse.Namespa
     folder.mkdir(parents=True)
     space = dataclasses.replace(load_space(space_file, overrides(sampler, seed, args, folder)),
                                 baselines={})
+    warm = learnt_from(space, sampler, seed, args, data)
     client = tracking.connect(f"sqlite:///{folder / 'mlflow.db'}")
     parent = tracking.start_search_run(client, space, {
         "dataset": "cifar10", "train": len(data.train), "val": len(data.val),
-        "classes": data.classes, "image_shape": data.image_shape})
-    result = run_search(space, data, client.tracking_uri, parent)
+        "classes": data.classes, "image_shape": data.image_shape},
+        warm.found.summary() if warm else None)
+    result = run_search(space, data, client.tracking_uri, parent, None,
+                        warm.found.trials if warm else [])
     client.set_terminated(parent, "FINISHED")
     events = [(min(h["at"] - result.started_at, args.budget), h[METRIC])
               for rec in result.records if rec.baseline is None
@@ -132,7 +144,50 @@ def one_search(space_file: Path, sampler: str, seed: int, args: argparse.Namespa
             "infeasible": sum(1 for t in result.study.trials if "infeasible" in t.user_attrs),
             "proposals": len(result.study.trials), "errors": result.errors,
             "wall_s": round(result.wall_time_s, 1), "events": events,
-            "settings": space.settings.to_dict()}
+            "settings": space.settings.to_dict(),
+            **({"warm_start": {"from_seed": warm.seed, "trials": len(warm.found.trials),
+                               "best": warm.best, "skipped": warm.found.skipped}} if warm else {})}
+
+
+@dataclasses.dataclass
+class Learnt:
+    """What a warm-started search learnt from: a kept search of another seed."""
+    seed: int  # that search's seed
+    found: WarmStart  # its trials, as Optuna trials
+    best: float  # its best result, of any epoch: where a second search starts
+
+
+def warm_source(kept: Path, seed: int) -> int:
+    """Which kept default-sampler search seed `seed`'s search learns from: never its own (a
+    repeat of its own search would teach it its own proposals), and each kept one in turn."""
+    seeds = sorted(int(p.name.rsplit("-", 1)[1]) for p in kept.glob(f"{DEFAULT_SAMPLER}-*")
+                   if (p / "mlflow.db").is_file())
+    others = [s for s in seeds if s != seed]
+    if not others:
+        raise UserError(f"--warm-start {kept}: no kept {DEFAULT_SAMPLER} search of another seed "
+                        f"(folders {DEFAULT_SAMPLER}-N with an mlflow.db, from --keep)")
+    own = seeds[seed % len(seeds)]
+    return own if own != seed else others[seed % len(others)]
+
+
+def learnt_from(space: Space, sampler: str, seed: int, args: argparse.Namespace,
+                data: SearchData) -> Learnt | None:
+    """With --warm-start, the default sampler's search starts from the finished trials of a kept
+    search of the same task (another seed): a second search of a space, as `--warm-start` gives
+    a user. Random sampling ignores history, so its searches stay cold."""
+    if not args.warm_start or sampler != DEFAULT_SAMPLER:
+        return None
+    from searcher import tracking
+    from searcher.feasibility import proposal_cost
+    from searcher.warm_start import load_warm_start
+
+    source = warm_source(Path(args.warm_start), seed)
+    store = Path(args.warm_start) / f"{DEFAULT_SAMPLER}-{source}"
+    client = tracking.connect(f"sqlite:///{store / 'mlflow.db'}")
+    found = load_warm_start(client, space, f"quality-{DEFAULT_SAMPLER}-{source}",
+                            proposal_cost(space.settings, len(data.classes), data.image_shape))
+    best = max((v for t in found.trials for v in t.intermediate_values.values()), default=math.nan)
+    return Learnt(source, found, round(best, 4))
 
 
 # ----------------------------------------------------------------------------- figures
@@ -184,6 +239,10 @@ def summarise(runs: list[dict[str, Any]], args: argparse.Namespace,
     target = q[BASELINE]["final_best_mean"]
     q["time_to_random_best_fraction"] = anytime.time_to_reach(
         [r["events"] for r in runs if r["sampler"] == DEFAULT_SAMPLER], target, budget)
+    if args.warm_start:  # what the default sampler's searches learnt from, per seed
+        warm = [r["warm_start"] for r in runs if r["sampler"] == DEFAULT_SAMPLER]
+        q["warm_start"] = {"kept": args.warm_start, **{k: [w[k] for w in warm]
+                                                       for k in ("from_seed", "trials", "best")}}
     earlier = [run for run in baseline["runs"] if run["sampler"] == BASELINE] if baseline else []
     q["runs"] = earlier + [{k: v for k, v in r.items() if k not in ("events", "settings")}
                            for r in runs]
@@ -225,6 +284,12 @@ def table(q: dict[str, Any]) -> str:
     for n in names:
         lines.append(f"{name(n):<{width}}"
                      + "".join(f"{_number(q[n]['best_so_far_at'][str(f)]):>14}" for f in FRACTIONS))
+    if "warm_start" in q:
+        w = q["warm_start"]
+        lines += ["", f"{_label(DEFAULT_SAMPLER)} warm-started from the kept searches of seeds "
+                      f"{'/'.join(map(str, w['from_seed']))} ({w['kept']}): "
+                      f"{'/'.join(map(str, w['trials']))} trials, their best "
+                      f"{'/'.join(_number(b) for b in w['best'])}"]
     fraction = q["time_to_random_best_fraction"]
     when = "not within the budget" if fraction >= NEVER else f"at {fraction:.0%} of the budget"
     lines += ["", f"time_to_random_best_fraction {fraction:.3f}: the default's mean curve reaches "
@@ -234,8 +299,9 @@ def table(q: dict[str, Any]) -> str:
 
 def plot(q: dict[str, Any], path: Path) -> None:
     """Mean curve and min-max band per sampler; random's final mean best as a dashed line."""
-    bands = {f"{s}{' (default)' if s == DEFAULT_SAMPLER else ''}: mean of {q['seeds']} seeds":
-             q["curves"][_label(s)] for s in q["samplers"]}
+    warm = ", warm-started" if "warm_start" in q else ""
+    bands = {f"{s}{f' (default{warm})' if s == DEFAULT_SAMPLER else ''}: mean of {q['seeds']} "
+             f"seeds": q["curves"][_label(s)] for s in q["samplers"]}
     target = q[BASELINE]["final_best_mean"]
     anytime.plot(path, q["curves"]["t_s"], bands,
                  (next(k for k in bands if k.startswith(BASELINE)),
@@ -279,6 +345,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="run only the default sampler and take random's figures from this "
                         "earlier run (or pool) of the same task and seeds: half the time, but "
                         "not in turns")
+    p.add_argument("--warm-start", metavar="KEPT",
+                   help="the default sampler's searches start from the finished trials of the "
+                        f"{DEFAULT_SAMPLER} searches kept in KEPT (an earlier --keep), each from "
+                        "another seed's: a second search of the space, as --warm-start gives a "
+                        "user (random sampling ignores history and stays cold)")
     p.add_argument("--json", help="also write the figures to this JSON file")
     p.add_argument("--png", help="the curves' plot (default: the --json path with .png)")
     p.add_argument("--smoke", action="store_true",
@@ -298,6 +369,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     claim = [DEFAULT_SAMPLER] + ([] if args.baseline_from else [BASELINE])
     if not set(claim) <= set(args.samplers):
         p.error(f"--samplers must include {' and '.join(claim)}: they are the claim")
+    if args.warm_start and not Path(args.warm_start).is_dir():
+        p.error(f"--warm-start {args.warm_start}: not a folder (give an earlier run's --keep)")
     if (args.first_seed < 0 or args.seeds < 1 or args.budget <= 0 or args.train_images < 1
             or args.val_images < 1):
         p.error("--first-seed must be >= 0; --seeds, --budget, --train-images and "
