@@ -4,9 +4,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from searcher.errors import one_line_errors
+
+if TYPE_CHECKING:
+    from searcher.space import Space
+    from searcher.trial_logger import TrialRecord
+    from searcher.warm_start import WarmStart
 
 PROG = "python -m searcher.run"
 
@@ -106,6 +111,9 @@ def _run(args: argparse.Namespace) -> int:
         print(f"[searcher] warm start from {len(warm.sources)} search(es): {len(warm.trials)} "
               f"trials" + "".join(f", {n} skipped ({why})" for why, n in warm.skipped.items()),
               flush=True)
+        if warm.baselines:  # measured on the same data already: the budget goes to new trials
+            print("[searcher] not run again, measured by the search(es) learnt from: " + ", ".join(
+                f"{n} ({s.metric} {b.value:.4f})" for n, b in warm.baselines.items()), flush=True)
     summary = {"dataset": s.dataset, "data_dir": s.resolved_data_dir(), "classes": data.classes,
                "train": len(data.train), "val": len(data.val), "image_shape": data.image_shape,
                "skipped_images": len(data.skipped)}
@@ -124,7 +132,7 @@ def _run(args: argparse.Namespace) -> int:
         client.update_run(parent, "RUNNING")
     status = "FAILED"
     try:
-        result = run_search(space, data, uri, parent, resume, warm.trials if warm else [])
+        result = run_search(space, data, uri, parent, resume, warm)
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
@@ -132,7 +140,8 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         if status != "FINISHED":
             client.set_terminated(parent, status)
-    rows = build_leaderboard(result.records, s.metric, s.mode)
+    rows = build_leaderboard(result.records + (_measured(warm, space) if warm else []), s.metric,
+                             s.mode)
     text = format_leaderboard(rows, s.metric)
     folder = Path(result.experiment_path)
     (folder / "leaderboard.txt").write_text(text + "\n")
@@ -147,7 +156,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"[searcher] MLflow did not accept {len(unlogged)} update(s), listed in "
               f"{folder / 'unlogged.txt'}; first: {unlogged[0]}", flush=True)
 
-    print(f"\nSearch finished ({s.sampler} sampler): {len(rows)} trials in "
+    print(f"\nSearch finished ({s.sampler} sampler): {len(result.records)} trials in "
           f"{result.wall_time_s / 60:.1f} min ({result.errors} failed); {result.infeasible} of "
           f"{result.proposals} proposals were infeasible and never ran. "
           f"Leaderboard ({s.metric}, * = hand-made baseline):\n")
@@ -158,6 +167,16 @@ def _run(args: argparse.Namespace) -> int:
           f"Promote:  python -m searcher.promote --experiment {space.name} --tracking-uri {uri} "
           f"--data-dir {s.resolved_data_dir()}")
     return 0
+
+
+def _measured(warm: WarmStart, space: Space) -> list[TrialRecord]:
+    """Leaderboard entries for the baselines the learnt searches measured, so that the new trials
+    are still ranked against them."""
+    from searcher.trial_logger import TrialRecord
+    return [TrialRecord(b.run_id[:8], b.run_id, space.baselines[name], name, best=b.value,
+                        epochs=b.epochs, n_params=b.n_params,
+                        outcome=f"earlier search {b.search[:8]}")
+            for name, b in warm.baselines.items()]
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Container
 
 import optuna
 import ray
@@ -24,7 +24,7 @@ from searcher.scheduler import BaselineASHA
 from searcher.space import Space
 from searcher.state import SearchState, state_root, storage_root, study_database
 from searcher.study_searcher import INFEASIBLE_ATTR, StudySearcher, close_unfinished
-from searcher.warm_start import WARM_START_ATTR
+from searcher.warm_start import WARM_START_ATTR, WarmStart
 from searcher.trial_logger import MLflowTrialLogger, active_logger, outbox_folder
 from searcher.trial import make_trainable
 
@@ -132,10 +132,12 @@ def init_ray(address: str | None) -> None:
 
 
 def make_study(space: Space, folder: Path, earlier: list[optuna.trial.FrozenTrial] = (),
-               database: str | None = None, cost: Cost | None = None) -> optuna.Study:
+               database: str | None = None, cost: Cost | None = None,
+               measured: Container[str] = ()) -> optuna.Study:
     """A study we own, named after the search folder and kept in a journal file there or in
     `database` (see searcher.state): the trials of earlier searches it learns from (warm start)
-    first, then the space's baselines queued to run first, the costliest first (by `cost`).
+    first, then the space's baselines queued to run first, the costliest first (by `cost`), but
+    for those `measured` already on the same data by a search it learns from.
 
     Costliest first, because the longest baseline should not be the last to start (traced in
     the 20-minute CIFAR-10 search: bn_cnn, listed third, waited 111 s for a slot, and TPE, which
@@ -151,17 +153,17 @@ def make_study(space: Space, folder: Path, earlier: list[optuna.trial.FrozenTria
                                                      s.cost_weight),
                                 direction="maximize" if s.mode == "max" else "minimize")
     study.add_trials(list(earlier))
-    points = list(space.baselines.values())
+    points = [p for name, p in space.baselines.items() if name not in measured]
     for params in sorted(points, key=lambda p: -((cost(p) if cost else None) or 0.0)):
         study.enqueue_trial(params)
     return study
 
 
 def run_search(space: Space, data: SearchData, tracking_uri: str, parent_run_id: str,
-               resume: SearchState | None = None,
-               earlier: list[optuna.trial.FrozenTrial] = ()) -> SearchResult:
+               resume: SearchState | None = None, warm: WarmStart | None = None) -> SearchResult:
     """Run (or, with `resume`, continue) the search; trials are logged under `parent_run_id`.
-    `earlier`: finished trials of earlier searches the sampler starts from (warm start)."""
+    `warm`: the finished trials of earlier searches the sampler starts from, and the baselines
+    they measured, which are not run again."""
     s = space.settings
     init_ray(s.address)
     fast_tpe.install()  # also for a resumed search, whose sampler is unpickled, not built by tpe()
@@ -184,7 +186,8 @@ def run_search(space: Space, data: SearchData, tracking_uri: str, parent_run_id:
     state.folder.mkdir(parents=True, exist_ok=False)
     shape = (len(data.classes), data.image_shape)
     cost = proposal_cost(s, *shape)
-    study = make_study(space, state.folder, earlier, state.database, cost)
+    study = make_study(space, state.folder, warm.trials if warm else (), state.database, cost,
+                       warm.baselines if warm else ())
     state.write_record({"parent_run_id": parent_run_id, "tracking_uri": tracking_uri,
                         "tune_path": f"{storage_path.rstrip('/')}/{study_name}",
                         "space_file": str(space.path), "settings": s.to_dict(),

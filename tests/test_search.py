@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -195,6 +196,23 @@ def test_a_warm_started_search_holds_the_earlier_trials(first_search, store, tin
         assert t.user_attrs[COST_ATTR] > 0
     assert len(study.trials) == len(learnt) + warm_parent.data.metrics["proposals"]
 
+    # The baseline ran to the end on the same data in the first search: not run again, but still
+    # on the leaderboard, from the first search's run.
+    (measured,) = [r for r in earlier if r.data.tags.get("searcher.baseline") == "tiny_tutorial"]
+    assert measured.data.tags["searcher.outcome"] == "completed"
+    children = [r for r in runs_of(client, "trial")
+                if r.data.tags["mlflow.parentRunId"] == warm_parent.info.run_id]
+    assert children and not any("searcher.baseline" in r.data.tags for r in children)
+    recorded = json.loads(Path(client.download_artifacts(warm_parent.info.run_id,
+                                                         "warm_start.json")).read_text())
+    assert recorded["baselines_measured"]["tiny_tutorial"]["run_id"] == measured.info.run_id
+    board = json.loads(Path(client.download_artifacts(warm_parent.info.run_id,
+                                                       "leaderboard.json")).read_text())
+    (row,) = [r for r in board if r["baseline"] == "tiny_tutorial"]
+    assert row["run_id"] == measured.info.run_id
+    assert row["val_acc"] == measured.data.metrics["best_val_acc"]
+    assert row["outcome"] == f"earlier search {first[:8]}"
+
 
 def test_warm_start_skips_what_no_longer_fits_and_changes_the_first_proposals(first_search, store,
                                                                              tiny_cifar, tmp_path):
@@ -212,6 +230,9 @@ def test_warm_start_skips_what_no_longer_fits_and_changes_the_first_proposals(fi
     assert len(warm.trials) == len(earlier) - len(with_96)
     with pytest.raises(UserError, match="no search run or experiment"):
         load_warm_start(client, load_space(narrower), "no-such-experiment")
+    # Another seed is another validation split: the baseline's score there is not this search's.
+    assert "tiny_tutorial" in load_warm_start(client, load_space(narrower), first).baselines
+    assert not load_warm_start(client, load_space(narrower, {"seed": 1}), first).baselines
 
     # The same seeded TPE, once cold and once warm: after the baseline, different proposals.
     space = load_space(store / "tiny.py")
@@ -227,6 +248,10 @@ def test_warm_start_skips_what_no_longer_fits_and_changes_the_first_proposals(fi
         assert space.baseline_of(proposals[0]) == "tiny_tutorial"
         firsts.append(proposals[1:])
     assert firsts[0] != firsts[1]
+    (tmp_path / "measured").mkdir()  # the baseline measured already: not queued again
+    study = make_study(space, tmp_path / "measured", warm.trials, measured=warm.baselines)
+    searcher = StudySearcher(study, space.sample, check, "val_acc", "max", EPOCHS)
+    assert space.baseline_of(searcher.suggest("measured0")) is None
 
 
 def test_promotion_sets_champion_and_a_worse_candidate_does_not_move_it(first_search, store,

@@ -133,7 +133,7 @@ def one_search(space_file: Path, sampler: str, seed: int, args: argparse.Namespa
         "classes": data.classes, "image_shape": data.image_shape},
         warm.found.summary() if warm else None)
     result = run_search(space, data, client.tracking_uri, parent, None,
-                        warm.found.trials if warm else [])
+                        warm.found if warm else None)
     client.set_terminated(parent, "FINISHED")
     events = [(min(h["at"] - result.started_at, args.budget), h[METRIC])
               for rec in result.records if rec.baseline is None
