@@ -171,6 +171,11 @@ def test_quality_runs_pool_into_the_figures_over_all_their_seeds():
     other["quality"]["settings"]["epochs"] = 8
     with pytest.raises(PoolError, match="settings differ.*epochs"):
         pool([a, other], ["a.json", "c.json"])
+    warm = _quality_run([2], {"default": [0.7], "random": [0.1]},
+                        {"default": [0.7] * 3, "random": [0.1] * 3})
+    warm["quality"]["warm_start"] = {"kept": "kept", "from_seed": [0], "trials": [9], "best": [0.6]}
+    with pytest.raises(PoolError, match="w.json: a warm-started run"):
+        pool([a, warm], ["a.json", "w.json"])
 
 
 def test_quality_baseline_from_an_earlier_run_stands_in_for_random(tmp_path):

@@ -38,6 +38,9 @@ def pool(results: list[dict[str, Any]], names: list[str], default: str = "defaul
     whose `quality` holds the figures over every seed of `results`."""
     qs = [r["quality"] for r in results]
     first = qs[0]
+    warm = [name for name, q in zip(names, qs) if "warm_start" in q]
+    if warm:  # its figures are a second search's, not a cold search's like the rest
+        raise PoolError(f"{warm[0]}: a warm-started run (--warm-start); pool cold runs only")
     for name, q in zip(names[1:], qs[1:]):
         for key in ("budget_s", "samplers", "metric"):
             if q[key] != first[key]:
