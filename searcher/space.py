@@ -13,12 +13,13 @@ Everything wrong with it ends as one SpaceError line naming the file.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import optuna
 
@@ -169,10 +170,17 @@ def load_space(path: str | Path, overrides: dict[str, Any] | None = None) -> Spa
     space = Space(name=settings.experiment or path.stem, path=path.resolve(),
                   text=text, fn=SpaceFunction(path.resolve(), text), settings=settings,
                   baselines=baselines)
-    quiet = logging.getLogger("optuna").level
+    with quiet_optuna():
+        _check(space)
+    return space
+
+
+@contextlib.contextmanager
+def quiet_optuna() -> Iterator[None]:
+    """Optuna's warnings only, for the scratch studies a space is tried on (one line each)."""
+    level = logging.getLogger("optuna").level
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        _check(space)
+        yield
     finally:
-        logging.getLogger("optuna").setLevel(quiet)
-    return space
+        logging.getLogger("optuna").setLevel(level)

@@ -33,7 +33,7 @@ from optuna.trial import FrozenTrial, TrialState
 from searcher.errors import UserError
 from searcher.feasibility import Cost
 from searcher.fidelity import COST_ATTR
-from searcher.space import Space
+from searcher.space import Space, quiet_optuna
 
 WARM_START_ATTR = "warm_start_run"  # user attribute: the MLflow run a trial was learnt from
 _ROLE = "searcher.role"
@@ -71,21 +71,29 @@ def load_warm_start(client: MlflowClient, space: Space, spec: str,
     """The trials of the searches `spec` names, fitted to `space`; UserError if none match.
     `cost`: a proposal's cost from its parameters (feasibility.proposal_cost), as the search's."""
     found = WarmStart(_search_runs(client, space, spec))
-    for parent in found.sources:
-        same_data = _same_data(client.get_run(parent), space)
-        for run in _trial_runs(client, parent):
-            trial, why = _as_trial(client, run, space, cost)
-            if trial is None:
-                found.skipped[why] = found.skipped.get(why, 0) + 1
-                continue
-            found.trials.append(trial)
-            name = space.baseline_of({k: _value(v) for k, v in run.data.params.items()})
-            if (same_data and name and name not in found.baselines
-                    and trial.state == TrialState.COMPLETE):
-                found.baselines[name] = MeasuredBaseline(
-                    max(trial.intermediate_values.values()), max(trial.intermediate_values),
-                    run.info.run_id, parent, _int(run.data.metrics.get("n_params")))
+    with quiet_optuna():  # each trial is replayed in a scratch study: no line per study
+        for parent in found.sources:
+            _learn(client, space, parent, cost, found)
     return found
+
+
+def _learn(client: MlflowClient, space: Space, parent: str, cost: Cost | None,
+           found: WarmStart) -> None:
+    """Adds the trials of the search `parent` to `found`, and the baselines it measured on the
+    data this search uses."""
+    same_data = _same_data(client.get_run(parent), space)
+    for run in _trial_runs(client, parent):
+        trial, why = _as_trial(client, run, space, cost)
+        if trial is None:
+            found.skipped[why] = found.skipped.get(why, 0) + 1
+            continue
+        found.trials.append(trial)
+        name = space.baseline_of({k: _value(v) for k, v in run.data.params.items()})
+        if (same_data and name and name not in found.baselines
+                and trial.state == TrialState.COMPLETE):
+            found.baselines[name] = MeasuredBaseline(
+                max(trial.intermediate_values.values()), max(trial.intermediate_values),
+                run.info.run_id, parent, _int(run.data.metrics.get("n_params")))
 
 
 def _search_runs(client: MlflowClient, space: Space, spec: str) -> list[str]:
