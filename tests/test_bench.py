@@ -58,6 +58,28 @@ def test_quality_smoke_writes_the_figures(local_ray, tmp_path):
         assert parent.data.metrics["warm_start_trials"] == learnt
 
 
+def test_quality_smoke_with_the_spaces_baselines_counts_sampled_networks_only(local_ray,
+                                                                               tmp_path):
+    out = tmp_path / "q.json"
+    assert main(["quality", "--smoke", "--seeds", "1", "--with-baselines", "--keep",
+                 str(tmp_path / "kept"), "--json", str(out)]) == 0
+    q = json.loads(out.read_text())["quality"]
+    assert q["settings"]["with_baselines"] is True
+    for sampler, name in (("tpe", "default"), ("random", "random")):
+        trials = _runs(tmp_path / "kept" / f"{sampler}-0", "trial")
+        baseline = [r for r in trials if r.data.tags.get("searcher.baseline") == "hand_made"]
+        assert len(baseline) == 1  # ran first, for both samplers
+        sampled = [r.data.metrics["best_val_acc"] for r in trials
+                   if r.info.run_id != baseline[0].info.run_id and "best_val_acc" in r.data.metrics]
+        # the baseline's score is not counted (a busy machine may leave no sampled score: null)
+        assert q[name]["final_best"] == [round(max(sampled), 4) if sampled else None]
+        client = MlflowClient(f"sqlite:///{tmp_path / 'kept' / f'{sampler}-0' / 'mlflow.db'}")
+        epochs = {r.info.run_id: len(client.get_metric_history(r.info.run_id, "val_acc"))
+                  for r in trials}
+        (run,) = [r for r in q["runs"] if r["sampler"] == sampler]
+        assert run["epoch_results"] == sum(epochs.values()) - epochs[baseline[0].info.run_id]
+
+
 def _runs(kept, role):
     """The MLflow runs of `role` ("search", "trial") in a search kept by the quality benchmark."""
     client = MlflowClient(f"sqlite:///{kept / 'mlflow.db'}")

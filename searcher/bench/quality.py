@@ -6,7 +6,8 @@ sampling (`sampler="random"`), and reaches random's final best before the budget
 
 How it is measured: for each seed, one search per sampler, in turns (tpe, random, tpe, random,
 ...) so that a busy machine slows both alike. Every search is the real machinery: the real space
-file with its hand-made baselines dropped (only sampled networks compete), Ray Tune with ASHA on
+file with its hand-made baselines dropped (only sampled networks compete; --with-baselines keeps
+them), Ray Tune with ASHA on
 the local Ray, MLflow logging into a throwaway sqlite store, and a fixed slice of CIFAR-10 (the
 first --train-images and --val-images of the seeded split, the same for every search). Each search
 runs until its --budget seconds are spent (num_samples=-1).
@@ -21,6 +22,11 @@ in flight; those count at the budget, for both samplers alike. Figures, per samp
                    "sooner"; 2.0 means never within the budget (or random found nothing)
 Default: 3 seeds x 2 samplers x 6 minutes, about 40 minutes on a 2-core CPU. --smoke: generated
 data, a tiny space, 2 seeds x 10 s, for CI. Output: a table, --json FILE and a PNG of the curves.
+
+--with-baselines: the space as shipped, baselines and all. They run first in every search, taking
+the same share of the budget for both samplers; TPE learns from them (and then changes the best
+network found one or two choices at a time, as in the product: `samplers.make_sampler`), random
+sampling does not. The figures still count sampled networks only.
 
 --warm-start KEPT: the default sampler's search of each seed first learns the finished trials of
 a search kept by an earlier run (--keep), of another seed: what a second search of a space gets
@@ -89,6 +95,10 @@ def space(trial):
     trial.suggest_categorical("head", ["flatten", "gap"])
     trial.suggest_float("lr", 0.003, 0.3, log=True)
     return {"padding": "same", "batch_norm": True, "batch_size": 64}
+
+
+BASELINES = {"hand_made": {"stages": 1, "stage1.filters": 8, "pool": "max", "head": "flatten",
+                           "lr": 0.05}}
 '''
 
 
@@ -124,8 +134,9 @@ def one_search(space_file: Path, sampler: str, seed: int, args: argparse.Namespa
     from searcher.space import load_space
 
     folder.mkdir(parents=True)
-    space = dataclasses.replace(load_space(space_file, overrides(sampler, seed, args, folder)),
-                                baselines={})
+    space = load_space(space_file, overrides(sampler, seed, args, folder))
+    if not args.with_baselines:
+        space = dataclasses.replace(space, baselines={})
     warm = learnt_from(space, sampler, seed, args, data)
     client = tracking.connect(f"sqlite:///{folder / 'mlflow.db'}")
     parent = tracking.start_search_run(client, space, {
@@ -251,7 +262,8 @@ def summarise(runs: list[dict[str, Any]], args: argparse.Namespace,
     q["settings"] = {"space": args.space or "the smoke space (SMOKE_SPACE)",
                      "data": args.data_dir or "generated (smoke)",
                      "smoke": args.smoke, "train_images": args.train_images,
-                     "val_images": args.val_images, **fixed}
+                     "val_images": args.val_images, **fixed,
+                     **({"with_baselines": True} if args.with_baselines else {})}
     return q
 
 
@@ -269,7 +281,9 @@ def table(q: dict[str, Any]) -> str:
     def name(n: str) -> str:
         return f"{q[n]['sampler']} ({n})" if n != q[n]["sampler"] else n
 
-    lines = [f"best {q['metric']} within {budget:g} s per search, {seeds} seed(s)",
+    shipped = q["settings"].get("with_baselines")
+    lines = [f"best {q['metric']} within {budget:g} s per search, {seeds} seed(s)"
+             + (" (sampled networks; the space's baselines ran first)" if shipped else ""),
              f"{'sampler':<{width}}" + "".join(f"{'seed ' + str(i):>8}" for i in numbers)
              + f"{'mean':>8}{'std':>8}  trials per seed  infeasible per seed"]
     for n in names:
@@ -345,6 +359,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="run only the default sampler and take random's figures from this "
                         "earlier run (or pool) of the same task and seeds: half the time, but "
                         "not in turns")
+    p.add_argument("--with-baselines", action="store_true",
+                   help="keep the space's hand-made baselines: they run first in every search, "
+                        "for both samplers, as in the product; the figures count sampled "
+                        "networks only")
     p.add_argument("--warm-start", metavar="KEPT",
                    help="the default sampler's searches start from the finished trials of the "
                         f"{DEFAULT_SAMPLER} searches kept in KEPT (an earlier --keep), each from "
@@ -422,6 +440,8 @@ def earlier_baseline(args: argparse.Namespace) -> dict[str, Any]:
             "train_images": args.train_images, "val_images": args.val_images,
             "metric": METRIC, "smoke": args.smoke}
     differ = [k for k, v in task.items() if q["settings"].get(k) != v]
+    if bool(q["settings"].get("with_baselines")) != args.with_baselines:
+        differ.append("with_baselines")
     if differ:
         raise PoolError(f"{args.baseline_from}: another task ({', '.join(differ)} differ)")
     return q
