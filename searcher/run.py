@@ -107,7 +107,8 @@ def _run(args: argparse.Namespace) -> int:
     warm = None
     if s.warm_start and resume is None:  # a resumed study holds them already
         warm = load_warm_start(client, space, s.warm_start,
-                               proposal_cost(s, len(data.classes), data.image_shape))
+                               proposal_cost(s, len(data.classes), data.image_shape),
+                               tracking.data_digests(data))
         print(f"[searcher] warm start from {len(warm.sources)} search(es): {len(warm.trials)} "
               f"trials" + "".join(f", {n} skipped ({why})" for why, n in warm.skipped.items()),
               flush=True)

@@ -135,6 +135,18 @@ def _digest(split: Split) -> str:
     return h.hexdigest()
 
 
+def data_digests(data: SearchData) -> dict[str, str]:
+    """The digest of each split's images and labels, by MLflow dataset context."""
+    return {"train": _digest(data.train), "validation": _digest(data.val)}
+
+
+def logged_digests(run: Any) -> dict[str, str]:
+    """`data_digests` as the run `run` logged them with its datasets (none: {})."""
+    inputs = run.inputs.dataset_inputs if run.inputs else []
+    return {tag.value: i.dataset.digest for i in inputs for tag in i.tags
+            if tag.key == MLFLOW_DATASET_CONTEXT}
+
+
 def dataset_inputs(space: Space, data: SearchData) -> list[DatasetInput]:
     """The search's train and validation splits as MLflow dataset inputs (name, digest, source,
     shapes): what `mlflow.log_input` would log. Computed once, in the driver; trial runs copy
@@ -142,14 +154,14 @@ def dataset_inputs(space: Space, data: SearchData) -> list[DatasetInput]:
     s = space.settings
     source = str(Path(s.resolved_data_dir()).resolve())
     name = s.dataset if s.dataset == "cifar10" else Path(source).name
-    inputs = []
+    inputs, digests = [], data_digests(data)
     for context, split in (("train", data.train), ("validation", data.val)):
         with warnings.catch_warnings():
             # MLflow registers its local-file source twice (for "" and "file") and then warns
             # that a path could be either: the same class.
             warnings.simplefilter("ignore", UserWarning)
             ds = from_numpy(split.x, source=source, targets=split.y, name=name,
-                            digest=_digest(split))
+                            digest=digests[context])
         inputs.append(DatasetInput(Dataset(**ds.to_dict()),
                                    [InputTag(MLFLOW_DATASET_CONTEXT, context)]))
     return inputs

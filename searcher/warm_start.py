@@ -10,8 +10,9 @@ live search (see study_searcher): all of this search's epochs -> COMPLETE, fewer
 Each carries its cost (multiply-adds per image) as a live trial does, so that the sampler's cost
 discount (fidelity.rung_view) weighs earlier trials and new ones alike.
 
-A hand-made baseline that an earlier search ran to the end on the same data (dataset, image size,
-validation split and seed, epochs, metric) is known already: `WarmStart.baselines` names it, and
+A hand-made baseline that an earlier search ran to the end on the same data (the same training
+and validation images and labels, by the digests the search logged with its datasets; the same
+epochs and metric) is known already: `WarmStart.baselines` names it, and
 the search does not run it again. Traced in the 20-minute CPU search: a warm-started search spent
 13 of its 40 slot-minutes measuring the baselines a second time (bn_cnn 9.6 minutes on one slot,
 the tutorial nets 3.4 on the other), on a seed whose split made that a new measurement.
@@ -34,14 +35,16 @@ from searcher.errors import UserError
 from searcher.feasibility import Cost
 from searcher.fidelity import COST_ATTR
 from searcher.space import Space, quiet_optuna
+from searcher.tracking import logged_digests
 
 WARM_START_ATTR = "warm_start_run"  # user attribute: the MLflow run a trial was learnt from
 _ROLE = "searcher.role"
 _OUTCOME = "searcher.outcome"
 
 
-# The settings that make two searches' scores of one configuration the same measurement.
-SAME_DATA = ("dataset", "image_size", "val_fraction", "seed", "epochs", "metric")
+# With the same data, the settings that make two searches' scores of one configuration the same
+# measurement.
+SAME_MEASURE = ("epochs", "metric")
 
 
 @dataclass
@@ -66,22 +69,24 @@ class WarmStart:
                 "baselines_measured": {n: asdict(b) for n, b in self.baselines.items()}}
 
 
-def load_warm_start(client: MlflowClient, space: Space, spec: str,
-                    cost: Cost | None = None) -> WarmStart:
+def load_warm_start(client: MlflowClient, space: Space, spec: str, cost: Cost | None = None,
+                    digests: dict[str, str] | None = None) -> WarmStart:
     """The trials of the searches `spec` names, fitted to `space`; UserError if none match.
-    `cost`: a proposal's cost from its parameters (feasibility.proposal_cost), as the search's."""
+    `cost`: a proposal's cost from its parameters (feasibility.proposal_cost), as the search's.
+    `digests`: this search's data (tracking.data_digests); without them no baseline counts as
+    measured."""
     found = WarmStart(_search_runs(client, space, spec))
     with quiet_optuna():  # each trial is replayed in a scratch study: no line per study
         for parent in found.sources:
-            _learn(client, space, parent, cost, found)
+            _learn(client, space, parent, cost, digests, found)
     return found
 
 
 def _learn(client: MlflowClient, space: Space, parent: str, cost: Cost | None,
-           found: WarmStart) -> None:
+           digests: dict[str, str] | None, found: WarmStart) -> None:
     """Adds the trials of the search `parent` to `found`, and the baselines it measured on the
     data this search uses."""
-    same_data = _same_data(client.get_run(parent), space)
+    same_data = _same_data(client.get_run(parent), space, digests)
     for run in _trial_runs(client, parent):
         trial, why = _as_trial(client, run, space, cost)
         if trial is None:
@@ -123,10 +128,12 @@ def _trial_runs(client: MlflowClient, parent: str) -> list[Any]:
                               f"tags.`{_ROLE}` = 'trial'", order_by=["attributes.start_time ASC"])
 
 
-def _same_data(search: Any, space: Space) -> bool:
-    """Whether the search `search` scored its trials as a search of `space` would."""
+def _same_data(search: Any, space: Space, digests: dict[str, str] | None) -> bool:
+    """Whether the search `search` scored its trials as this search of `space` on the data of
+    `digests` would."""
     ours = space.settings.to_dict()
-    return all(search.data.params.get(k) == str(ours[k]) for k in SAME_DATA)
+    return (bool(digests) and logged_digests(search) == digests
+            and all(search.data.params.get(k) == str(ours[k]) for k in SAME_MEASURE))
 
 
 def _int(value: float | None) -> int | None:

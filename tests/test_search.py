@@ -22,6 +22,7 @@ from searcher.fidelity import COST_ATTR
 from searcher.run import main as run_main
 from searcher.search import make_study
 from searcher.state import load_study
+from searcher.tracking import data_digests
 from searcher.space import load_space
 from searcher.study_searcher import INFEASIBLE_ATTR, StudySearcher
 from searcher.warm_start import WARM_START_ATTR, _value, load_warm_start
@@ -230,9 +231,16 @@ def test_warm_start_skips_what_no_longer_fits_and_changes_the_first_proposals(fi
     assert len(warm.trials) == len(earlier) - len(with_96)
     with pytest.raises(UserError, match="no search run or experiment"):
         load_warm_start(client, load_space(narrower), "no-such-experiment")
-    # Another seed is another validation split: the baseline's score there is not this search's.
-    assert "tiny_tutorial" in load_warm_start(client, load_space(narrower), first).baselines
-    assert not load_warm_start(client, load_space(narrower, {"seed": 1}), first).baselines
+    # The baseline counts as measured only on the same images and labels (another seed is
+    # another validation split), at the same number of epochs.
+    def measured(overrides, seed=0):
+        digests = data_digests(load_search_data("cifar10", tiny_cifar, 32, 0.1, seed))
+        return load_warm_start(client, load_space(narrower, overrides), first, None,
+                               digests).baselines
+    assert list(measured({})) == ["tiny_tutorial"]
+    assert not measured({"seed": 1}, seed=1)
+    assert not measured({"epochs": EPOCHS + 1})
+    assert not load_warm_start(client, load_space(narrower), first).baselines  # data unknown
 
     # The same seeded TPE, once cold and once warm: after the baseline, different proposals.
     space = load_space(store / "tiny.py")
@@ -249,7 +257,7 @@ def test_warm_start_skips_what_no_longer_fits_and_changes_the_first_proposals(fi
         firsts.append(proposals[1:])
     assert firsts[0] != firsts[1]
     (tmp_path / "measured").mkdir()  # the baseline measured already: not queued again
-    study = make_study(space, tmp_path / "measured", warm.trials, measured=warm.baselines)
+    study = make_study(space, tmp_path / "measured", warm.trials, measured={"tiny_tutorial"})
     searcher = StudySearcher(study, space.sample, check, "val_acc", "max", EPOCHS)
     assert space.baseline_of(searcher.suggest("measured0")) is None
 
