@@ -141,9 +141,10 @@ def test_a_search_whose_head_is_lost_resumes_elsewhere_from_postgres(postgres, t
     study = optuna.load_study(study_name=summary.study_name, storage=study_db)
     states = [t.state.name for t in study.trials]
     assert states.count("COMPLETE") == NUM_SAMPLES
-    # the trial asked when the driver died, and any lost one: FAIL, or PRUNED if it reported
+    # the trials asked when the driver died (Tune keeps one pending per slot: two here, as in
+    # test_faults), and any lost one: FAIL, or PRUNED if it reported
     assert set(states) <= {"COMPLETE", "FAIL", "PRUNED"}
-    assert len(states) - NUM_SAMPLES <= 1 + len(lost)
+    assert len(states) - NUM_SAMPLES <= 2 + len(lost), (states, len(lost))
     assert sum(t.params == BASELINE for t in study.trials) == 1
     record = study.user_attrs[RECORD_ATTR]
     assert record["finished"] and record["parent_run_id"] == parents[0].info.run_id
