@@ -11,7 +11,7 @@ from searcher.errors import one_line_errors
 if TYPE_CHECKING:
     from searcher.space import Space
     from searcher.trial_logger import TrialRecord
-    from searcher.warm_start import WarmStart
+    from searcher.warm_start import MeasuredBaseline
 
 PROG = "python -m searcher.run"
 
@@ -83,7 +83,7 @@ def _run(args: argparse.Namespace) -> int:
     from searcher.search import check_cluster, init_ray, run_search
     from searcher.state import check_study_storage, find_resumable, redact
     from searcher.space import load_space
-    from searcher.warm_start import load_warm_start
+    from searcher.warm_start import load_warm_start, recorded_baselines
 
     space = load_space(args.space, overrides_from(args))
     resume, parent = None, None
@@ -104,15 +104,19 @@ def _run(args: argparse.Namespace) -> int:
                             s.strict_data)
     client = tracking.connect(s.tracking_uri)
     uri = client.tracking_uri
-    warm = None
-    if s.warm_start and resume is None:  # a resumed study holds them already
+    # Baselines not run again, measured by the searches learnt from: the new trials rank against
+    # them. A resumed search reads them back from its parent run; its study holds the learnt
+    # trials already.
+    warm, measured = None, recorded_baselines(client, parent) if resume else {}
+    if s.warm_start and resume is None:
         warm = load_warm_start(client, space, s.warm_start,
                                proposal_cost(s, len(data.classes), data.image_shape),
                                tracking.data_digests(data))
         print(f"[searcher] warm start from {len(warm.sources)} search(es): {len(warm.trials)} "
               f"trials" + "".join(f", {n} skipped ({why})" for why, n in warm.skipped.items()),
               flush=True)
-        if warm.baselines:  # measured on the same data already: the budget goes to new trials
+        measured = warm.baselines
+        if measured:  # measured on the same data already: the budget goes to new trials
             print("[searcher] not run again, measured by the search(es) learnt from: " + ", ".join(
                 f"{n} ({s.metric} {b.value:.4f})" for n, b in warm.baselines.items()), flush=True)
     summary = {"dataset": s.dataset, "data_dir": s.resolved_data_dir(), "classes": data.classes,
@@ -141,8 +145,7 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         if status != "FINISHED":
             client.set_terminated(parent, status)
-    rows = build_leaderboard(result.records + (_measured(warm, space) if warm else []), s.metric,
-                             s.mode)
+    rows = build_leaderboard(result.records + _measured(measured, space), s.metric, s.mode)
     text = format_leaderboard(rows, s.metric)
     folder = Path(result.experiment_path)
     (folder / "leaderboard.txt").write_text(text + "\n")
@@ -170,14 +173,13 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _measured(warm: WarmStart, space: Space) -> list[TrialRecord]:
-    """Leaderboard entries for the baselines the learnt searches measured, so that the new trials
-    are still ranked against them."""
+def _measured(baselines: dict[str, MeasuredBaseline], space: Space) -> list[TrialRecord]:
+    """Leaderboard entries for the baselines the learnt searches measured."""
     from searcher.trial_logger import TrialRecord
     return [TrialRecord(b.run_id[:8], b.run_id, space.baselines[name], name, best=b.value,
                         epochs=b.epochs, n_params=b.n_params,
                         outcome=f"earlier search {b.search[:8]}")
-            for name, b in warm.baselines.items()]
+            for name, b in baselines.items()]
 
 
 if __name__ == "__main__":

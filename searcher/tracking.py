@@ -38,6 +38,9 @@ EPOCH_METRICS = ("val_acc", "val_loss", "train_loss", "epoch_time_s", "eval_time
                  "images_per_s", "rss_mb", "private_mb", "dataset_shared")
 PACKAGES = ("searcher", "torch", "torchvision", "ray", "optuna", "mlflow", "numpy")
 
+WARM_START_FILE = "warm_start.json"  # a warm-started search's artifact: WarmStart.summary()
+WARM_START_TAG = "searcher.warm_start_runs"  # ... and its tag: the searches it learnt from
+
 
 def best_key(metric: str) -> str:
     """The summary metric on each trial run that promotion ranks by."""
@@ -195,8 +198,8 @@ def start_search_run(client: MlflowClient, space: Space, data_summary: dict[str,
         if data.skipped:
             client.log_text(run_id, "\n".join(data.skipped) + "\n", "skipped_images.txt")
     if warm_start is not None:
-        client.log_dict(run_id, warm_start, "warm_start.json")
-        client.set_tag(run_id, "searcher.warm_start_runs", ",".join(warm_start["sources"]))
+        client.log_dict(run_id, warm_start, WARM_START_FILE)
+        client.set_tag(run_id, WARM_START_TAG, ",".join(warm_start["sources"]))
         client.log_batch(run_id, metrics=[
             Metric("warm_start_trials", warm_start["trials"], int(time.time() * 1000), 0),
             Metric("warm_start_skipped", sum(warm_start["skipped"].values()),

@@ -20,8 +20,11 @@ the tutorial nets 3.4 on the other), on a seed whose split made that a new measu
 from __future__ import annotations
 
 import ast
+import json
+import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -35,11 +38,10 @@ from searcher.errors import UserError
 from searcher.feasibility import Cost
 from searcher.fidelity import COST_ATTR
 from searcher.space import Space, quiet_optuna
-from searcher.tracking import logged_digests
+from searcher.tracking import (OUTCOME_TAG, ROLE_TAG, WARM_START_FILE, WARM_START_TAG,
+                               logged_digests)
 
 WARM_START_ATTR = "warm_start_run"  # user attribute: the MLflow run a trial was learnt from
-_ROLE = "searcher.role"
-_OUTCOME = "searcher.outcome"
 
 
 # With the same data, the settings that make two searches' scores of one configuration the same
@@ -101,15 +103,27 @@ def _learn(client: MlflowClient, space: Space, parent: str, cost: Cost | None,
                 run.info.run_id, parent, _int(run.data.metrics.get("n_params")))
 
 
+def recorded_baselines(client: MlflowClient, parent: str) -> dict[str, MeasuredBaseline]:
+    """The baselines the warm-started search `parent` did not run, as its warm_start.json has
+    them: what a resumed search ranks its trials against, since it does not load its warm start
+    again (its study holds the learnt trials already)."""
+    if not client.get_run(parent).data.tags.get(WARM_START_TAG):
+        return {}
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(client.download_artifacts(parent, WARM_START_FILE, scratch))
+        recorded = json.loads(path.read_text())
+    return {n: MeasuredBaseline(**b) for n, b in recorded.get("baselines_measured", {}).items()}
+
+
 def _search_runs(client: MlflowClient, space: Space, spec: str) -> list[str]:
-    where = f"tags.`{_ROLE}` = 'search'"
+    where = f"tags.`{ROLE_TAG}` = 'search'"
     if spec != "latest":
         try:
             run = client.get_run(spec)
         except MlflowException:
             run = None
         if run is not None:
-            if run.data.tags.get(_ROLE) != "search":
+            if run.data.tags.get(ROLE_TAG) != "search":
                 raise UserError(f"--warm-start {spec}: that run is not a search's parent run")
             return [spec]
     name = space.name if spec == "latest" else spec
@@ -125,7 +139,7 @@ def _search_runs(client: MlflowClient, space: Space, spec: str) -> list[str]:
 def _trial_runs(client: MlflowClient, parent: str) -> list[Any]:
     experiment = client.get_run(parent).info.experiment_id
     return client.search_runs([experiment], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent}' and "
-                              f"tags.`{_ROLE}` = 'trial'", order_by=["attributes.start_time ASC"])
+                              f"tags.`{ROLE_TAG}` = 'trial'", order_by=["attributes.start_time ASC"])
 
 
 def _same_data(search: Any, space: Space, digests: dict[str, str] | None) -> bool:
@@ -176,17 +190,18 @@ def _replay(space: Space, params: dict[str, Any]) -> tuple[dict[str, BaseDistrib
 def _as_trial(client: MlflowClient, run: Any, space: Space,
               cost: Cost | None) -> tuple[FrozenTrial | None, str]:
     s = space.settings
-    if run.data.tags.get(_OUTCOME) not in ("completed", "stopped early", "running"):
-        return None, "measured nothing (infeasible or failed)"
+    outcome = run.data.tags.get(OUTCOME_TAG)
+    if outcome not in ("completed", "stopped early", "running"):  # infeasible, failed or lost
+        return None, f"measured nothing: {outcome or 'never started'}"
     history = {m.step: m.value for m in client.get_metric_history(run.info.run_id, s.metric)}
-    if not history:
-        return None, "measured nothing (infeasible or failed)"
+    if not history:  # e.g. cut by the time budget in its first epoch
+        return None, "measured nothing: stopped before its first epoch"
     params = {k: _value(v) for k, v in run.data.params.items()}
     distributions, why = _replay(space, params)
     if distributions is None:
         return None, why
     last = max(history)
-    complete = run.data.tags.get(_OUTCOME) == "completed" and last >= s.epochs
+    complete = run.data.tags.get(OUTCOME_TAG) == "completed" and last >= s.epochs
     attrs: dict[str, Any] = {WARM_START_ATTR: run.info.run_id}
     mmacs = cost(params) if cost else None  # params: all the trial ran with, constants too
     if mmacs is not None:

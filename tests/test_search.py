@@ -122,12 +122,17 @@ def test_tune_writes_no_per_result_logs_of_its_own(first_search, store):
         assert not list((store / "ray").rglob(pattern)), pattern
 
 
-def study_of(store, parent_run_id):
-    """The Optuna study of the search logged as `parent_run_id` (its journal beside Tune's state)."""
+def folder_of(store, parent_run_id) -> Path:
+    """The state folder of the search logged as `parent_run_id` (beside Tune's state)."""
     for marker in (store / "ray").glob("*/searcher_search.json"):
         if json.loads(marker.read_text())["parent_run_id"] == parent_run_id:
-            return load_study(marker.parent)
+            return marker.parent
     raise AssertionError(f"no study for {parent_run_id}")
+
+
+def study_of(store, parent_run_id):
+    """The Optuna study of the search logged as `parent_run_id` (its journal beside Tune's state)."""
+    return load_study(folder_of(store, parent_run_id))
 
 
 def test_optuna_is_told_what_each_trial_was(first_search, store):
@@ -170,7 +175,7 @@ def test_the_sampler_flag_picks_the_sampler_and_the_parent_run_says_which(local_
     assert exit_.value.code == 2
 
 
-def test_a_warm_started_search_holds_the_earlier_trials(first_search, store, tiny_cifar):
+def test_a_warm_started_search_holds_the_earlier_trials(first_search, store, tiny_cifar, tmp_path):
     client = MlflowClient(first_search)
     first = runs_of(client, "search")[0].info.run_id
     earlier = runs_of(client, "trial")
@@ -207,12 +212,21 @@ def test_a_warm_started_search_holds_the_earlier_trials(first_search, store, tin
     recorded = json.loads(Path(client.download_artifacts(warm_parent.info.run_id,
                                                          "warm_start.json")).read_text())
     assert recorded["baselines_measured"]["tiny_tutorial"]["run_id"] == measured.info.run_id
-    board = json.loads(Path(client.download_artifacts(warm_parent.info.run_id,
-                                                       "leaderboard.json")).read_text())
-    (row,) = [r for r in board if r["baseline"] == "tiny_tutorial"]
-    assert row["run_id"] == measured.info.run_id
-    assert row["val_acc"] == measured.data.metrics["best_val_acc"]
-    assert row["outcome"] == f"earlier search {first[:8]}"
+    def measured_row(leaderboard: str):
+        path = client.download_artifacts(warm_parent.info.run_id, "leaderboard.json",
+                                         str(tmp_path / leaderboard))
+        (row,) = [r for r in json.loads(Path(path).read_text()) if r["baseline"] == "tiny_tutorial"]
+        assert row["run_id"] == measured.info.run_id
+        assert row["val_acc"] == measured.data.metrics["best_val_acc"]
+        assert row["outcome"] == f"earlier search {first[:8]}"
+    measured_row("first")
+
+    # Resumed (finished here, so there is nothing left to run), the search does not load its warm
+    # start again, and its leaderboard, written anew, still has the baseline measured earlier.
+    folder = folder_of(store, warm_parent.info.run_id)
+    assert run_main([str(space), "--data-dir", str(tiny_cifar), "--tracking-uri", first_search,
+                     "--storage-path", str(store / "ray"), "--resume", str(folder)]) == 0
+    measured_row("resumed")
 
 
 def test_warm_start_skips_what_no_longer_fits_and_changes_the_first_proposals(first_search, store,
