@@ -118,7 +118,7 @@ def _run(args: argparse.Namespace) -> int:
         measured = warm.baselines
         if measured:  # measured on the same data already: the budget goes to new trials
             print("[searcher] not run again, measured by the search(es) learnt from: " + ", ".join(
-                f"{n} ({s.metric} {b.value:.4f})" for n, b in warm.baselines.items()), flush=True)
+                f"{n} ({s.metric} {b.value:.4f})" for n, b in measured.items()), flush=True)
     summary = {"dataset": s.dataset, "data_dir": s.resolved_data_dir(), "classes": data.classes,
                "train": len(data.train), "val": len(data.val), "image_shape": data.image_shape,
                "skipped_images": len(data.skipped)}

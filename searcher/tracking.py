@@ -4,7 +4,6 @@ The child runs, one per trial, are written by the Tune callback in `trial_logger
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import platform
@@ -16,13 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import numpy as np
 from mlflow.data import from_numpy
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_GIT_COMMIT, MLFLOW_RUN_NOTE
 
-from searcher.data import SearchData, Split
+from searcher.data import SearchData
 from searcher.errors import UserError
 from searcher.space import Space
 
@@ -128,19 +126,9 @@ def _versions() -> dict[str, str]:
 
 # ----------------------------------------------------------------------------- datasets
 
-def _digest(split: Split) -> str:
-    # Every byte, not MLflow's default (the first 10,000 values: three CIFAR images), so two
-    # splits share a digest only if they hold the same images and labels in the same order.
-    h = hashlib.blake2b(digest_size=8)
-    for array in (split.x, split.y):
-        h.update(str(array.shape).encode())
-        h.update(memoryview(np.ascontiguousarray(array)).cast("B"))
-    return h.hexdigest()
-
-
 def data_digests(data: SearchData) -> dict[str, str]:
     """The digest of each split's images and labels, by MLflow dataset context."""
-    return {"train": _digest(data.train), "validation": _digest(data.val)}
+    return {"train": data.train.digest, "validation": data.val.digest}
 
 
 def logged_digests(run: Any) -> dict[str, str]:
@@ -157,14 +145,14 @@ def dataset_inputs(space: Space, data: SearchData) -> list[DatasetInput]:
     s = space.settings
     source = str(Path(s.resolved_data_dir()).resolve())
     name = s.dataset if s.dataset == "cifar10" else Path(source).name
-    inputs, digests = [], data_digests(data)
+    inputs = []
     for context, split in (("train", data.train), ("validation", data.val)):
         with warnings.catch_warnings():
             # MLflow registers its local-file source twice (for "" and "file") and then warns
             # that a path could be either: the same class.
             warnings.simplefilter("ignore", UserWarning)
             ds = from_numpy(split.x, source=source, targets=split.y, name=name,
-                            digest=digests[context])
+                            digest=split.digest)
         inputs.append(DatasetInput(Dataset(**ds.to_dict()),
                                    [InputTag(MLFLOW_DATASET_CONTEXT, context)]))
     return inputs

@@ -88,14 +88,16 @@ def _learn(client: MlflowClient, space: Space, parent: str, cost: Cost | None,
            digests: dict[str, str] | None, found: WarmStart) -> None:
     """Adds the trials of the search `parent` to `found`, and the baselines it measured on the
     data this search uses."""
-    same_data = _same_data(client.get_run(parent), space, digests)
-    for run in _trial_runs(client, parent):
-        trial, why = _as_trial(client, run, space, cost)
+    search = client.get_run(parent)
+    same_data = _same_data(search, space, digests)
+    for run in _trial_runs(client, search):
+        params = {k: _value(v) for k, v in run.data.params.items()}
+        trial, why = _as_trial(client, run, params, space, cost)
         if trial is None:
             found.skipped[why] = found.skipped.get(why, 0) + 1
             continue
         found.trials.append(trial)
-        name = space.baseline_of({k: _value(v) for k, v in run.data.params.items()})
+        name = space.baseline_of(params)
         if (same_data and name and name not in found.baselines
                 and trial.state == TrialState.COMPLETE):
             found.baselines[name] = MeasuredBaseline(
@@ -136,9 +138,10 @@ def _search_runs(client: MlflowClient, space: Space, spec: str) -> list[str]:
     return [runs[0].info.run_id] if spec == "latest" else [r.info.run_id for r in runs]
 
 
-def _trial_runs(client: MlflowClient, parent: str) -> list[Any]:
-    experiment = client.get_run(parent).info.experiment_id
-    return client.search_runs([experiment], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent}' and "
+def _trial_runs(client: MlflowClient, search: Any) -> list[Any]:
+    parent = search.info.run_id
+    return client.search_runs([search.info.experiment_id],
+                              f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent}' and "
                               f"tags.`{ROLE_TAG}` = 'trial'", order_by=["attributes.start_time ASC"])
 
 
@@ -187,8 +190,9 @@ def _replay(space: Space, params: dict[str, Any]) -> tuple[dict[str, BaseDistrib
     return trial.distributions, ""
 
 
-def _as_trial(client: MlflowClient, run: Any, space: Space,
+def _as_trial(client: MlflowClient, run: Any, params: dict[str, Any], space: Space,
               cost: Cost | None) -> tuple[FrozenTrial | None, str]:
+    """The run `run` (with its `params` parsed) as an Optuna trial, or None and why not."""
     s = space.settings
     outcome = run.data.tags.get(OUTCOME_TAG)
     if outcome not in ("completed", "stopped early", "running"):  # infeasible, failed or lost
@@ -196,12 +200,11 @@ def _as_trial(client: MlflowClient, run: Any, space: Space,
     history = {m.step: m.value for m in client.get_metric_history(run.info.run_id, s.metric)}
     if not history:  # e.g. cut by the time budget in its first epoch
         return None, "measured nothing: stopped before its first epoch"
-    params = {k: _value(v) for k, v in run.data.params.items()}
     distributions, why = _replay(space, params)
     if distributions is None:
         return None, why
     last = max(history)
-    complete = run.data.tags.get(OUTCOME_TAG) == "completed" and last >= s.epochs
+    complete = outcome == "completed" and last >= s.epochs
     attrs: dict[str, Any] = {WARM_START_ATTR: run.info.run_id}
     mmacs = cost(params) if cost else None  # params: all the trial ran with, constants too
     if mmacs is not None:
