@@ -100,18 +100,23 @@ class ResidualBlock(nn.Module):
     """A stage's convs plus a skip path, added before the last activation (as in ResNet).
 
     The skip is the input, centre-cropped by `crop` pixels a side when "valid" padding shrank the
-    convs' output, then passed through `project` (a 1x1 conv, or nothing when the channels and
-    the stride are unchanged). Cropping before a strided projection keeps the two paths aligned
-    pixel for pixel. No data-dependent branches, so torch.export traces it.
+    convs' output, subsampled by `stride`, then passed through `project` (a 1x1 conv, or nothing
+    when the channels and the stride are unchanged). Cropping before subsampling keeps the two
+    paths aligned pixel for pixel. Subsampling and then a stride-1 1x1 conv is a stride-2 1x1
+    conv, computed without oneDNN's strided 1x1 weight gradient, which crashes the process (a
+    segfault, a bus error) on AVX2 CPUs in channels_last with few input channels
+    (tests/test_model.py). No data-dependent branches, so torch.export traces it.
     """
 
-    def __init__(self, convs: nn.Sequential, project: nn.Module, activation: nn.Module, crop: int):
+    def __init__(self, convs: nn.Sequential, project: nn.Module, activation: nn.Module, crop: int,
+                 stride: int = 1):
         super().__init__()
-        self.convs, self.project, self.activation, self.crop = convs, project, activation, crop
+        self.convs, self.project, self.activation = convs, project, activation
+        self.crop, self.stride = crop, stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c = self.crop
-        skip = self.project(x[:, :, c:x.shape[2] - c, c:x.shape[3] - c])
+        c, s = self.crop, self.stride
+        skip = self.project(x[:, :, c:x.shape[2] - c:s, c:x.shape[3] - c:s])
         return self.activation(self.convs(x) + skip)
 
 
@@ -145,11 +150,11 @@ def _residual(s: Stage, convs: list[nn.Module], in_ch: int) -> ResidualBlock:
     stride = 2 if s.pool == "strided" else 1
     project: nn.Module = nn.Identity()
     if in_ch != s.filters or stride != 1:
-        project = nn.Conv2d(in_ch, s.filters, 1, stride, bias=not s.batch_norm)
+        project = nn.Conv2d(in_ch, s.filters, 1, bias=not s.batch_norm)  # stride: see the block
         if s.batch_norm:
             project = nn.Sequential(project, nn.BatchNorm2d(s.filters))
     crop = s.convs * (s.kernel - 1) // 2 if s.padding == "valid" else 0
-    return ResidualBlock(nn.Sequential(*convs), project, ACTIVATIONS[s.activation](), crop)
+    return ResidualBlock(nn.Sequential(*convs), project, ACTIVATIONS[s.activation](), crop, stride)
 
 
 def build_model(arch_dict: dict[str, Any]) -> nn.Sequential:

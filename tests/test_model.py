@@ -153,3 +153,39 @@ def test_every_layer_kind_scripts_for_promotion(head):
         warnings.simplefilter("ignore", FutureWarning)  # TorchScript's deprecation notice
         scripted = torch.jit.script(model)
     torch.testing.assert_close(scripted.eval().to("cpu")(images), model(images))
+
+
+_STRIDED_SKIP_TRAINS = """
+import torch
+from searcher.model import build_model
+torch.set_num_threads(1)
+model = build_model({"stages": [{"filters": 12, "convs": 3, "pool": "strided", "residual": True,
+                                 "batch_norm": True}], "image_size": 32}
+                    ).to(memory_format=torch.channels_last)
+x = torch.randn(128, 3, 32, 32).to(memory_format=torch.channels_last)
+for _ in range(10):
+    model(x).sum().backward()
+print("trained")
+"""
+
+
+def test_a_strided_skip_trains_in_channels_last_without_crashing_the_process():
+    # oneDNN's weight gradient of a stride-2 1x1 conv over 3 channels in channels_last killed
+    # trials with a segfault or a bus error (the engine trains in channels_last); in a child
+    # process, so a crash fails this test instead of ending the suite.
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-c", _STRIDED_SKIP_TRAINS], capture_output=True,
+                          text=True, timeout=120, env={"OMP_NUM_THREADS": "1", "PATH": ""})
+    assert done.returncode == 0 and "trained" in done.stdout, (done.returncode, done.stderr[-500:])
+
+
+def test_the_strided_skip_is_a_stride_two_projection():
+    model = build_model({"stages": [_residual(pool="strided")], "image_size": 16}).eval()
+    block = next(m for m in model.modules() if isinstance(m, ResidualBlock))
+    conv, norm = block.project
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        expected = block.activation(block.convs(x) + norm(torch.nn.functional.conv2d(
+            x, conv.weight, conv.bias, stride=2)))
+        assert torch.allclose(block(x), expected, atol=1e-5)
