@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The head's MLflow tracking server, as every cluster config starts it:
+#   start-mlflow.sh BACKEND_STORE_URI ARTIFACTS_DESTINATION
+# - MLflow's basic-auth app: every request needs a user; the admin's password is read from
+#   ~/.searcher/mlflow-admin-password (mode 600, put there from your secret store) and never
+#   appears in a URL, a config file or a log.
+# - Bound to the head's loopback: the laptop reaches it through `ray dashboard CONFIG --port 5000
+#   --remote-port 5000`, an SSH forward; the driver, which does all of a search's logging, runs
+#   on the head. Workers never talk to it.
+# - The driver on the head authenticates from ~/.mlflow/credentials (mode 600), which MLflow's
+#   client reads by itself.
+# - No GenAI job runner (8 processes a search never uses).
+set -euo pipefail
+backend=${1:?usage: start-mlflow.sh BACKEND_STORE_URI ARTIFACTS_DESTINATION}
+artifacts=${2:?usage: start-mlflow.sh BACKEND_STORE_URI ARTIFACTS_DESTINATION}
+source "${SEARCHER_ENV:-$HOME/searcher-env}/bin/activate"
+state=$HOME/.searcher
+port=5000
+mkdir -p "$state" "$HOME/.mlflow" && chmod 700 "$state"
+password_file=$state/mlflow-admin-password
+test -s "$password_file" || { echo "start-mlflow: put the MLflow admin password in $password_file on the head (chmod 600)" >&2; exit 1; }
+umask 077
+# CSRF key of the auth app: any random value, the same for every worker of this server.
+test -s "$state/mlflow-secret-key" || python -c 'import secrets; print(secrets.token_hex(32))' > "$state/mlflow-secret-key"
+# Users live beside the runs (MLflow's auth tables keep their own schema version).
+printf '[mlflow]\ndefault_permission = READ\ndatabase_uri = %s\nadmin_username = admin\n' "$backend" > "$state/mlflow-auth.ini"
+printf '[mlflow]\nmlflow_tracking_username = admin\nmlflow_tracking_password = %s\n' "$(cat "$password_file")" > "$HOME/.mlflow/credentials"
+
+line="export MLFLOW_TRACKING_URI=http://127.0.0.1:$port"
+grep -qxF "$line" "$HOME/.bashrc" || echo "$line" >> "$HOME/.bashrc"
+if pgrep -f "mlflow server .*--port $port" >/dev/null; then
+  echo "start-mlflow: already running"; exit 0
+fi
+case "$artifacts" in /*) mkdir -p "$artifacts" ;; esac
+MLFLOW_AUTH_CONFIG_PATH=$state/mlflow-auth.ini \
+MLFLOW_AUTH_ADMIN_PASSWORD=$(cat "$password_file") \
+MLFLOW_FLASK_SERVER_SECRET_KEY=$(cat "$state/mlflow-secret-key") \
+MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
+  nohup mlflow server --app-name basic-auth --backend-store-uri "$backend" \
+    --artifacts-destination "$artifacts" --serve-artifacts --host 127.0.0.1 --port "$port" \
+    > "$state/mlflow-server.log" 2>&1 < /dev/null &
+for _ in $(seq 1 120); do
+  curl -sf "http://127.0.0.1:$port/health" >/dev/null && { echo "start-mlflow: up on 127.0.0.1:$port"; exit 0; }
+  sleep 1
+done
+echo "start-mlflow: the server did not answer in 120 s; the end of $state/mlflow-server.log:" >&2
+tail -n 20 "$state/mlflow-server.log" >&2
+exit 1

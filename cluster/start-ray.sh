@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Start Ray on a node, as every cluster config does: `start-ray.sh head` or
+# `start-ray.sh worker HEAD_IP`. Token authentication on; the dashboard (and so the job server)
+# listens on the head's loopback only, reached from a laptop through `ray dashboard CONFIG`.
+# The head takes no trials (CPU 0): it runs the driver, the autoscaler and MLflow.
+set -euo pipefail
+source "${SEARCHER_ENV:-$HOME/searcher-env}/bin/activate"
+export RAY_AUTH_MODE=token
+test -s "$HOME/.ray/auth_token" || { echo "start-ray: no ~/.ray/auth_token on this node: run 'ray get-auth-token --generate' on your machine, then 'ray up' again" >&2; exit 1; }
+ip=$(hostname -I | awk '{print $1}')
+ray stop >/dev/null
+case "${1:-}" in
+  head)
+    ray start --head --node-ip-address="$ip" --port=6379 --num-cpus=0 \
+      --dashboard-host=127.0.0.1 --autoscaling-config="$HOME/ray_bootstrap_config.yaml" ;;
+  worker)
+    ray start --address="${2:?start-ray.sh worker HEAD_IP}:6379" --node-ip-address="$ip" ;;
+  *) echo "usage: start-ray.sh head | worker HEAD_IP" >&2; exit 2 ;;
+esac
