@@ -99,6 +99,10 @@ def _run(args: argparse.Namespace) -> int:
     tracking.check_server(s.tracking_uri)
     check_study_storage(s)
     check_cluster(s.address)  # in seconds, rather than ray.init's minutes of retries
+    # Where it runs comes first: Ray joined (or started) before the data is read, and before
+    # the parent run exists, so a cluster that fails to answer leaves no run behind.
+    print(f"[searcher] {init_ray(s.address)}", flush=True)
+    print(f"[searcher] MLflow: {tracking.describe_store(s.tracking_uri)}", flush=True)
     print(f"[searcher] loading {s.dataset} from {s.resolved_data_dir()}", flush=True)
     data = load_search_data(s.dataset, s.resolved_data_dir(), s.image_size, s.val_fraction, s.seed,
                             s.strict_data)
@@ -128,8 +132,6 @@ def _run(args: argparse.Namespace) -> int:
         print(f"[searcher] skipped {len(data.skipped)} unreadable image(s), e.g. {data.skipped[0]} "
               f"(all listed in the MLflow run's skipped_images.txt; --strict stops instead)",
               flush=True)
-    # Joined before the parent run exists, so a cluster that fails to answer leaves no run behind.
-    init_ray(s.address)
     if parent is None:
         parent = tracking.start_search_run(client, space, summary,
                                            warm.summary() if warm else None, data=data)
@@ -165,11 +167,10 @@ def _run(args: argparse.Namespace) -> int:
           f"{result.proposals} proposals were infeasible and never ran. "
           f"Leaderboard ({s.metric}, * = hand-made baseline):\n")
     print(text)
-    browse = (f"mlflow ui --backend-store-uri {uri}   (then open http://127.0.0.1:5000)"
-              if uri.startswith("sqlite:") else f"open {uri}")
-    print(f"\nMLflow:   experiment '{space.name}', run {parent}\nBrowse:   {browse}\n"
-          f"Promote:  python -m searcher.promote --experiment {space.name} --tracking-uri {uri} "
-          f"--data-dir {s.resolved_data_dir()}")
+    experiment_id = client.get_run(parent).info.experiment_id
+    print(f"\nMLflow:   experiment '{space.name}', run {parent}")
+    print("\n".join(tracking.how_to_browse(uri, experiment_id, parent, space.name,
+                                           s.resolved_data_dir())))
     return 0
 
 

@@ -116,12 +116,13 @@ def checkpoint_config(metric: str, mode: str) -> tune.CheckpointConfig:
                                  checkpoint_score_order=mode)
 
 
-def init_ray(address: str | None) -> None:
-    """Join the cluster at `address` (or $RAY_ADDRESS), checked to answer; else start a local Ray."""
+def init_ray(address: str | None) -> str:
+    """Join the cluster at `address` (or $RAY_ADDRESS), checked to answer; else start a local Ray.
+    Returns where the search runs, for its first line."""
     configure_tune()
-    if ray.is_initialized():
-        return
     address = cluster_address(address)
+    if ray.is_initialized():
+        return where_it_runs(address)
     check_cluster(address)
     try:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True,
@@ -129,6 +130,19 @@ def init_ray(address: str | None) -> None:
     except ConnectionError as exc:
         raise UserError(f"cannot reach the Ray cluster at {address} ({exc}); start it with "
                         f"`ray up cluster.yaml` or fix --address / RAY_ADDRESS") from None
+    return where_it_runs(address)
+
+
+def where_it_runs(address: str | None) -> str:
+    """'local Ray: 2 CPUs, 0 GPUs' or 'Ray cluster at HOST:PORT: 3 nodes, 8 CPUs, 1 GPU up now'."""
+    nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
+    cpus, gpus = (sum(n.get(k, 0) for n in nodes) for k in ("CPU", "GPU"))
+    if address is None:
+        return (f"local Ray: {cpus:g} CPUs, {gpus:g} GPUs (a cluster started with `ray up` runs "
+                f"searches submitted as jobs: docs/cluster.md)")
+    gcs = ray.get_runtime_context().gcs_address
+    return (f"Ray cluster at {gcs}: {len(nodes)} node{'s' * (len(nodes) != 1)}, {cpus:g} CPUs, "
+            f"{gpus:g} GPUs up now")
 
 
 def make_study(space: Space, folder: Path, earlier: list[optuna.trial.FrozenTrial] = (),

@@ -13,8 +13,10 @@ import warnings
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import mlflow
+import yaml
 from mlflow.data import from_numpy
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
 from mlflow.tracking import MlflowClient
@@ -51,6 +53,45 @@ def default_tracking_uri() -> str:
 
 def resolve_tracking_uri(uri: str | None) -> str:
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+
+
+# `ray up` leaves this file in the head's home: a driver that finds it runs on a cluster's head.
+RAY_UP_CONFIG = Path("~/ray_bootstrap_config.yaml")
+MLFLOW_PORT = 5000  # where cluster/start-mlflow.sh serves MLflow on a cluster's head
+
+
+def describe_store(uri: str | None) -> str:
+    """Where the search logs, for its first lines: a local store is named as such."""
+    uri = resolve_tracking_uri(uri)
+    if uri.startswith(("http://", "https://")):
+        parts = urlsplit(uri)  # printed without any user or password it may carry
+        host = parts.hostname + (f":{parts.port}" if parts.port else "")
+        return f"tracking server {parts._replace(netloc=host).geturl()}"
+    return f"local store {uri} (a server: --tracking-uri or MLFLOW_TRACKING_URI)"
+
+
+def how_to_browse(uri: str, experiment_id: str, run_id: str, experiment: str,
+                  data_dir: str) -> list[str]:
+    """The search's closing lines: how the person who started it opens its runs and promotes,
+    from where they sit (on a cluster, their own machine, through an SSH forward)."""
+    page = f"#/experiments/{experiment_id}/runs/{run_id}"
+    head_config = RAY_UP_CONFIG.expanduser()
+    if uri.startswith("sqlite:"):
+        return [f"Browse:   mlflow ui --backend-store-uri {uri}, then open "
+                f"http://127.0.0.1:{MLFLOW_PORT}/{page}",
+                f"Promote:  python -m searcher.promote --experiment {experiment} "
+                f"--tracking-uri {uri} --data-dir {data_dir}"]
+    if urlsplit(uri).hostname in ("127.0.0.1", "localhost") and head_config.is_file():
+        name = yaml.safe_load(head_config.read_text()).get("cluster_name", "")
+        local = f"http://127.0.0.1:{MLFLOW_PORT}"
+        return [f"Promote:  on your machine, with the forward up: MLFLOW_TRACKING_URI={local} "
+                f"python -m searcher.promote --experiment {experiment} --data-dir DATA",
+                f"Browse:   on your machine (cluster '{name}'): ray dashboard --port {MLFLOW_PORT} "
+                f"--remote-port {urlsplit(uri).port or MLFLOW_PORT} CLUSTER.yaml & then open "
+                f"{local}/{page}"]
+    return [f"Browse:   open {uri.rstrip('/')}/{page}",
+            f"Promote:  python -m searcher.promote --experiment {experiment} --tracking-uri {uri} "
+            f"--data-dir {data_dir}"]
 
 
 def check_server(uri: str | None) -> None:

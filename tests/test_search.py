@@ -161,12 +161,20 @@ def test_optuna_is_told_what_each_trial_was(first_search, store):
 
 
 def test_the_sampler_flag_picks_the_sampler_and_the_parent_run_says_which(local_ray, tiny_cifar,
-                                                                          store):
+                                                                          store, capsys):
     space = store / "tiny.py"
     uri = f"sqlite:///{store / 'sampler.db'}"
     assert run_main([str(space), "--data-dir", str(tiny_cifar), "--tracking-uri", uri,
                      "--storage-path", str(store / "ray"), "--sampler", "random",
                      "--num-samples", "2", "--epochs", "1"]) == 0
+    # The first lines say where it runs and logs; the last ones how to open and promote it.
+    out = capsys.readouterr().out.splitlines()
+    mine = [line for line in out if line.startswith("[searcher]")]
+    assert mine[0].startswith("[searcher] local Ray: 2 CPUs, 0 GPUs")
+    assert mine[1] == f"[searcher] MLflow: local store {uri} (a server: --tracking-uri or MLFLOW_TRACKING_URI)"
+    assert out[-2].startswith(f"Browse:   mlflow ui --backend-store-uri {uri}, then open "
+                              f"http://127.0.0.1:5000/#/experiments/")
+    assert out[-1].startswith("Promote:  python -m searcher.promote --experiment")
     (parent,) = runs_of(MlflowClient(uri), "search")
     assert parent.data.params["sampler"] == "random"
     assert parent.data.tags["searcher.sampler"] == "random"
