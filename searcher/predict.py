@@ -38,6 +38,7 @@ def predict_folder(folder: str | Path, model_uri: str, output: str | Path,
     import torch
 
     from searcher import tracking
+    from searcher.champion import load_champion
     from searcher.data import IMAGE_SUFFIXES, decode_image
 
     folder = Path(folder)
@@ -47,10 +48,10 @@ def predict_folder(folder: str | Path, model_uri: str, output: str | Path,
     tracking.connect(tracking_uri)
     try:
         info = mlflow.models.get_model_info(model_uri)
-        model = mlflow.pytorch.load_model(model_uri).eval()
     except Exception as exc:  # a missing model, alias or registry all end the same way here
         raise UserError(f"cannot load the model {model_uri} ({type(exc).__name__}); promote "
                         f"one with `python -m searcher.promote` or pass --model") from None
+    model = load_champion(model_uri)  # TorchScript only: a file swapped for a pickle is refused
     size = info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"][-1]
     classes = (info.metadata or {}).get("classes")
 

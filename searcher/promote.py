@@ -3,7 +3,7 @@
 It takes the best trial of a search (by default the latest), evaluates its checkpoint on the test
 split (the only step that ever touches it), logs it as an MLflow PyTorch model, registers a
 version, and moves the alias `champion` there only if it beats the current champion's test
-accuracy (or with --force). Afterwards `mlflow.pytorch.load_model("models:/NAME@champion")`
+accuracy (or with --force). Afterwards `searcher.champion.load_champion("models:/NAME@champion")`
 gives a module that takes uint8 images (N x C x H x W), whose `argmax(1)` is the class label, and
 that answers `.eval()` and `.to(device)` like any nn.Module.
 
@@ -82,13 +82,16 @@ def log_champion_model(model: Any, example: Any, classes: list[str]) -> Any:
     baked into the graph, so the first thing every PyTorch user does with it fails. A scripted
     module keeps nn.Module's `.eval()` and `.to(device)` (the input follows the weights'
     device), and `torch.jit.load` rebuilds it from TorchScript code and tensors: no Python
-    object is unpickled and no searcher is needed. Scripting rather than tracing keeps that
-    device step dynamic. TorchScript is deprecated in favour of torch.export; MLflow's pt2
-    loader is where that change has to come from.
+    object is unpickled. Scripting rather than tracing keeps that device step dynamic.
+    TorchScript is deprecated in favour of torch.export; MLflow's pt2 loader is where that change
+    has to come from. The model keeps mlflow.pytorch's flavor, but its pyfunc flavor (what
+    `mlflow models serve` loads) is searcher.champion's, which reads the file with
+    `torch.jit.load` where mlflow.pytorch would `torch.load` it.
     """
-    import mlflow
     import torch
-    from mlflow.models import infer_signature
+    from mlflow.models import Model, infer_signature
+
+    from searcher import champion
 
     with torch.no_grad():
         signature = infer_signature(example, model(torch.from_numpy(example)).numpy())
@@ -101,8 +104,9 @@ def log_champion_model(model: Any, example: Any, classes: list[str]) -> Any:
     level = quiet.level
     quiet.setLevel(logging.ERROR)
     try:
-        return mlflow.pytorch.log_model(
-            scripted, name="model", signature=signature, input_example=example,
+        return Model.log(
+            artifact_path=None, name="model", flavor=champion, flavor_name="pytorch",
+            pytorch_model=scripted, signature=signature, input_example=example,
             serialization_format="pickle", metadata={"classes": classes})
     finally:
         quiet.setLevel(level)
@@ -276,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Does not beat champion version {r['champion_before']} (test accuracy "
                   f"{r['champion_before_acc']:.4f}): models:/{r['model']}@{ALIAS} stays; "
                   f"--force moves it anyway")
-        print(f'Load it: mlflow.pytorch.load_model("models:/{r["model"]}@{ALIAS}")')
+        print(f'Load it: searcher.champion.load_champion("models:/{r["model"]}@{ALIAS}")')
     return 0
 
 
