@@ -125,7 +125,7 @@ def test_the_submit_line_is_one_string_everywhere():
         for before in text.split(SUBMIT)[:-1]:
             since_up = before.split("ray up ")[-1].replace("#   ", "")  # YAML headers: comments
             # the jobs API is forwarded after `ray up` and before each submit
-            assert re.search(r"^ray dashboard cluster(-onprem)?\.yaml &", since_up, re.M), name
+            assert re.search(r"^ray dashboard cluster(-onprem)?\.yaml ", since_up, re.M), name
 
 
 # ---------------------------------------------------------------- AWS: image, roles
@@ -289,3 +289,19 @@ def test_the_study_setting_is_the_one_the_configs_export():
     from searcher.state import STUDY_STORAGE_ENV
     for name in CONFIGS:
         assert f"{STUDY_STORAGE_ENV}=" in (ROOT / name).read_text()
+
+
+def test_setup_node_installs_once_then_finds_the_environment_ready(tmp_path):
+    # An environment that holds every requirement (this test run's own, as a baked image or a
+    # restarted cached node would have it): the first run records it, the next installs nothing.
+    (tmp_path / "env").symlink_to(sys.prefix)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "SEARCHER_ENV": str(tmp_path / "env"),
+           "PIP_NO_INDEX": "1"}  # nothing may be downloaded: every requirement is there
+    runs = [subprocess.run(["bash", str(ROOT / "cluster" / "setup-node.sh")], env=env,
+                           capture_output=True, text=True, timeout=300) for _ in range(2)]
+    assert [r.returncode for r in runs] == [0, 0], runs[0].stderr[-2000:]
+    assert "installing cluster/requirements.txt" in runs[0].stdout
+    assert "installing" not in runs[1].stdout
+    assert "Ray 2.60.0" in runs[1].stdout
+    bashrc = (tmp_path / ".bashrc").read_text().splitlines()
+    assert bashrc == [f"source {tmp_path / 'env'}/bin/activate; export RAY_AUTH_MODE=token"]
