@@ -32,13 +32,25 @@ if pgrep -f "mlflow server .*--port $port" >/dev/null; then
   echo "start-mlflow: already running"; exit 0
 fi
 case "$artifacts" in /*) mkdir -p "$artifacts" ;; esac
-MLFLOW_AUTH_CONFIG_PATH=$state/mlflow-auth.ini \
-MLFLOW_AUTH_ADMIN_PASSWORD=$(cat "$password_file") \
-MLFLOW_FLASK_SERVER_SECRET_KEY=$(cat "$state/mlflow-secret-key") \
-MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
-  nohup mlflow server --app-name basic-auth --backend-store-uri "$backend" \
-    --artifacts-destination "$artifacts" --serve-artifacts --host 127.0.0.1 --port "$port" \
-    > "$state/mlflow-server.log" 2>&1 < /dev/null &
+export MLFLOW_AUTH_CONFIG_PATH=$state/mlflow-auth.ini
+export MLFLOW_AUTH_ADMIN_PASSWORD=$(cat "$password_file")
+export MLFLOW_FLASK_SERVER_SECRET_KEY=$(cat "$state/mlflow-secret-key")
+export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false
+# The server lives as long as the head's Ray: once Ray's GCS has run here and then been gone
+# for 30 s (`ray down`, `ray stop`; a restart by `ray up` takes less), the server's process
+# group is stopped, so `ray down` leaves nothing of the cluster running.
+nohup setsid bash -c '
+  setsid mlflow server --app-name basic-auth --backend-store-uri "$0" --artifacts-destination "$1" \
+    --serve-artifacts --host 127.0.0.1 --port "$2" &
+  server=$! seen= gone=0
+  while kill -0 $server 2>/dev/null; do
+    if pgrep -x gcs_server >/dev/null; then seen=1 gone=0
+    elif [ -n "$seen" ]; then gone=$((gone + 2)); [ $gone -ge 30 ] && break
+    fi
+    sleep 2
+  done
+  kill -TERM -- -$server 2>/dev/null' "$backend" "$artifacts" "$port" \
+  > "$state/mlflow-server.log" 2>&1 < /dev/null &
 for _ in $(seq 1 120); do
   curl -sf "http://127.0.0.1:$port/health" >/dev/null && { echo "start-mlflow: up on 127.0.0.1:$port"; exit 0; }
   sleep 1
