@@ -1,7 +1,8 @@
 """Load a dataset once, as uint8 arrays (N x C x H x W), with a seeded validation split.
 
 CIFAR-10 is read from torchvision's on-disk layout by parsing the pickled batches directly
-(no integrity check, so a rebuilt copy without `filenames` reads too), and downloaded through
+(no integrity check, so a rebuilt copy without `filenames` reads too), admitting only the types a
+batch holds: a batch file that would run code is refused, and downloaded through
 torchvision when missing. Image folders (`root/train/<class>/*.png`, `root/test/<class>/...`)
 are decoded once and resized to the space's image size.
 """
@@ -66,10 +67,49 @@ class SearchData:
 
 # ----------------------------------------------------------------------------- CIFAR-10
 
+def _latin1(text: str, encoding: str) -> bytes:
+    # Python 3 writes bytes in pickle protocol 2 as _codecs.encode(text, "latin1"); no other codec.
+    if encoding != "latin1":
+        raise _Refused(f"_codecs.encode(..., {encoding!r})")
+    return text.encode("latin1")
+
+
+# Every global a CIFAR-10 batch can hold: a uint8 ndarray (numpy 1 and 2 spell its module
+# differently; protocol 5 rebuilds it with _frombuffer), the rest is dicts, lists, str, bytes and
+# ints, which need none. Anything else in a pickle is code that loading it would run. The numpy
+# functions are taken from an array's own reduction, which finds them in any numpy version.
+_CIFAR_GLOBALS = {
+    **{(f"numpy.{core}.multiarray", "_reconstruct"): np.zeros(1, np.uint8).__reduce__()[0]
+       for core in ("core", "_core")},
+    **{(f"numpy.{core}.numeric", "_frombuffer"): np.zeros(1, np.uint8).__reduce_ex__(5)[0]
+       for core in ("core", "_core")},
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): _latin1,
+}
+
+
+class _Refused(Exception):
+    """The pickle names something a CIFAR-10 batch never holds."""
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        try:
+            return _CIFAR_GLOBALS[module, name]
+        except KeyError:
+            raise _Refused(f"{module}.{name}") from None
+
+
 def _unpickle(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
-            return pickle.load(f, encoding="bytes")
+            return _CifarUnpickler(f, encoding="bytes").load()
+    except _Refused as refused:
+        raise DataError(f"refusing the CIFAR-10 file {path}: its pickle names {refused}, which no "
+                        f"CIFAR-10 batch holds, so loading it would run code; replace it from a "
+                        f"copy you trust, or delete {path.parent} to have CIFAR-10 downloaded "
+                        f"again") from None
     except Exception as exc:  # truncated, overwritten, not a pickle: the file is what is wrong
         raise _damaged(path, exc) from None
 

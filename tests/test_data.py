@@ -1,9 +1,12 @@
+import pickle
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from searcher.data import (DataError, load_cifar10, load_image_folder, load_search_data,
                            split_validation)
+from searcher.errors import UserError
 
 from conftest import write_cifar
 
@@ -114,3 +117,39 @@ def test_a_folder_of_unreadable_images_is_an_error(tmp_path):
         (tmp_path / "train" / name / "0.jpg").write_bytes(b"")
     with pytest.raises(DataError, match="none of the 2 images .* can be read"):
         load_image_folder(tmp_path, "train", 16)
+
+
+class _WritesMarker:
+    """A pickle that would run code on load: `open(marker, "w")`."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def test_a_cifar_batch_that_would_run_code_is_refused_unrun(tmp_path):
+    write_cifar(tmp_path, per_batch=4)
+    batch = tmp_path / "cifar-10-batches-py" / "data_batch_2"
+    marker = tmp_path / "ran"
+    with open(batch, "wb") as f:  # a batch dropped into a shared folder by someone else
+        pickle.dump({"labels": [0], "data": _WritesMarker(marker)}, f)
+    with pytest.raises(UserError) as error:
+        load_cifar10(tmp_path, download=False)
+    message = str(error.value)
+    assert str(batch) in message and "\n" not in message
+    assert not marker.exists()
+    load_cifar10(tmp_path, train=False, download=False)  # the other batches still read
+
+
+@pytest.mark.parametrize("protocol", range(2, pickle.HIGHEST_PROTOCOL + 1))
+def test_cifar_batches_in_every_pickle_protocol_read(tmp_path, protocol):
+    write_cifar(tmp_path, per_batch=4)
+    folder = tmp_path / "cifar-10-batches-py"
+    for name in ("data_batch_1", "test_batch"):  # the fixture's layout, rewritten in `protocol`
+        batch = pickle.loads((folder / name).read_bytes())
+        batch["data"] = np.ascontiguousarray(batch["data"])
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=protocol))
+    test, _ = load_cifar10(tmp_path, train=False, download=False)
+    assert test.x.shape == (4, 3, 32, 32) and test.y.shape == (4,)
