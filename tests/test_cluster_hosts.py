@@ -1,0 +1,243 @@
+"""The cluster path as a user walks it, for real: `ray up` of cluster-onprem.yaml over SSH onto
+hosts this test makes (tests/nshosts.py), a search submitted as a job from a "laptop" host, MLflow
+reached through the documented forward, promotion from the laptop, `ray down`.
+
+The config is cluster-onprem.yaml with its addresses, SSH user and paths changed, nothing else:
+the same file mounts, set-up script, MLflow server and start commands run. What the hosts'
+"image" brings: Python 3.11 and the project's environment at ~/searcher-env (a link to this
+test run's own environment: the hosts cannot download, and setup-node.sh then finds every
+requirement installed, as on a baked image); a PostgreSQL server on host `db`; on the head the
+two secrets an administrator puts there (~/.pgpass, ~/.searcher/mlflow-admin-password).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+import nshosts
+from conftest import ROOT, write_cifar
+
+pytestmark = pytest.mark.cluster
+
+DB_PASSWORD = "test-db-password"  # throwaway secrets of throwaway hosts
+ADMIN_PASSWORD = "test-admin-password"
+PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), None)
+
+
+def _walk_config(text: str, hosts: dict, key: Path, shared: Path) -> str:
+    """cluster-onprem.yaml with this test's addresses, user and paths."""
+    for old, new in (("10.0.0.10", hosts["head"].ip), ("10.0.0.11", hosts["worker1"].ip),
+                     ("10.0.0.12", hosts["worker2"].ip), ("10.0.0.5", hosts["db"].ip),
+                     ("ssh_user: searcher", "ssh_user: root"),
+                     ("~/.ssh/id_ed25519", str(key)), ("/shared/", f"{shared}/")):
+        assert old in text, old
+        text = text.replace(old, new)
+    return text
+
+
+def _start_postgres(db: nshosts.Host, folder: Path) -> None:
+    data, sock = folder / "pgdata", folder / "pgsock"
+    db.run(f"install -d -o postgres {data} {sock} && runuser -u postgres -- {PG_BIN}/initdb "
+           f"-D {data} -A trust >/dev/null")
+    with open(data / "pg_hba.conf", "a") as f:
+        f.write(f"host all searcher {nshosts.SUBNET}.0/24 scram-sha-256\n")
+    db.start(f"runuser -u postgres -- {PG_BIN}/postgres -D {data} -c listen_addresses={db.ip} "
+             f"-c unix_socket_directories={sock}", folder / "postgres.log")
+    db.run(f"for i in $(seq 100); do {PG_BIN}/pg_isready -q -h {sock} && exit 0; sleep 0.2; done; "
+           f"exit 1")
+    psql = f"runuser -u postgres -- {PG_BIN}/psql -q -h {sock} -v ON_ERROR_STOP=1"
+    db.run(f"{psql} -c \"CREATE ROLE searcher LOGIN PASSWORD '{DB_PASSWORD}'\" && "
+           f"{psql} -c 'CREATE DATABASE mlflow OWNER searcher' && "
+           f"{psql} -c 'CREATE DATABASE optuna OWNER searcher'")
+
+
+@pytest.fixture(scope="module")
+def network():
+    why = nshosts.missing_tools() or (None if PG_BIN else "PostgreSQL is not installed")
+    if why:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"the cluster walk cannot run: {why}")
+        pytest.skip(why)
+    folder = Path(tempfile.mkdtemp(dir="/var/tmp", prefix="searcher-hosts-"))
+    folder.chmod(0o755)  # PostgreSQL's user reaches its data folder in here
+    net = nshosts.Network(folder)
+    net.keep = False
+    try:
+        yield net
+    finally:
+        net.close()
+        if net.keep:
+            print(f"hosts' logs in {folder}", file=sys.stderr)
+        else:
+            shutil.rmtree(folder)
+
+
+def test_ray_up_submit_forward_promote_down(network):
+    try:
+        _walk(network)
+    except BaseException:
+        network.keep = True
+        raise
+    finally:  # what the hosts logged, for a failure's post-mortem
+        for name in ("head", "worker1", "worker2"):
+            if name in network.hosts:
+                network.hosts[name].run(f"cp -r /tmp/ray/session_latest/logs "
+                                        f"{network.folder}/{name}/ray-logs", check=False)
+
+
+def _walk(network) -> None:
+    started = time.monotonic()
+    folder = network.folder
+    hosts = {name: network.add(name) for name in ("db", "head", "worker1", "worker2")}
+    laptop = network.add("laptop", sshd=False)
+    head, worker1, worker2 = hosts["head"], hosts["worker1"], hosts["worker2"]
+    _start_postgres(hosts["db"], folder / "db")
+    shared = folder / "shared"
+    write_cifar(shared / "data", per_batch=160)
+    for host in (head, worker1, worker2):  # the image: Python and the project's environment
+        host.run(f"ln -s {sys.prefix} ~/searcher-env")
+    head.write("~/.pgpass", f"{hosts['db'].ip}:5432:*:searcher:{DB_PASSWORD}\n")
+    head.write("~/.searcher/mlflow-admin-password", ADMIN_PASSWORD + "\n")
+    config = folder / "cluster.yaml"
+    config.write_text(_walk_config((ROOT / "cluster-onprem.yaml").read_text(), hosts,
+                                   network.key, shared))
+    on_laptop = dict(cwd=ROOT, timeout=600)
+
+    # -- ray up, as the docs say: a token first, then the config --------------------------------
+    laptop.run("ray get-auth-token --generate >/dev/null 2>&1", **on_laptop)
+    up = laptop.run(f"ray up -y --no-config-cache {config}", **on_laptop)
+    assert "setup-node: Python 3.11" in up.stdout + up.stderr
+    deadline = time.monotonic() + 240
+    while True:  # both workers join: the head's autoscaler runs their set-up over SSH
+        status = laptop.run(f"ray exec {config} 'ray status'", check=False, **on_laptop).stdout
+        if sum(int(n) for n in re.findall(r"^ (\d+) local\.cluster\.node", status, re.M)) == 3:
+            break
+        assert time.monotonic() < deadline, f"workers did not join:\n{status}"
+        time.sleep(5)
+    # Nothing gitignored was shipped.
+    assert head.run("test -d ~/searcher/cluster && test ! -e ~/searcher/.venv", check=False
+                    ).returncode == 0 and (ROOT / ".venv").is_dir()
+
+    # -- the jobs API through the documented forward; a client without the token is refused ----
+    forwards = [laptop.start(f"ray dashboard {config}", folder / "dashboard-forward.log",
+                             cwd=ROOT)]
+    laptop.run("for i in $(seq 120); do curl -s -o /dev/null http://127.0.0.1:8265 && exit 0; "
+               "sleep 0.5; done; exit 1")
+    refused = laptop.run("HOME=/tmp/no-token ray job list --address http://127.0.0.1:8265",
+                         check=False)
+    assert refused.returncode != 0, refused.stdout
+
+    # -- the search, submitted as the docs say ---------------------------------------------------
+    submit = ("RAY_AUTH_MODE=token ray job submit --address http://127.0.0.1:8265 --working-dir . "
+              "--no-wait -- python -m searcher.run spaces/cifar10.py "
+              f"--data-dir {shared}/data --num-samples 6 --epochs 5 --cpus-per-trial 1")
+    out = laptop.run(submit, **on_laptop).stdout
+    job = re.search(r"raysubmit_\w+", out).group(0)
+
+    def job_status() -> str:
+        done = laptop.run(f"RAY_AUTH_MODE=token ray job status --address http://127.0.0.1:8265 "
+                          f"{job}", check=False)
+        found = re.search(r"Job '\S+' (succeeded|failed|was stopped)", done.stdout + done.stderr)
+        return found.group(1).split()[-1].upper() if found else "RUNNING"
+
+    # A worker host lost mid-search, once a trial has trained there for a while (an epoch and
+    # its checkpoint): its trial restarts elsewhere.
+    deadline, first_seen = time.monotonic() + 300, {}
+    while True:
+        now = time.monotonic()
+        for pid in worker2.trial_pids():
+            first_seen.setdefault(pid, now)
+        if any(now - t >= 8 for pid, t in first_seen.items() if pid in worker2.trial_pids()):
+            break
+        assert job_status() == "RUNNING", "the search ended before a trial ran long on worker2"
+        assert now < deadline, "no trial ever ran on worker2"
+        time.sleep(1)
+    worker2.kill()
+    deadline = time.monotonic() + 600
+    while (state := job_status()) not in ("SUCCEEDED", "FAILED", "STOPPED"):
+        assert time.monotonic() < deadline, "the search did not end"
+        time.sleep(3)
+    logs = laptop.run(f"RAY_AUTH_MODE=token ray job logs --address http://127.0.0.1:8265 {job}",
+                      check=False).stdout
+    (folder / "job.log").write_text(logs)
+    assert state == "SUCCEEDED", logs[-5000:]
+    lines = [line for line in logs.splitlines() if line.startswith("[searcher]")]
+    assert re.search(rf"Ray cluster at {head.ip}:6379: 3 nodes", lines[0]), lines[:3]
+    assert "ray dashboard" in logs.splitlines()[-1] or any(
+        "--remote-port 5000" in line for line in logs.splitlines()[-4:]), logs[-1500:]
+
+    # -- MLflow from the laptop, through the documented forward ----------------------------------
+    forwards.append(laptop.start(f"ray dashboard --port 5000 --remote-port 5000 {config}",
+                                 folder / "mlflow-forward.log", cwd=ROOT))
+    laptop.run("for i in $(seq 120); do curl -s -o /dev/null http://127.0.0.1:5000/health && "
+               "exit 0; sleep 0.5; done; exit 1")
+    anonymous = laptop.run("curl -s -o /dev/null -w '%{http_code}' "
+                           "'http://127.0.0.1:5000/api/2.0/mlflow/experiments/search?max_results=5'")
+    assert anonymous.stdout == "401"
+    laptop.write("~/.mlflow/credentials", "[mlflow]\nmlflow_tracking_username = admin\n"
+                                          f"mlflow_tracking_password = {ADMIN_PASSWORD}\n")
+    tracking = {"MLFLOW_TRACKING_URI": "http://127.0.0.1:5000"}
+    runs = json.loads(laptop.run(
+        f"{sys.executable} -c {_q(_RUNS)}", env=tracking, **on_laptop).stdout)
+    trials = [r for r in runs if r["parent"]]
+    assert len(trials) >= 6 and all(r["status"] == "FINISHED" for r in runs)
+    address = json.loads(head.run(f"source ~/searcher-env/bin/activate && RAY_AUTH_MODE=token "
+                                  f"python -c {_q(_NODES)}").stdout)
+    ran_on = [[address[n] for n in (r["nodes"] or "").split(",") if n] for r in trials]
+    assert {worker1.ip, worker2.ip} <= {ip for ips in ran_on for ip in ips}, ran_on
+    assert head.ip not in {ip for ips in ran_on for ip in ips}  # the head takes no trials
+    assert [worker2.ip, worker1.ip] in ran_on, ran_on  # lost its host, went on on the other
+
+    # -- promote from the laptop -------------------------------------------------------------------
+    promote = laptop.run(f"python -m searcher.promote --data-dir {shared}/data", env=tracking,
+                         **on_laptop)
+    assert "champion" in promote.stdout + promote.stderr
+    alias = laptop.run(f"{sys.executable} -c {_q(_ALIAS)}", env=tracking, **on_laptop).stdout
+    assert alias.strip().isdigit()
+
+    # -- ray down: every process the cluster started, on every host, ends ------------------------
+    for forward in forwards:  # the user closes the terminals that held the forwards
+        os.killpg(forward.pid, signal.SIGHUP)
+        forward.wait(timeout=30)
+    laptop.run(f"ray down -y {config}", **on_laptop)
+    deadline = time.monotonic() + 150
+    while left := {h.name: h.processes() for h in (head, worker1) if h.processes()}:
+        assert time.monotonic() < deadline, f"still running after ray down: {left}"
+        time.sleep(3)
+    print(f"cluster walk: {time.monotonic() - started:.0f} s", file=sys.stderr)
+
+
+def _q(code: str) -> str:
+    return "'" + code.replace("'", "'\"'\"'") + "'"
+
+
+_RUNS = """
+import json, mlflow
+client = mlflow.MlflowClient()
+rows = []
+for e in client.search_experiments():
+    for r in client.search_runs([e.experiment_id], max_results=1000):
+        rows.append({"status": r.info.status, "parent": r.data.tags.get("mlflow.parentRunId"),
+                     "nodes": r.data.tags.get("searcher.nodes")})
+print(json.dumps(rows))
+"""
+
+_NODES = """
+import json, ray
+ray.init(address="auto", logging_level="ERROR")
+print(json.dumps({n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}))
+"""
+
+_ALIAS = """
+import mlflow
+print(mlflow.MlflowClient().get_model_version_by_alias("cifar10", "champion").version)
+"""
