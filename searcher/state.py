@@ -97,17 +97,44 @@ class SearchState:
 
     def write_record(self, record: dict[str, Any]) -> None:
         if self.database is None:
-            (self.folder / SEARCH_FILE).write_text(json.dumps(record, indent=2))
+            _write_atomically(self.folder / SEARCH_FILE, json.dumps(record, indent=2))
         else:
             self.load_study().set_user_attr(RECORD_ATTR, record)
 
     def read_record(self) -> dict[str, Any]:
         if self.database is None:
-            return json.loads((self.folder / SEARCH_FILE).read_text())
+            return _read_record_file(self.folder / SEARCH_FILE)
         return self.load_study().user_attrs[RECORD_ATTR]
 
     def mark_finished(self) -> None:
         self.write_record({**self.read_record(), "finished": True})
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Replace `path` by `text` whole: a driver killed mid-write leaves the previous file, which
+    `--resume` still reads. The new text is on disk before the rename makes it the file."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # same folder: rename is atomic
+    try:
+        with open(temporary, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def _read_record_file(path: Path) -> dict[str, Any]:
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(record, dict):
+            raise ValueError(f"a JSON {type(record).__name__}, not an object")
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise UserError(f"the search record {path} is damaged ({exc}), so that search cannot be "
+                        f"resumed; remove {path} to resume another search, or pass another "
+                        f"search's experiment folder to --resume") from None
+    return record
 
 
 def load_study(folder: Path, database: str | None = None) -> optuna.Study:
@@ -132,7 +159,7 @@ def find_resumable(settings, space_name: str, path: str | None) -> SearchState:
         candidates = sorted(state_root(settings).glob(f"{space_name}-*/{SEARCH_FILE}"),
                             key=lambda p: p.stat().st_mtime, reverse=True)
         for marker in candidates:
-            if not json.loads(marker.read_text()).get("finished"):
+            if not _read_record_file(marker).get("finished"):
                 return SearchState(marker.parent)
         raise UserError(f"no unfinished search of {space_name} under {state_root(settings)}; "
                         f"pass the experiment folder to --resume")
