@@ -125,6 +125,7 @@ class FileJournal:
 
     def __init__(self, path: Path):
         self.path = path
+        cut_torn_tail(path)  # else the next write would be glued to it and lost with it
         self._file = open(path, "a", encoding="utf-8")
 
     def write(self, op: dict[str, Any]) -> None:
@@ -147,7 +148,7 @@ class FileJournal:
                 for line in f:
                     try:
                         entry = json.loads(line)
-                    except ValueError:  # cut short by a killed driver: that write never returned
+                    except ValueError:  # cut short (see cut_torn_tail): it never returned
                         continue
                     if "ack" in entry:
                         acked.update(entry["ack"])
@@ -177,6 +178,32 @@ def open_outbox(folder: Path | None, database: str | None = None) -> Outbox:
     # Its checkpoints are staged beside Tune's experiment, found from their own path (see
     # `_stage_folder`): the links of an upload accepted just before a kill stay there.
     return Outbox(None, DatabaseJournal(database, folder.name))
+
+
+def cut_torn_tail(path: Path | str) -> int:
+    """Cut a journal of lines back to its last complete line; returns the bytes cut.
+
+    A write cut short (a killed driver between two write calls, a full disk, a head that lost
+    power) leaves its line without the newline. Appending after it would join the next write to
+    it in one unreadable line, and a reader skips (the outbox) or stops at (Optuna) that line:
+    the next write would be lost. The torn write itself never returned, so nothing relied on it.
+    Call it before the first append, with no other writer active."""
+    try:
+        with open(path, "r+b") as f:
+            end = keep = f.seek(0, os.SEEK_END)
+            while keep > 0:
+                step = min(keep, 1 << 16)
+                f.seek(keep - step)
+                newline = f.read(step).rfind(b"\n")
+                if newline >= 0:
+                    keep += newline + 1 - step
+                    break
+                keep -= step
+            if keep < end:
+                f.truncate(keep)
+            return end - keep
+    except FileNotFoundError:
+        return 0
 
 
 def checkpoint_uri(checkpoint: Any) -> str:

@@ -12,7 +12,9 @@ the kernel, which puts it on disk, and `--resume` reads it back; the MLflow outb
 way (`outbox.FileJournal`). A head that loses power may lose the journal's last seconds (Tune's own
 snapshot lags by ~10 s too); a search that must outlive its head keeps the study in a database
 (`--study-storage`), as the cluster configs do. The file format and the lock against other
-writers are Optuna's own, so Optuna reads the file as ever.
+writers are Optuna's own, so Optuna reads the file as ever. A write cut short leaves a torn last
+line, which the journal cuts on open (`outbox.cut_torn_tail`): Optuna would read the next write
+glued to it as a broken line and fail the study's next `ask()`.
 """
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ import json
 from typing import Any
 
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
+
+from searcher.outbox import cut_torn_tail
 
 
 class FlushedJournalFile(JournalFileBackend):
@@ -29,6 +33,11 @@ class FlushedJournalFile(JournalFileBackend):
         self._journal_path = file_path
         self._journal_lock = JournalFileSymlinkLock(file_path)
         super().__init__(file_path, self._journal_lock)
+        self._journal_lock.acquire()  # a writer holds it for its whole line: no line is torn now
+        try:
+            cut_torn_tail(file_path)
+        finally:
+            self._journal_lock.release()
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
         text = "".join(json.dumps(log, separators=(",", ":")) + "\n" for log in logs)
