@@ -32,10 +32,10 @@ def latest_search(client, experiment: str | None, run_id: str | None):
 
 def ranked_trials(client, search, limit: int | None = None) -> list[Any]:
     """The search's trials with a score and a checkpoint, best first; the first `limit`."""
-    from searcher.tracking import ROLE_TAG, best_key
+    from searcher.tracking import ROLE_TAG, all_runs, best_key
     metric, mode = search.data.tags["searcher.metric"], search.data.tags["searcher.mode"]
-    runs = client.search_runs(
-        [search.info.experiment_id],
+    runs = all_runs(
+        client, [search.info.experiment_id],
         f"tags.`mlflow.parentRunId` = '{search.info.run_id}' and tags.`{ROLE_TAG}` = 'trial'",
         order_by=[f"metrics.`{best_key(metric)}` {'DESC' if mode == 'max' else 'ASC'}"])
     ranked = []

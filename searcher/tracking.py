@@ -126,6 +126,20 @@ def connect(uri: str | None) -> MlflowClient:
     return client
 
 
+def all_runs(client: MlflowClient, experiment_ids: list[str], filter_string: str = "",
+             order_by: list[str] | None = None) -> list[Any]:
+    """Every run that `filter_string` matches, page after page: `search_runs` returns one page
+    (1,000 runs by default), and a search past 1,000 trials must read all of them back."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs(experiment_ids, filter_string, order_by=order_by,
+                                  page_token=token)
+        runs += page
+        token = page.token
+        if not token:
+            return runs
+
+
 def experiment_id(client: MlflowClient, name: str) -> str:
     found = client.get_experiment_by_name(name)
     if found:

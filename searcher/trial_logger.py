@@ -26,7 +26,8 @@ from searcher.mlflow_writer import Writer
 from searcher.outbox import open_outbox
 from searcher.space import Space
 from searcher.tracking import (BASELINE_TAG, CPUS_TAG, EPOCH_METRICS, GPUS_TAG, NODES_TAG,
-                               OUTCOME_TAG, RESUMED_TAG, ROLE_TAG, TRIAL_ID_TAG, best_key)
+                               OUTCOME_TAG, RESUMED_TAG, ROLE_TAG, TRIAL_ID_TAG, all_runs,
+                               best_key)
 
 
 @dataclass
@@ -287,9 +288,9 @@ def _records_from_mlflow(client: MlflowClient, parent_run_id: str, metric: str,
                          mode: str) -> dict[str, TrialRecord]:
     """The trials a search has logged so far, as records, so a resumed search goes on with them."""
     parent = client.get_run(parent_run_id)
-    runs = client.search_runs([parent.info.experiment_id],
-                              f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}' and "
-                              f"tags.`{ROLE_TAG}` = 'trial'", order_by=["attributes.start_time ASC"])
+    runs = all_runs(client, [parent.info.experiment_id],
+                    f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}' and "
+                    f"tags.`{ROLE_TAG}` = 'trial'", order_by=["attributes.start_time ASC"])
     records = {}
     for run in runs:
         tags = run.data.tags

@@ -39,7 +39,7 @@ from searcher.feasibility import Cost
 from searcher.fidelity import COST_ATTR
 from searcher.space import Space, quiet_optuna
 from searcher.tracking import (OUTCOME_TAG, ROLE_TAG, WARM_START_FILE, WARM_START_TAG,
-                               logged_digests)
+                               all_runs, logged_digests)
 
 WARM_START_ATTR = "warm_start_run"  # user attribute: the MLflow run a trial was learnt from
 
@@ -130,8 +130,14 @@ def _search_runs(client: MlflowClient, space: Space, spec: str) -> list[str]:
             return [spec]
     name = space.name if spec == "latest" else spec
     experiment = client.get_experiment_by_name(name)
-    runs = client.search_runs([experiment.experiment_id], where,
-                              order_by=["attributes.start_time DESC"]) if experiment else []
+    if experiment is None:
+        runs = []
+    elif spec == "latest":  # the newest only
+        runs = client.search_runs([experiment.experiment_id], where, max_results=1,
+                                  order_by=["attributes.start_time DESC"])
+    else:
+        runs = all_runs(client, [experiment.experiment_id], where,
+                        order_by=["attributes.start_time DESC"])
     if not runs:
         raise UserError(f"--warm-start {spec}: no search run or experiment of that name in "
                         f"{client.tracking_uri}; give an experiment, a search's run id or 'latest'")
@@ -140,9 +146,9 @@ def _search_runs(client: MlflowClient, space: Space, spec: str) -> list[str]:
 
 def _trial_runs(client: MlflowClient, search: Any) -> list[Any]:
     parent = search.info.run_id
-    return client.search_runs([search.info.experiment_id],
-                              f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent}' and "
-                              f"tags.`{ROLE_TAG}` = 'trial'", order_by=["attributes.start_time ASC"])
+    return all_runs(client, [search.info.experiment_id],
+                    f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent}' and "
+                    f"tags.`{ROLE_TAG}` = 'trial'", order_by=["attributes.start_time ASC"])
 
 
 def _same_data(search: Any, space: Space, digests: dict[str, str] | None) -> bool:
