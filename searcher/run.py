@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -70,13 +71,13 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    with one_line_errors(PROG):
-        return _run(args)
+    with one_line_errors(PROG), contextlib.ExitStack() as held:
+        return _run(args, held)
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     # Heavy imports after argument parsing, so --help and bad options answer at once.
-    from searcher import tracking
+    from searcher import driver_lock, tracking
     from searcher.data import load_search_data
     from searcher.feasibility import proposal_cost
     from searcher.leaderboard import build_leaderboard, format_leaderboard
@@ -89,6 +90,8 @@ def _run(args: argparse.Namespace) -> int:
     resume, parent = None, None
     if args.resume is not None:
         resume = find_resumable(space.settings, space.name, args.resume or None)
+        # One driver per search, taken before anything of the search is read or changed.
+        held.enter_context(driver_lock.hold(resume.name, resume.folder, resume.database))
         saved = resume.read_record()
         space = load_space(args.space, {**saved["settings"], "tracking_uri": saved["tracking_uri"],
                                         **overrides_from(args)})

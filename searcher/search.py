@@ -14,9 +14,10 @@ import optuna
 import ray
 from ray import tune
 
-from searcher import fast_tpe
+from searcher import driver_lock, fast_tpe, interrupt
 from searcher.data import SearchData
 from searcher.errors import UserError
+from searcher.interrupt import InterruptWatch
 from searcher.feasibility import Cost, proposal_check, proposal_cost
 from searcher.resources import plan
 from searcher.samplers import make_sampler
@@ -198,39 +199,41 @@ def run_search(space: Space, data: SearchData, tracking_uri: str, parent_run_id:
     storage_path = storage_root(s)
     state = SearchState(state_root(s) / study_name, study_database(s))
     state.folder.mkdir(parents=True, exist_ok=False)
-    shape = (len(data.classes), data.image_shape)
-    cost = proposal_cost(s, *shape)
-    study = make_study(space, state.folder, warm.trials if warm else (), state.database, cost,
-                       warm.baselines if warm else ())
-    state.write_record({"parent_run_id": parent_run_id, "tracking_uri": tracking_uri,
-                        "tune_path": f"{storage_path.rstrip('/')}/{study_name}",
-                        "space_file": str(space.path), "settings": s.to_dict(),
-                        "created": time.time()})
-    searcher = StudySearcher(study, space.sample, proposal_check(s, *shape), s.metric, s.mode,
-                             s.epochs, cost)
-    scheduler = BaselineASHA(list(space.baselines.values()), time_attr="training_iteration",
-                             max_t=s.epochs, grace_period=s.grace_period,
-                             reduction_factor=s.reduction_factor)
-    logger = MLflowTrialLogger(tracking_uri, parent_run_id, space, state_folder=state.folder)
-    tuner = tune.Tuner(
-        trainable,
-        tune_config=tune.TuneConfig(
-            metric=s.metric, mode=s.mode, search_alg=searcher, scheduler=scheduler,
-            num_samples=s.num_samples, time_budget_s=s.time_budget_s,
-            # Also Tune's pending limit (one with a custom searcher otherwise): the autoscaler
-            # sees the demand of every slot at once.
-            max_concurrent_trials=sizing.slots, reuse_actors=True,
-            trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}"),
-        run_config=tune.RunConfig(
-            # verbose=0: the callback prints one line per epoch and per finished trial instead
-            # of Tune's tables, which run to a screen per result.
-            name=study_name, storage_path=storage_path, callbacks=[logger], verbose=0,
-            checkpoint_config=checkpoint_config(s.metric, s.mode),
-            # Errors of a trial's own making end inside the trial (see trial.CONFIG_ERRORS); what
-            # reaches Tune is a lost node or worker, worth retrying from the last checkpoint.
-            failure_config=tune.FailureConfig(max_failures=MAX_FAILURES)),
-    )
-    return _fit(tuner, state)
+    with driver_lock.hold(study_name, state.folder, state.database):  # before --resume sees it
+        shape = (len(data.classes), data.image_shape)
+        cost = proposal_cost(s, *shape)
+        study = make_study(space, state.folder, warm.trials if warm else (), state.database, cost,
+                           warm.baselines if warm else ())
+        state.write_record({"parent_run_id": parent_run_id, "tracking_uri": tracking_uri,
+                            "tune_path": f"{storage_path.rstrip('/')}/{study_name}",
+                            "space_file": str(space.path), "settings": s.to_dict(),
+                            "created": time.time()})
+        searcher = StudySearcher(study, space.sample, proposal_check(s, *shape), s.metric, s.mode,
+                                 s.epochs, cost)
+        scheduler = BaselineASHA(list(space.baselines.values()), time_attr="training_iteration",
+                                 max_t=s.epochs, grace_period=s.grace_period,
+                                 reduction_factor=s.reduction_factor)
+        logger = MLflowTrialLogger(tracking_uri, parent_run_id, space, state_folder=state.folder)
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                metric=s.metric, mode=s.mode, search_alg=searcher, scheduler=scheduler,
+                num_samples=s.num_samples, time_budget_s=s.time_budget_s,
+                # Also Tune's pending limit (one with a custom searcher otherwise): the autoscaler
+                # sees the demand of every slot at once.
+                max_concurrent_trials=sizing.slots, reuse_actors=True,
+                trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}"),
+            run_config=tune.RunConfig(
+                # verbose=0: the callback prints one line per epoch and per finished trial
+                # instead of Tune's tables, which run to a screen per result.
+                name=study_name, storage_path=storage_path, callbacks=[InterruptWatch(), logger],
+                verbose=0,
+                checkpoint_config=checkpoint_config(s.metric, s.mode),
+                # Errors of a trial's own making end inside the trial (see trial.CONFIG_ERRORS):
+                # what reaches Tune is a lost node or worker, worth retrying from its checkpoint.
+                failure_config=tune.FailureConfig(max_failures=MAX_FAILURES)),
+        )
+        return _fit(tuner, state)
 
 
 def _fit(tuner: tune.Tuner, state: SearchState) -> SearchResult:
@@ -238,6 +241,10 @@ def _fit(tuner: tune.Tuner, state: SearchState) -> SearchResult:
     with outbox_folder(state.folder, state.database):  # not what a restored callback names
         results = tuner.fit()
     wall = time.perf_counter() - start
+    if interrupt.fired():  # Tune saved where every trial stands: leave them open to go on
+        print(f"[searcher] interrupted: the search is saved in {state.folder}; continue it with "
+              f"--resume", flush=True)
+        raise KeyboardInterrupt
     errors = sum(1 for r in results if r.error is not None)
     logger = active_logger()
     study = state.load_study()

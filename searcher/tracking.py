@@ -87,8 +87,8 @@ def how_to_browse(uri: str, experiment_id: str, run_id: str, experiment: str,
         return [f"Promote:  on your machine, with the forward up: MLFLOW_TRACKING_URI={local} "
                 f"python -m searcher.promote --experiment {experiment} --data-dir DATA",
                 f"Browse:   on your machine (cluster '{name}'): ray dashboard --port {MLFLOW_PORT} "
-                f"--remote-port {urlsplit(uri).port or MLFLOW_PORT} CLUSTER.yaml (left running), then "
-                f"open {local}/{page}"]
+                f"--remote-port {urlsplit(uri).port or MLFLOW_PORT} CLUSTER.yaml (left running), "
+                f"then open {local}/{page}"]
     return [f"Browse:   open {uri.rstrip('/')}/{page}",
             f"Promote:  python -m searcher.promote --experiment {experiment} --tracking-uri {uri} "
             f"--data-dir {data_dir}"]

@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from ray import tune
 
+from searcher import interrupt
 from searcher.errors import UserError
 from searcher.leaderboard import trial_name
 from searcher.mlflow_writer import Writer
@@ -229,9 +230,10 @@ class MLflowTrialLogger(tune.Callback):
             self._finish(trial.trial_id, "completed", "FINISHED")
 
     def on_experiment_end(self, trials, **info) -> None:
-        # Trials still running when the time budget ran out get no completion call of their own.
+        # Trials still running when the time budget ran out get no completion call of their own;
+        # after a Ctrl-C they stay open, for --resume to go on with.
         known = {t.trial_id for t in trials}
-        for rec in list(self.records.values()):
+        for rec in list(self.records.values()) if not interrupt.fired() else []:
             if rec.finished_at is None and rec.trial_id in known:
                 self._finish(rec.trial_id,
                              f"stopped early: by the time budget at epoch {rec.epochs}", "FINISHED")

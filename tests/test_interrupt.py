@@ -1,0 +1,67 @@
+"""Ctrl-C, as a terminal sends it (SIGINT to the driver's process group), stops a search that
+`--resume` then finishes: its running trials are left open, not closed as cut by the budget."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from mlflow.tracking import MlflowClient
+
+from conftest import resumable_space, write_cifar
+
+NUM_SAMPLES, EPOCHS = 5, 3
+
+
+def _runs(client: MlflowClient, role: str) -> list:
+    exp = client.get_experiment_by_name("resumable")
+    if exp is None:
+        return []
+    return client.search_runs([exp.experiment_id], f"tags.`searcher.role` = '{role}'")
+
+
+def test_ctrl_c_stops_a_search_that_resume_finishes(tmp_path):
+    data = write_cifar(tmp_path / "data", per_batch=1200)
+    space = tmp_path / "resumable.py"
+    space.write_text(resumable_space(EPOCHS, NUM_SAMPLES))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = [sys.executable, "-m", "searcher.run", str(space), "--data-dir", str(data),
+            "--tracking-uri", uri, "--storage-path", str(tmp_path / "ray"),
+            "--max-concurrent-trials", "2", "--cpus-per-trial", "1"]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # a local Ray of its own
+    driver = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    client = MlflowClient(uri)
+    deadline = time.time() + 300
+    while (sum(r.info.status == "FINISHED" for r in _runs(client, "trial")) < 1
+           and time.time() < deadline and driver.poll() is None):
+        time.sleep(0.5)
+    assert driver.poll() is None, "the search ended before Ctrl-C"
+    os.killpg(driver.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends
+    out, _ = driver.communicate(timeout=180)
+    assert driver.returncode == 130, out[-3000:]
+    assert "continue it with --resume" in out
+    (parent,) = _runs(client, "search")
+    assert parent.info.status == "KILLED"
+    cut = [r for r in _runs(client, "trial") if "by the time budget" in
+           r.data.tags.get("searcher.outcome", "") + r.data.tags.get("searcher.outcome_detail", "")]
+    assert not cut, [r.data.tags for r in cut]  # nothing was closed as if the budget had ended it
+    open_before = {r.data.tags["searcher.trial_id"] for r in _runs(client, "trial")
+                   if r.info.status == "RUNNING"}
+
+    resumed = subprocess.run(args + ["--resume"], cwd=tmp_path, env=env, capture_output=True,
+                             text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming" in resumed.stdout
+    (parent,) = _runs(client, "search")
+    assert parent.info.status == "FINISHED"
+    children = _runs(client, "trial")
+    ids = [c.data.tags["searcher.trial_id"] for c in children]
+    assert len(ids) == NUM_SAMPLES == len(set(ids))  # the budget, each trial once
+    assert open_before <= set(ids)  # the interrupted trials went on in their own runs
+    for child in children:
+        assert child.info.status == "FINISHED", child.data.tags
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_acc")]
+        assert sorted(steps) == list(range(1, EPOCHS + 1)), (child.data.tags, steps)
