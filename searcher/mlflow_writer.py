@@ -17,6 +17,9 @@ metrics/params/tags only, not run creation, termination or artifacts. Here:
   in `unlogged`, instead of blocking the rest forever;
 - nothing is lost with the driver: `--resume` replays the outbox (`replay`), skipping what
   MLflow already holds (a run per trial, an epoch per step);
+- a trial has one run: before making it the writer looks it up by its trial id under the
+  search's parent, since a creation whose answer was lost (a timeout, a killed driver) may
+  have made it;
 - memory is bounded: at most MAX_IN_MEMORY writes are held in memory; past that they wait in the
   journal only and are read back once the thread caught up. Tune's loop never waits on MLflow, in
   an outage either; the bound on a long outage is the disk, at ~0.5 kB per result;
@@ -33,8 +36,10 @@ from typing import Any, Callable
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from searcher.outbox import Outbox, replayable
+from searcher.tracking import TRIAL_ID_TAG
 
 RETRY_AFTER_S = 15.0  # how long the thread waits before trying an unreachable store again
 BATCH = 500  # writes taken per round; a round sends one log_batch per run at most
@@ -265,13 +270,25 @@ class Writer:
         first log_batch)."""
         if self._parent is None:
             self._parent = self.client.get_run(self.parent_run_id)
-        run_id = self.client.create_run(self._parent.info.experiment_id, tags=op["tags"],
-                                        run_name=op["name"]).info.run_id
+        run_id = self._made(op["trial"])
+        if run_id is None:
+            run_id = self.client.create_run(self._parent.info.experiment_id, tags=op["tags"],
+                                            run_name=op["name"]).info.run_id
         self.run_ids[op["trial"]] = run_id
         self.on_created(op["trial"], run_id)
         # The parent's datasets (digests computed once, by the driver) are the trial's too.
         if self._parent.inputs and self._parent.inputs.dataset_inputs:
             self.client.log_inputs(run_id, datasets=self._parent.inputs.dataset_inputs)
+
+    def _made(self, trial: str) -> str | None:
+        """The run of `trial` under this search's parent if one exists: a creation whose answer
+        was lost (a timeout, a driver killed) may have been made; it is not made again."""
+        runs = self.client.search_runs(
+            [self._parent.info.experiment_id],
+            f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{self.parent_run_id}' and "
+            f"tags.`{TRIAL_ID_TAG}` = '{trial}'", order_by=["attributes.start_time ASC"],
+            max_results=1)
+        return runs[0].info.run_id if runs else None
 
     def _one(self, op: dict[str, Any]) -> None:
         trial, kind = op["trial"], op["op"]
