@@ -8,6 +8,7 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
+import sent_metrics
 from conftest import free_port
 from searcher import mlflow_writer
 from searcher.mlflow_writer import Writer
@@ -143,17 +144,22 @@ def test_an_outage_keeps_every_write_on_disk_and_a_replay_sends_each_once(
 
     # Half of trial a reached MLflow before the kill but was never marked accepted.
     client = MlflowClient(tracking_uri)
-    first = Writer(tracking_uri, parent, Outbox(None))
-    first._send([dict(op, seq=i) for i, op in enumerate(ops[:3])])  # run, epochs 1-2
-    run_a = first.run_ids["a"]
+    with sent_metrics.recording(tmp_path / "sent.jsonl"):  # the store hides a row sent twice
+        first = Writer(tracking_uri, parent, Outbox(None))
+        first._send([dict(op, seq=i) for i, op in enumerate(ops[:3])])  # run, epochs 1-2
+        run_a = first.run_ids["a"]
 
-    again = Writer(tracking_uri, parent, Outbox(path))
-    assert again.replay({"a": run_a}, {"a": {1, 2}}, set()) == []
+        again = Writer(tracking_uri, parent, Outbox(path))
+        assert again.replay({"a": run_a}, {"a": {1, 2}}, set()) == []
     assert set(again.run_ids) == {"a", "b"} and again.run_ids["a"] == run_a
     exp = client.get_run(parent).info.experiment_id
     assert len(client.search_runs([exp], "tags.`searcher.trial_id` = 'a'")) == 1  # one run
-    assert steps(client, run_a) == [1, 2, 3]  # each epoch once
+    assert steps(client, run_a) == [1, 2, 3]
     assert steps(client, again.run_ids["b"]) == [1, 2]
+    sent = sent_metrics.sent(tmp_path / "sent.jsonl")
+    for run, epochs in ((run_a, 3), (again.run_ids["b"], 2)):
+        for key in ("val_acc", "train_loss"):  # each epoch sent once, before and after the kill
+            assert [sent[run, key, e] for e in range(1, epochs + 1)] == [1] * epochs, sent
     assert Outbox(path).pending() == []
 
 
