@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,12 +20,14 @@ from typing import Any
 import optuna
 
 from searcher.errors import UserError
+from searcher.redaction import credentials_in, redact  # redact: also this module's, for callers
 
 SEARCH_FILE = "searcher_search.json"  # beside Tune's state: what `--resume` needs to go on
 STUDY_FILE = "optuna_journal.log"  # the Optuna study, every ask and tell
 RECORD_ATTR = "searcher.search"  # with a database: the study's user attribute holding the record
 STUDY_STORAGE_ENV = "SEARCHER_STUDY_STORAGE"
 STORAGE_PATH_ENV = "SEARCHER_STORAGE_PATH"
+URL_SETTINGS = ("tracking_uri", "study_storage", "storage_path")  # may carry credentials
 
 
 def storage_root(settings) -> str:
@@ -44,13 +45,14 @@ def state_root(settings) -> Path:
 
 def study_database(settings) -> str | None:
     """The study's database URL: the `study_storage` setting, else $SEARCHER_STUDY_STORAGE;
-    None keeps the study in a journal file in the search folder."""
-    return settings.study_storage or os.environ.get(STUDY_STORAGE_ENV) or None
-
-
-def redact(url: str) -> str:
-    """`url` without a password, for messages."""
-    return re.sub(r"://([^:/@]*):[^@/]*@", r"://\1:***@", url)
+    None keeps the study in a journal file in the search folder. A URL carrying a secret, in
+    any form, is refused: the settings are logged with every search and kept in its record."""
+    url = settings.study_storage or os.environ.get(STUDY_STORAGE_ENV) or None
+    found = credentials_in(url) if url else []
+    if found:
+        raise UserError(f"study_storage {redact(url)} carries {found[0]}, which would be logged "
+                        f"with the search; leave it out and put it in ~/.pgpass or $PGPASSWORD")
+    return url
 
 
 @functools.lru_cache(maxsize=None)
@@ -96,6 +98,7 @@ class SearchState:
         return optuna.load_study(study_name=self.name, storage=self.storage())
 
     def write_record(self, record: dict[str, Any]) -> None:
+        record = _redacted(record)
         if self.database is None:
             _write_atomically(self.folder / SEARCH_FILE, json.dumps(record, indent=2))
         else:
@@ -108,6 +111,20 @@ class SearchState:
 
     def mark_finished(self) -> None:
         self.write_record({**self.read_record(), "finished": True})
+
+
+def _redacted(record: dict[str, Any]) -> dict[str, Any]:
+    """The record without the secrets its URLs may carry: a tracking URI with a password is
+    kept as user:***@ (a resume then takes --tracking-uri again, or MLflow's credentials from
+    $MLFLOW_TRACKING_USERNAME and $MLFLOW_TRACKING_PASSWORD)."""
+    settings = record.get("settings")
+    if isinstance(settings, dict):
+        settings = {k: redact(v) if k in URL_SETTINGS and isinstance(v, str) else v
+                    for k, v in settings.items()}
+        record = {**record, "settings": settings}
+    if isinstance(record.get("tracking_uri"), str):
+        record = {**record, "tracking_uri": redact(record["tracking_uri"])}
+    return record
 
 
 def _write_atomically(path: Path, text: str) -> None:

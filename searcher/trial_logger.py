@@ -25,6 +25,7 @@ from searcher.errors import UserError
 from searcher.leaderboard import trial_name
 from searcher.mlflow_writer import Writer
 from searcher.outbox import open_outbox
+from searcher.redaction import redact
 from searcher.space import Space
 from searcher.tracking import (BASELINE_TAG, CPUS_TAG, EPOCH_METRICS, GPUS_TAG, NODES_TAG,
                                OUTCOME_TAG, RESUMED_TAG, ROLE_TAG, TRIAL_ID_TAG, all_runs,
@@ -112,7 +113,7 @@ class MLflowTrialLogger(tune.Callback):
                                    {t: r.logged for t, r in self.records.items()},
                                    {t for t, r in self.records.items() if r.finished_at})
         if left:
-            raise UserError(f"MLflow at {self.tracking_uri} did not accept the {len(left)} "
+            raise UserError(f"MLflow at {redact(self.tracking_uri)} did not accept the {len(left)} "
                             f"update(s) kept from before (first: {left[0]['what']}); they stay in "
                             f"{outbox.journal}: start the server and resume again")
         if owed:

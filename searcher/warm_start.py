@@ -37,6 +37,7 @@ from optuna.trial import FrozenTrial, TrialState
 from searcher.errors import UserError
 from searcher.feasibility import Cost
 from searcher.fidelity import COST_ATTR
+from searcher.redaction import redact
 from searcher.space import Space, quiet_optuna
 from searcher.tracking import (OUTCOME_TAG, ROLE_TAG, WARM_START_FILE, WARM_START_TAG,
                                all_runs, logged_digests)
@@ -140,7 +141,8 @@ def _search_runs(client: MlflowClient, space: Space, spec: str) -> list[str]:
                         order_by=["attributes.start_time DESC"])
     if not runs:
         raise UserError(f"--warm-start {spec}: no search run or experiment of that name in "
-                        f"{client.tracking_uri}; give an experiment, a search's run id or 'latest'")
+                        f"{redact(client.tracking_uri)}; give an experiment, a search's run id "
+                        f"or 'latest'")
     return [runs[0].info.run_id] if spec == "latest" else [r.info.run_id for r in runs]
 
 
