@@ -24,6 +24,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_GIT_COMMIT, 
 
 from searcher.data import SearchData
 from searcher.errors import UserError
+from searcher.redaction import redact
 from searcher.space import Space
 
 ROLE_TAG = "searcher.role"  # "search" on parent runs, "trial" on children, "promotion"
@@ -66,8 +67,8 @@ def describe_store(uri: str | None) -> str:
     if uri.startswith(("http://", "https://")):
         parts = urlsplit(uri)  # printed without any user or password it may carry
         host = parts.hostname + (f":{parts.port}" if parts.port else "")
-        return f"tracking server {parts._replace(netloc=host).geturl()}"
-    return f"local store {uri} (a server: --tracking-uri or MLFLOW_TRACKING_URI)"
+        return f"tracking server {redact(parts._replace(netloc=host).geturl())}"
+    return f"local store {redact(uri)} (a server: --tracking-uri or MLFLOW_TRACKING_URI)"
 
 
 def how_to_browse(uri: str, experiment_id: str, run_id: str, experiment: str,
@@ -75,6 +76,7 @@ def how_to_browse(uri: str, experiment_id: str, run_id: str, experiment: str,
     """The search's closing lines: how the person who started it opens its runs and promotes,
     from where they sit (on a cluster, their own machine, through an SSH forward)."""
     page = f"#/experiments/{experiment_id}/runs/{run_id}"
+    uri = redact(uri)  # printed: a password it carries is the user's to give again
     head_config = RAY_UP_CONFIG.expanduser()
     if uri.startswith("sqlite:"):
         return [f"Browse:   mlflow ui --backend-store-uri {uri}, then open "
@@ -102,7 +104,8 @@ def check_server(uri: str | None) -> None:
         try:
             requests.get(uri.rstrip("/") + "/health", timeout=5).raise_for_status()
         except Exception as exc:
-            raise UserError(f"cannot reach the MLflow tracking server at {uri} ({type(exc).__name__}); "
+            raise UserError(f"cannot reach the MLflow tracking server at {redact(uri)} "
+                            f"({type(exc).__name__}); "
                             f"start it or fix --tracking-uri / MLFLOW_TRACKING_URI") from None
 
 
@@ -122,7 +125,7 @@ def connect(uri: str | None) -> MlflowClient:
     try:
         client.search_experiments(max_results=1)
     except Exception as exc:
-        raise UserError(f"cannot open the MLflow store at {uri}: {exc}") from None
+        raise UserError(f"cannot open the MLflow store at {redact(uri)}: {exc}") from None
     return client
 
 
@@ -229,9 +232,12 @@ def start_search_run(client: MlflowClient, space: Space, data_summary: dict[str,
               "searcher.mode": s.mode, "searcher.sampler": s.sampler,
               MLFLOW_RUN_NOTE: f"Search over {space.path.name} ({s.sampler} sampler)"})
     run_id = run.info.run_id
-    client.log_batch(run_id, params=[Param(k, str(v)) for k, v in sorted(s.to_dict().items())])
+    # the settings as logged: a URL's credentials masked (searcher.redaction)
+    settings = {k: redact(v) if isinstance(v, str) and "://" in v else v
+                for k, v in s.to_dict().items()}
+    client.log_batch(run_id, params=[Param(k, str(v)) for k, v in sorted(settings.items())])
     client.log_text(run_id, space.text, f"space/{space.path.name}")
-    client.log_dict(run_id, s.to_dict(), "settings.json")
+    client.log_dict(run_id, settings, "settings.json")
     client.log_dict(run_id, {**_versions(), "git_commit": commit}, "versions.json")
     client.log_dict(run_id, data_summary, "data.json")
     if data is not None:

@@ -86,9 +86,6 @@ def test_the_search_record_keeps_no_secret(tmp_path):
     assert not any(s in (tmp_path / SEARCH_FILE).read_text() for s in SECRETS)
 
 
-@pytest.mark.xfail(strict=True, reason="tracking.start_search_run logs the settings as given, and "
-                   "how_to_browse/check_server/connect print the URI whole: tracking.py's owner "
-                   "applies redact there")
 def test_the_parent_run_and_the_closing_lines_keep_no_secret(tmp_path, tiny_cifar):
     from searcher import tracking
     from searcher.space import load_space
