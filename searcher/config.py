@@ -13,6 +13,7 @@ Anything else is an error, so a typo in a space file never silently does nothing
 """
 from __future__ import annotations
 
+import numbers
 import re
 from dataclasses import fields
 from typing import Any
@@ -37,8 +38,9 @@ def split_params(params: dict[str, Any], *, num_classes: int, in_channels: int, 
     """Return (architecture dict, training dict) for the model builder and the trainer."""
     if "stages" not in params:
         raise ConfigError("the space must set `stages` (the number of conv stages)")
+    _check_ints(params)
     n_stages = params["stages"]
-    if not isinstance(n_stages, int) or n_stages < 1:
+    if n_stages < 1:
         raise ConfigError(f"stages={n_stages!r}: must be a positive int")
     n_dense = params.get("dense_layers", 0)
     used = {"stages"} | ({"dense_layers"} if "dense_layers" in params else set())
@@ -84,6 +86,22 @@ def split_params(params: dict[str, Any], *, num_classes: int, in_channels: int, 
     except (TypeError, ValueError) as exc:
         raise ConfigError(str(exc)) from None
     return arch, train
+
+
+_INT_KEYS = ({"stages", "dense_layers", "dense_units"}
+             | {f.name for f in fields(Stage) if f.type == "int"}
+             | {f.name for f in fields(TrainConfig) if f.type == "int"})
+
+
+def _check_ints(params: dict[str, Any]) -> None:
+    """Refuse a float (or a bool) where an int belongs, e.g. trial.suggest_float("filters", ...):
+    1.5 filters is no network, and truncating it would train one the search never proposed."""
+    for key, value in params.items():
+        m = _PER_STAGE.match(key)
+        base = m.group(2) if m else "dense_units" if _PER_DENSE.match(key) else key
+        if base in _INT_KEYS and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+            raise ConfigError(f"{key}={value!r}: must be an int (use trial.suggest_int, or an int "
+                              f"constant)")
 
 
 def _unused_conditional(key: str, n_stages: int, n_dense: int) -> bool:

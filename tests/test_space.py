@@ -107,6 +107,13 @@ def test_a_minimal_space_loads_with_default_settings(tmp_path):
     (GOOD + "BASELINES = {'b': {'stages': 1}}\n", "baseline 'b'"),
     (GOOD + "BASELINES = {'b': {'stages': 1, 'filters': 8, 'lr': 0.1}}\n", "'lr' is not a parameter"),
     (GOOD + "BASELINES = {'b': {'stages': 9, 'filters': 8}}\n", "baseline 'b'"),
+    # A float where an int belongs is refused, never truncated (1.5 filters is no network).
+    (GOOD + "    return {'dense_layers': 1.0, 'dense_units': 16}\n", "dense_layers=1.0: must be an int"),
+    (GOOD + "    return {'dense_layers': 1, 'dense_units': 16.5}\n", "dense_units=16.5: must be an int"),
+    (GOOD + "    return {'stage1.kernel': 3.0}\n", "stage1.kernel=3.0: must be an int"),
+    (GOOD + "    return {'batch_size': 64.0}\n", "batch_size=64.0: must be an int"),
+    ("def space(trial):\n    trial.suggest_int('stages', 1, 2)\n"
+     "    trial.suggest_float('filters', 8, 32)\n", "filters="),
 ])
 def test_bad_space_files_fail_with_the_file_named(tmp_path, body, words):
     path = write(tmp_path, body)
