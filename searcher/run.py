@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from searcher.errors import one_line_errors
+from searcher.errors import UserError, one_line_errors
 
 if TYPE_CHECKING:
     from searcher.space import Space
@@ -69,6 +69,30 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
     return {_SETTING_NAME.get(k, k): getattr(args, k) for k in OVERRIDES if getattr(args, k) is not None}
 
 
+# Settings a resumed search must keep: they choose the validation split (and seed the trials),
+# so changing one mid-search would rank later trials on other images than earlier ones.
+_FIXED_ON_RESUME = ("seed", "data_dir")
+
+
+def check_resume_overrides(recorded: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """Refuse an option that changes a setting the search being resumed must keep."""
+    from searcher.settings import Settings
+    for name in _FIXED_ON_RESUME:
+        if overrides.get(name) is None:
+            continue
+        given, kept = overrides[name], recorded.get(name)
+        if name == "data_dir":  # the same folder however it is spelt
+            same = (Path(given).expanduser().resolve()
+                    == Path(Settings(data_dir=kept).resolved_data_dir()).expanduser().resolve())
+        else:
+            same = given == kept
+        if not same:
+            flag = "--" + name.replace("_", "-")
+            raise UserError(f"--resume: {flag} {given} differs from the search's recorded "
+                            f"{name}={kept}, and would change its validation split mid-search; "
+                            f"leave {flag} out to resume it, or start a new search")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     with one_line_errors(PROG), contextlib.ExitStack() as held:
@@ -93,6 +117,7 @@ def _run(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         # One driver per search, taken before anything of the search is read or changed.
         held.enter_context(driver_lock.hold(resume.name, resume.folder, resume.database))
         saved = resume.read_record()
+        check_resume_overrides(saved["settings"], overrides_from(args))
         space = load_space(args.space, {**saved["settings"], "tracking_uri": saved["tracking_uri"],
                                         **overrides_from(args)})
         parent = saved["parent_run_id"]

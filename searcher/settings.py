@@ -19,6 +19,9 @@ DATASETS = ("cifar10", "folder")
 # random is the honest baseline any search method has to beat.
 SAMPLERS = ("tpe", "random")
 DATA_DIR_ENV = "SEARCHER_DATA_DIR"
+# NumPy's generators take seeds below 2**32; promotion's retrains use the seeds just above the
+# search's (searcher.confirm.fresh_seeds), so a 31-bit seed leaves them room.
+MAX_SEED = 2**31 - 1
 
 
 class SettingsError(UserError):
@@ -121,6 +124,8 @@ def _check(s: Settings) -> None:
         if re.match(r"[^@/]*:[^@/]*@", rest):  # settings are logged with every search
             raise bad("study_storage", "carries a password, which would be logged with the "
                                        "search's settings; put it in ~/.pgpass or $PGPASSWORD")
+    if not 0 <= s.seed <= MAX_SEED:
+        raise bad("seed", f"must be between 0 and {MAX_SEED}")
     if s.max_params < 1:
         raise bad("max_params", "must be positive")
     if not s.cost_weight >= 0:

@@ -34,6 +34,8 @@ GOOD = "def space(trial):\n    trial.suggest_int('stages', 1, 2)\n"
     (GOOD + "SETTINGS = {'epochz': 2}\n", [], "unknown setting 'epochz'"),
     (GOOD + "SETTINGS = {'dataset': 'folder'}\n", ["--data-dir", "missing"], "image folder"),
     (GOOD, ["--epochs", "0"], "epochs=0"),
+    (GOOD, ["--seed", "-1"], "seed=-1"),
+    (GOOD + "    return {'dense_layers': 1.0, 'dense_units': 16}\n", [], "dense_layers=1.0"),
 ])
 def test_bad_input_is_one_line_and_exit_status_2(tmp_path, body, extra, words):
     space = tmp_path / "space.py"
@@ -43,7 +45,57 @@ def test_bad_input_is_one_line_and_exit_status_2(tmp_path, body, extra, words):
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1, out.stderr
     assert lines[0].startswith("python -m searcher.run: error:") and words in lines[0]
+    assert "Traceback" not in out.stderr
     assert not (tmp_path / "ray_results").exists()  # nothing started, nothing half-written
+    assert not (tmp_path / "m.db").exists() or _runs(tmp_path / "m.db") == 0
+
+
+def _runs(db) -> int:
+    with sqlite3.connect(db) as con:
+        return con.execute("select count(*) from runs").fetchone()[0]
+
+
+def _recorded_search(tmp_path, tiny_cifar):
+    """A search as `searcher.run` leaves it for --resume: its record, written by the state API."""
+    from searcher.settings import make_settings
+    from searcher.state import SearchState
+    (tmp_path / "space.py").write_text(GOOD)
+    folder = tmp_path / "ray_results" / "space-20250101-000000-abcd"
+    folder.mkdir(parents=True)
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    settings = make_settings({"data_dir": str(tiny_cifar), "seed": 3, "tracking_uri": uri})
+    SearchState(folder).write_record({
+        "parent_run_id": "0" * 32, "tracking_uri": uri, "tune_path": str(folder),
+        "space_file": str(tmp_path / "space.py"), "settings": settings.to_dict(),
+        "created": time.time()})
+    return folder, settings
+
+
+@pytest.mark.parametrize("option, value, setting", [
+    ("--seed", "4", "seed"), ("--data-dir", "other", "data_dir")])
+def test_resume_with_another_seed_or_data_dir_is_one_line(tmp_path, tiny_cifar, option, value,
+                                                          setting):
+    # Another seed or data folder would change the validation split in the middle of the search.
+    folder, settings = _recorded_search(tmp_path, tiny_cifar)
+    record = (folder / "searcher_search.json").read_text()
+    # An unreachable cluster: if the check is missing, the command fails fast there instead of
+    # starting a Ray of its own.
+    out = run([str(tmp_path / "space.py"), "--resume", option, value, "--address",
+               f"127.0.0.1:{free_port()}"], tmp_path)
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
+    recorded = getattr(settings, setting)
+    assert f"--{setting.replace('_', '-')}" in lines[0] and str(recorded) in lines[0], lines[0]
+    assert (folder / "searcher_search.json").read_text() == record
+    assert not (tmp_path / "m.db").exists() or _runs(tmp_path / "m.db") == 0
+
+
+def test_resume_may_repeat_the_recorded_seed_and_data_dir(tmp_path, tiny_cifar):
+    from searcher.run import check_resume_overrides
+    _, settings = _recorded_search(tmp_path, tiny_cifar)
+    check_resume_overrides(settings.to_dict(), {"seed": 3, "data_dir": str(tiny_cifar),
+                                                "epochs": 5})
 
 
 def test_unreachable_tracking_server_is_one_line(tmp_path):
