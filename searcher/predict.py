@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _writable(output: Path) -> Path:
+    """`output` if the CSV can be written there; found before any inference, so a typo costs
+    nothing. Nothing is created to find out."""
+    if output.is_dir():
+        raise UserError(f"--output {output} is a folder; give a file name, e.g. "
+                        f"{output / 'predictions.csv'}")
+    parent = output.parent
+    if not parent.is_dir():
+        raise UserError(f"--output {output}: there is no folder {parent}; create it or give "
+                        f"another path")
+    if not os.access(output if output.exists() else parent, os.W_OK):
+        raise UserError(f"--output {output}: cannot write "
+                        f"{'the file' if output.exists() else f'in the folder {parent}'} "
+                        f"(permission denied); give another path")
+    return output
+
+
 def predict_folder(folder: str | Path, model_uri: str, output: str | Path,
                    tracking_uri: str | None = None, batch_size: int = 256) -> dict[str, Any]:
     """Label the images under `folder` with `model_uri`; returns the counts and the CSV's path."""
@@ -41,6 +59,9 @@ def predict_folder(folder: str | Path, model_uri: str, output: str | Path,
     from searcher.champion import load_champion
     from searcher.data import IMAGE_SUFFIXES, decode_image
 
+    if batch_size < 1:
+        raise UserError(f"--batch-size {batch_size}: must be at least 1")
+    output = _writable(Path(output))
     folder = Path(folder)
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
@@ -67,10 +88,14 @@ def predict_folder(folder: str | Path, model_uri: str, output: str | Path,
         confidence, label = probs.max(1)
         for (f, _), k, c in zip(good, label.tolist(), confidence.tolist()):
             rows.append((str(f.relative_to(folder)), classes[k] if classes else k, f"{c:.4f}"))
-    with open(output, "w", newline="") as out:
-        writer = csv.writer(out)
-        writer.writerow(("file", "label", "confidence"))
-        writer.writerows(rows)
+    try:
+        with open(output, "w", newline="") as out:
+            writer = csv.writer(out)
+            writer.writerow(("file", "label", "confidence"))
+            writer.writerows(rows)
+    except OSError as exc:  # the disk filled, or the folder went away during inference
+        output.unlink(missing_ok=True)
+        raise UserError(f"--output {output}: cannot write it ({exc.strerror or exc})") from None
     return {"images": len(rows), "skipped": skipped, "output": str(output)}
 
 

@@ -57,3 +57,65 @@ def test_predict_with_a_model_that_is_not_there_is_one_line(tmp_path, capsys):
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot load the model models:/nothing@champion" in err[0]
+
+
+@pytest.fixture(scope="module")
+def champion(tmp_path_factory, tiny_cifar):
+    """A registered champion and a folder of two images for it."""
+    root = tmp_path_factory.mktemp("champion")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    logged_search(root, tiny_cifar, uri)
+    promote_mod.promote(uri, experiment="tiny", data_dir=str(tiny_cifar))
+    folder = root / "photos"
+    folder.mkdir()
+    for i in range(2):
+        Image.fromarray(np.full((32, 32, 3), 40 * i, np.uint8)).save(folder / f"{i}.png")
+    return uri, folder
+
+
+def _refused(capsys, argv, words):
+    with pytest.raises(SystemExit) as exit_:
+        predict_main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("python -m searcher.predict: error:") and words in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("size", ["0", "-1"])
+def test_a_batch_size_below_1_is_one_line_and_writes_nothing(champion, tmp_path, capsys, size):
+    uri, folder = champion
+    out = tmp_path / "predictions.csv"
+    _refused(capsys, [str(folder), "--model", "models:/tiny@champion", "--tracking-uri", uri,
+                      "--output", str(out), "--batch-size", size], f"--batch-size {size}")
+    assert not out.exists()
+
+
+def _missing_folder(tmp_path):
+    return tmp_path / "no" / "such" / "predictions.csv", "no folder"
+
+
+def _a_folder(tmp_path):
+    (tmp_path / "out").mkdir()
+    return tmp_path / "out", "is a folder"
+
+
+def _unwritable(tmp_path):
+    import os
+    if os.geteuid() == 0:
+        pytest.skip("root writes anywhere")
+    (tmp_path / "ro").mkdir(mode=0o555)
+    return tmp_path / "ro" / "predictions.csv", "cannot write"
+
+
+@pytest.mark.parametrize("where", [_missing_folder, _a_folder, _unwritable],
+                         ids=lambda f: f.__name__.strip("_"))
+def test_an_output_that_cannot_be_written_is_one_line_before_any_inference(champion, tmp_path,
+                                                                           capsys, where):
+    uri, folder = champion
+    out, words = where(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    _refused(capsys, [str(folder), "--model", "models:/tiny@champion", "--tracking-uri", uri,
+                      "--output", str(out)], words)
+    assert sorted(tmp_path.rglob("*")) == before
