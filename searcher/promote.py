@@ -192,6 +192,31 @@ def _retrain_step(client, search, run, confirm_k: int | None, seeds: int, refit:
     return (ckpt, client.get_run(chosen.run_id), source_run, val, val_text, record, refit_info)
 
 
+def _a_search(client, run) -> Any:
+    """`run` if it is a search's parent run; otherwise a UserError naming the search it is in."""
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    from searcher.tracking import ROLE_TAG
+    role = run.data.tags.get(ROLE_TAG)
+    if role == "search":
+        return run
+    what = f"a {role} run" if role else "not a searcher run"
+    ancestor = run
+    for _ in range(4):  # a trial's or a promotion's parent is the search; a retrain's, its promotion
+        parent = ancestor.data.tags.get(MLFLOW_PARENT_RUN_ID)
+        if not parent:
+            break
+        try:
+            ancestor = client.get_run(parent)
+        except Exception:
+            break
+        if ancestor.data.tags.get(ROLE_TAG) == "search":
+            raise UserError(f"--run-id {run.info.run_id} is {what}, not a search; promote its "
+                            f"search with --run-id {parent}")
+    raise UserError(f"--run-id {run.info.run_id} is {what}, not a search's parent run; pass a "
+                    f"search's run id, or leave --run-id out for the latest search")
+
+
 def promote(tracking_uri: str | None = None, experiment: str | None = None,
             run_id: str | None = None, data_dir: str | None = None,
             model_name: str | None = None, force: bool = False, confirm_k: int | None = None,
@@ -210,7 +235,7 @@ def promote(tracking_uri: str | None = None, experiment: str | None = None,
     _check_options(confirm_k, seeds)
     seeds = seeds or DEFAULT_SEEDS
     client = tracking.connect(tracking_uri)
-    search = logged.latest_search(client, experiment, run_id)
+    search = _a_search(client, logged.latest_search(client, experiment, run_id))
     metric = search.data.tags["searcher.metric"]
     trial = logged.ranked_trials(client, search, limit=1)[0]
     ckpt = logged.download_checkpoint(client, trial.info.run_id)

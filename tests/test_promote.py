@@ -7,6 +7,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pytest
 import torch
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
@@ -85,3 +86,24 @@ def test_the_champion_behaves_like_an_nn_module(tmp_path, tiny_cifar):
     with zipfile.ZipFile(archive) as z:
         assert any("/code/" in n for n in z.namelist())
     assert MlflowClient(uri).get_model_version_by_alias("tiny", "champion").version == result["version"]
+
+
+def test_promoting_a_trial_run_names_its_search_and_writes_nothing(tmp_path, tiny_cifar, capsys):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    logged_search(tmp_path, tiny_cifar, uri)
+    client = MlflowClient(uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    (trial,) = [r for r in runs if r.data.tags.get(tracking.ROLE_TAG) == "trial"]
+    parent = trial.data.tags[MLFLOW_PARENT_RUN_ID]
+    with pytest.raises(SystemExit) as exit_:
+        promote_mod.main(["--run-id", trial.info.run_id, "--tracking-uri", uri,
+                          "--data-dir", str(tiny_cifar)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert "trial run" in lines[0] and f"--run-id {parent}" in lines[0], lines[0]
+    after = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert len(after) == len(runs)
+    assert client.search_registered_models() == []
+
