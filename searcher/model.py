@@ -227,7 +227,8 @@ def feasible_cost(arch_dict: dict[str, Any], max_params: int, max_mmacs: float) 
 
 
 class Classifier(nn.Module):
-    """A trained network that takes images as the dataset stores them: uint8, N x C x H x W.
+    """A trained network that takes images N x C x H x W, as the dataset stores them (uint8,
+    0..255) or as torchvision's ToTensor() gives them (float, 0..1).
 
     `model(x)` gives logits; `model(x).argmax(1)` (or `model.predict(x)`) the class labels.
     """
@@ -241,8 +242,15 @@ class Classifier(nn.Module):
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1) * 255.0)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = (images.to(self.mean.device, torch.float32) - self.mean) / self.std
-        return self.net(x)
+        x = images.to(self.mean.device, torch.float32)
+        if images.is_floating_point():
+            # Float images are ToTensor's [0, 1]. Floats on the 0..255 scale would give confident
+            # nonsense once scaled, so they are refused rather than guessed at.
+            if bool((x < 0.0).any()) or bool((x > 1.0).any()):
+                raise ValueError("float images must be in [0, 1] (as torchvision's ToTensor "
+                                 "gives them); pass 0..255 pixels as uint8")
+            x = x * 255.0
+        return self.net((x - self.mean) / self.std)
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:

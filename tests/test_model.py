@@ -189,3 +189,21 @@ def test_the_strided_skip_is_a_stride_two_projection():
         expected = block.activation(block.convs(x) + norm(torch.nn.functional.conv2d(
             x, conv.weight, conv.bias, stride=2)))
         assert torch.allclose(block(x), expected, atol=1e-5)
+
+
+def test_the_classifier_takes_uint8_and_float_images_alike_also_scripted():
+    # uint8 0..255 as the dataset stores images, float [0, 1] as torchvision's ToTensor gives them.
+    torch.manual_seed(0)
+    net = build_model({"stages": [{"filters": 8, "batch_norm": True}], "head": "gap"})
+    model = Classifier(net, [0.5, 0.4, 0.3], [0.25, 0.2, 0.2], [str(i) for i in range(10)]).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # TorchScript's deprecation notice
+        scripted = torch.jit.script(model)
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    for m in (model, scripted):
+        with torch.no_grad():
+            expected = m(images)
+            torch.testing.assert_close(m(images.float() / 255), expected, rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(m(images.double() / 255), expected, rtol=1e-4, atol=1e-4)
+        with pytest.raises(Exception, match=r"\[0, 1\]"):  # 0..255 as float: refused, not guessed
+            m(images.float())

@@ -107,3 +107,21 @@ def test_promoting_a_trial_run_names_its_search_and_writes_nothing(tmp_path, tin
     assert len(after) == len(runs)
     assert client.search_registered_models() == []
 
+
+def test_the_champion_takes_float_images_in_0_1_as_torchvision_gives_them(tmp_path, tiny_cifar):
+    # ToTensor() gives float images in [0, 1]; the same pixels as uint8 must give the same logits.
+    from searcher.champion import load_champion
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    logged_search(tmp_path, tiny_cifar, uri)
+    promote_mod.promote(uri, experiment="tiny", data_dir=str(tiny_cifar))
+    mlflow.set_tracking_uri(uri)
+    model = load_champion("models:/tiny@champion")
+    images = torch.from_numpy(load_cifar10(tiny_cifar, train=False, download=False)[0].x[:16])
+    with torch.no_grad():
+        as_uint8 = model(images)
+        as_float = model(images.float() / 255.0)
+        as_double = model(images.double() / 255.0)
+    torch.testing.assert_close(as_float, as_uint8, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(as_double, as_uint8, rtol=1e-4, atol=1e-4)
+    with pytest.raises(Exception, match=r"\[0, 1\]"):  # floats in 0..255 would be silently wrong
+        model(images.float())
