@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from searcher.errors import UserError, one_line_errors
+from searcher.redaction import MASK
 
 if TYPE_CHECKING:
     from searcher.space import Space
@@ -118,6 +119,10 @@ def _run(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         held.enter_context(driver_lock.hold(resume.name, resume.folder, resume.database))
         saved = resume.read_record()
         check_resume_overrides(saved["settings"], overrides_from(args))
+        if MASK in saved["tracking_uri"] and args.tracking_uri is None:
+            raise UserError(f"the search's record keeps its tracking URI without its secret "
+                            f"({saved['tracking_uri']}): pass it again with --tracking-uri (or "
+                            f"the user and password in MLFLOW_TRACKING_USERNAME/PASSWORD)")
         space = load_space(args.space, {**saved["settings"], "tracking_uri": saved["tracking_uri"],
                                         **overrides_from(args)})
         parent = saved["parent_run_id"]

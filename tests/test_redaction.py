@@ -100,3 +100,21 @@ def test_the_parent_run_and_the_closing_lines_keep_no_secret(tmp_path, tiny_cifa
              *tracking.how_to_browse(TRACKING, "1", run_id, "tiny", "data")]
     leaks = [text for text in shown if any(s in text for s in SECRETS)]
     assert not leaks
+
+
+def test_resuming_a_search_whose_record_masked_the_secret_asks_for_the_uri_again(tmp_path,
+                                                                                 capsys):
+    from searcher.run import main
+    (tmp_path / "tiny.py").write_text(SPACE)
+    folder = tmp_path / "tiny-20261203-000000-abcd"
+    folder.mkdir()
+    uri = "http://searcher:s3cret-pw@127.0.0.1:9/"  # loopback, where nothing answers
+    settings = {**Settings().to_dict(), "tracking_uri": uri}
+    SearchState(folder).write_record({"parent_run_id": "p", "tracking_uri": uri,
+                                      "settings": settings})
+    with pytest.raises(SystemExit) as exit_:  # not a connection with the password "***"
+        main([str(tmp_path / "tiny.py"), "--resume", str(folder)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pass it again with --tracking-uri" in err[0], err
+    assert not any(s in err[0] for s in SECRETS)
