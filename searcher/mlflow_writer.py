@@ -21,8 +21,12 @@ metrics/params/tags only, not run creation, termination or artifacts. Here:
   search's parent, since a creation whose answer was lost (a timeout, a killed driver) may
   have made it;
 - memory is bounded: at most MAX_IN_MEMORY writes are held in memory; past that they wait in the
-  journal only and are read back once the thread caught up. Tune's loop never waits on MLflow, in
-  an outage either; the bound on a long outage is the disk, at ~0.5 kB per result;
+  journal only and are read back, a chunk at a time, once the thread caught up; a replay reads
+  the journal a chunk at a time too. Tune's loop never waits on MLflow, in an outage either, nor
+  on the reading of the journal, which is done outside the lock `put` takes; the bound on a
+  long outage is the disk, at ~0.5 kB per result;
+- a full disk raises nothing in Tune's callback: the write is kept in memory and `full` says
+  what is wrong, for the trial logger to stop the search, resumable, once space is freed;
 - the journal is emptied whenever everything in it was accepted, so it stays small.
 """
 from __future__ import annotations
@@ -38,7 +42,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from searcher.outbox import Outbox, replayable
+from searcher.outbox import CHUNK, Outbox, replayable
 from searcher.tracking import TRIAL_ID_TAG
 
 RETRY_AFTER_S = 15.0  # how long the thread waits before trying an unreachable store again
@@ -61,6 +65,7 @@ class Writer:
         self.sent = 0  # writes accepted, for the benchmark
         self._queue: deque[dict[str, Any]] = deque()
         self._spilled = False  # writes past MAX_IN_MEMORY wait in the journal only
+        self._queued_upto = outbox.last  # the journal's writes past this one wait there only
         self._busy = False  # a round is in flight
         self._lock = threading.Condition()
         self._wake = threading.Event()
@@ -76,9 +81,15 @@ class Writer:
             self.outbox.append(op)
             if len(self._queue) < MAX_IN_MEMORY and not self._spilled:
                 self._queue.append(op)
+                self._queued_upto = op["seq"]
             else:
                 self._spilled = True
         self._wake.set()
+
+    @property
+    def full(self) -> str | None:
+        """Why the outbox could not keep a write (a full disk), in one line; else None."""
+        return self.outbox.full
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="searcher-mlflow-writer",
@@ -109,9 +120,10 @@ class Writer:
         self.outbox.close()
 
     def unsent(self) -> list[str]:
-        with self._lock:
-            queued = self.outbox.pending() if self.outbox.durable else list(self._queue)
-        return [op["what"] for op in queued] + self.rejected
+        if not self.outbox.durable:
+            with self._lock:
+                return [op["what"] for op in self._queue] + self.rejected
+        return [op["what"] for chunk in self.outbox.chunks() for op in chunk] + self.rejected
 
     # ------------------------------------------------------------------------- the thread
 
@@ -120,8 +132,10 @@ class Writer:
     def _loop(self) -> None:
         while not self._stop:
             with self._lock:
-                if not self._queue and self._spilled:
-                    self._refill()
+                refill = not self._queue and self._spilled
+            if refill:
+                self._refill()
+            with self._lock:
                 ops = [self._queue.popleft() for _ in range(min(BATCH, len(self._queue)))]
                 self._busy = bool(ops)
             if not ops:
@@ -139,9 +153,32 @@ class Writer:
                 self._wait_to_retry()
 
     def _refill(self) -> None:
-        pending = self.outbox.pending()
-        self._queue.extend(pending[:MAX_IN_MEMORY])
-        self._spilled = len(pending) > MAX_IN_MEMORY
+        """Queue the next writes that wait in the journal only. The journal is read outside the
+        lock: `put`, on Tune's loop, takes it, and a long backlog takes seconds to read. Only
+        this thread takes writes off the queue, so it stays empty meanwhile."""
+        with self._lock:
+            after, upto = self._queued_upto, self.outbox.last
+        chunk = next(self.outbox.chunks(MAX_IN_MEMORY, after, upto), [])
+        chunk = self._replayable(chunk)
+        with self._lock:
+            self._queue.extend(chunk)
+            self._queued_upto = chunk[-1]["seq"] if chunk else upto
+            self._spilled = self._queued_upto != self.outbox.last  # put wrote more meanwhile
+
+    _replaying: tuple[int, dict[str, str], dict[str, set[int]], set[str]] | None = None
+
+    def _replayable(self, ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """`ops` less a killed driver's writes that MLflow holds already (see `replay`), those
+        marked accepted."""
+        if self._replaying is None or not ops or ops[0]["seq"] > self._replaying[0]:
+            return ops
+        upto, runs, logged, ended = self._replaying
+        old = [op for op in ops if op["seq"] <= upto]
+        keep = replayable(old, runs, logged, ended)
+        kept = {op["seq"] for op in keep}
+        with self._lock:
+            self.outbox.ack([op["seq"] for op in old if op["seq"] not in kept])
+        return keep + ops[len(old):]
 
     def _wait_to_retry(self) -> None:
         until = time.time() + RETRY_AFTER_S
@@ -155,13 +192,18 @@ class Writer:
         `runs`, `logged` and `ended` say what MLflow holds already (see `replayable`). Returns
         the writes the store did not accept; they stay queued for the thread."""
         self.run_ids.update(runs)
-        pending = self.outbox.pending()
-        keep = replayable(pending, runs, logged, ended)
-        kept = {op["seq"] for op in keep}
-        self.outbox.ack([op["seq"] for op in pending if op["seq"] not in kept])
-        left = self._send(keep) if keep else []
+        upto = self.outbox.last
+        self._replaying = (upto, runs, logged, ended)
+        left, done = [], 0
+        for chunk in self.outbox.chunks(CHUNK, 0, upto):  # never the whole backlog at once
+            keep = self._replayable(chunk)
+            left, done = self._send(keep) if keep else [], chunk[-1]["seq"]
+            if left:  # the store is down: the rest waits in the journal, for the thread
+                break
         with self._lock:
             self._queue.extend(left)
+            self._queued_upto = done if left else upto
+            self._spilled = self._queued_upto != self.outbox.last
         return left
 
     def _send(self, ops: list[dict[str, Any]]) -> list[dict[str, Any]]:

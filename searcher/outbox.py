@@ -18,12 +18,14 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from searcher.outbox_db import DatabaseJournal
 
 OUTBOX_FILE = "mlflow_outbox.jsonl"  # in the search's state folder, beside the Optuna journal
 STAGE_FOLDER = "outbox_checkpoints"  # best checkpoints waiting for their upload, beside it
+# Writes read from the journal at a time: a long outage's backlog is never in memory whole.
+CHUNK = 2000
 
 
 class Outbox:
@@ -36,8 +38,16 @@ class Outbox:
         self.journal = journal or (FileJournal(path) if path else None)
         # None: chosen with the first checkpoint (`_stage_folder`)
         self.stage_root = path.parent / STAGE_FOLDER if path else None
-        ops, self._seq = self.journal.read() if self.journal else ([], 0)
-        self._drop_stale_stages({op.get("staged") for op in ops})
+        # Set when the journal could not be written (a full disk): one line saying so. Nothing
+        # more is written to it by this process, whose last write may have left a torn line
+        # there that would swallow the next (the next driver cuts it, `cut_torn_tail`): the
+        # writes and acceptances since are kept in memory, while the search stops.
+        self.full: str | None = None
+        self._unwritten: list[dict[str, Any]] = []
+        self._acked: set[int] = set()
+        self._seq = self.journal.last() if self.journal else 0
+        self._drop_stale_stages({op["staged"] for chunk in self.chunks() for op in chunk
+                                 if op.get("staged")})
         self._cleared_at: int | None = None  # the last write when the journal was last emptied
 
     @property
@@ -45,25 +55,63 @@ class Outbox:
         """The writes outlive this process (else they are only in the writer's memory)."""
         return self.journal is not None
 
-    def append(self, op: dict[str, Any]) -> None:
+    @property
+    def last(self) -> int:
+        """The sequence number of the last write appended."""
+        return self._seq
+
+    def append(self, op: dict[str, Any]) -> bool:
+        """Give `op` its sequence number and write it to the journal; False if it could not be
+        (see `full`): it is then in the caller's memory only."""
         self._seq += 1
         op["seq"] = self._seq
-        if self.journal:
-            self.journal.write(op)
+        if not self.journal:
+            return True
+        if not self.full:
+            try:
+                self.journal.write(op)
+                return True
+            except OSError as exc:  # ENOSPC, EFBIG: raised in Tune's callback it ends the search
+                self.full = (f"cannot write the MLflow outbox {self.journal} "
+                             f"({exc.strerror or exc}): free space there and continue the search "
+                             f"with --resume")
+        self._unwritten.append(op)
+        return False
 
     def ack(self, seqs: list[int]) -> None:
-        if self.journal and seqs:
+        if self.full:
+            self._acked.update(seqs)
+        elif self.journal and seqs:
             self.journal.ack(seqs)
 
     def clear(self) -> None:
         """Empty the journal: call only when everything in it was accepted."""
-        if self.journal and self._cleared_at != self._seq:  # not again while nothing came
-            self.journal.clear()
+        if self.journal and self._cleared_at != self._seq and not self.full:
+            self.journal.clear()  # not again while nothing came
             self._cleared_at = self._seq
 
+    def chunks(self, size: int = CHUNK, after: int = 0,
+               upto: int | None = None) -> Iterator[list[dict[str, Any]]]:
+        """The writes in the journal that MLflow has not accepted, in order, those numbered
+        past `after` and up to `upto`, in lists of at most `size`."""
+        if not self.journal:
+            return
+        for chunk in self.journal.pending(size, after, upto):
+            chunk = [op for op in chunk if op["seq"] not in self._acked]
+            if chunk:
+                yield chunk
+        rest = [op for op in self._unwritten if op["seq"] > after and op["seq"] not in self._acked
+                and (upto is None or op["seq"] <= upto)]
+        for i in range(0, len(rest), size):
+            yield rest[i:i + size]
+
+    def owes(self) -> bool:
+        """Whether the journal holds a write MLflow has not accepted."""
+        return next(self.chunks(1), None) is not None
+
     def pending(self) -> list[dict[str, Any]]:
-        """The writes in the journal that MLflow has not accepted, in order."""
-        return self.journal.read()[0] if self.journal else []
+        """All of `chunks` in one list: for a journal known to be short."""
+        return [op for chunk in self.chunks() for op in chunk]
 
     def stage(self, checkpoint: Any, name: str) -> dict[str, Any]:
         """Where the writer should upload `checkpoint` from, as the fields of its write (read
@@ -110,7 +158,10 @@ class Outbox:
 
     def close(self) -> None:
         if self.journal:
-            self.journal.close()
+            try:
+                self.journal.close()
+            except OSError:  # what a full disk left unwritten: `full` said so
+                pass
 
     def _drop_stale_stages(self, owed: set[str]) -> None:
         # Links of uploads acked just before a kill: nothing will ever send them.
@@ -126,36 +177,62 @@ class FileJournal:
     def __init__(self, path: Path):
         self.path = path
         cut_torn_tail(path)  # else the next write would be glued to it and lost with it
-        self._file = open(path, "a", encoding="utf-8")
+        # Unbuffered: each line goes to the kernel (which keeps it past a SIGKILL of this
+        # process) as it is written, and a failed write leaves nothing behind to be flushed later.
+        self._file = open(path, "ab", buffering=0)
 
     def write(self, op: dict[str, Any]) -> None:
-        # flush: to the kernel, which keeps it past a SIGKILL of this process
-        self._file.write(json.dumps(op, separators=(",", ":")) + "\n")
-        self._file.flush()
+        self._append(json.dumps(op, separators=(",", ":")))
 
     def ack(self, seqs: list[int]) -> None:
-        self._file.write(json.dumps({"ack": seqs}) + "\n")
-        self._file.flush()
+        self._append(json.dumps({"ack": seqs}))
+
+    def _append(self, line: str) -> None:
+        data = memoryview((line + "\n").encode())
+        while data:  # a write the disk takes in part returns short; the next one raises
+            data = data[self._file.write(data):]
 
     def clear(self) -> None:
         self._file.truncate(0)
 
-    def read(self) -> tuple[list[dict[str, Any]], int]:
-        """The writes not accepted, in order, and the last sequence number in use."""
-        ops, acked, last = [], set(), 0
-        if self.path.exists():
-            with open(self.path, encoding="utf-8") as f:
-                for line in f:
-                    try:
-                        entry = json.loads(line)
-                    except ValueError:  # cut short (see cut_torn_tail): it never returned
-                        continue
-                    if "ack" in entry:
-                        acked.update(entry["ack"])
-                    else:
-                        ops.append(entry)
-                        last = max(last, entry["seq"])
-        return [op for op in ops if op["seq"] not in acked], last
+    def last(self) -> int:
+        """The last sequence number in use."""
+        return max((op["seq"] for op in self._lines() if "ack" not in op), default=0)
+
+    def pending(self, size: int, after: int = 0,
+                upto: int | None = None) -> Iterator[list[dict[str, Any]]]:
+        """See `Outbox.chunks`. Two passes, so that only the accepted writes' numbers and one
+        chunk of writes are in memory: the marks of acceptance first, then the writes."""
+        acked = set()
+        for entry in self._lines(acks_only=True):
+            acked.update(entry["ack"])
+        chunk = []
+        for op in self._lines():
+            seq = op.get("seq", 0)
+            if "ack" in op or seq <= after or seq in acked:
+                continue
+            if upto is not None and seq > upto:
+                break  # written after the reading began (numbers only grow down the file)
+            chunk.append(op)
+            if len(chunk) == size:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
+    def _lines(self, acks_only: bool = False) -> Iterator[dict[str, Any]]:
+        try:
+            f = open(self.path, "rb")
+        except FileNotFoundError:
+            return
+        with f:
+            for line in f:
+                if acks_only and not line.startswith(b'{"ack"'):
+                    continue
+                try:
+                    yield json.loads(line)
+                except ValueError:  # cut short (see cut_torn_tail): it never returned
+                    continue
 
     def close(self) -> None:
         self._file.close()

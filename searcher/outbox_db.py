@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import Any
+from typing import Any, Iterator
 
 import sqlalchemy as sa
 
@@ -62,13 +62,29 @@ class DatabaseJournal:
         with self._engine.begin() as conn:
             conn.execute(_OUTBOX.delete().where(_OUTBOX.c.search == self.search))
 
-    def read(self) -> tuple[list[dict[str, Any]], int]:
-        """The writes not accepted, in order, and the last sequence number in use."""
+    def last(self) -> int:
+        """The last sequence number in use."""
         with self._engine.connect() as conn:
-            rows = conn.execute(sa.select(_OUTBOX.c.op).where(_OUTBOX.c.search == self.search)
-                                .order_by(_OUTBOX.c.seq)).scalars().all()
-        ops = [json.loads(row) for row in rows]
-        return ops, ops[-1]["seq"] if ops else 0
+            return conn.execute(sa.select(sa.func.max(_OUTBOX.c.seq))
+                                .where(_OUTBOX.c.search == self.search)).scalar() or 0
+
+    def pending(self, size: int, after: int = 0,
+                upto: int | None = None) -> Iterator[list[dict[str, Any]]]:
+        """See `outbox.Outbox.chunks`: a query per chunk, so a long backlog is never in memory
+        whole."""
+        while True:
+            query = (sa.select(_OUTBOX.c.op)
+                     .where(_OUTBOX.c.search == self.search, _OUTBOX.c.seq > after)
+                     .order_by(_OUTBOX.c.seq).limit(size))
+            if upto is not None:
+                query = query.where(_OUTBOX.c.seq <= upto)
+            with self._engine.connect() as conn:
+                chunk = [json.loads(row) for row in conn.execute(query).scalars()]
+            if chunk:
+                yield chunk
+            if len(chunk) < size:
+                return
+            after = chunk[-1]["seq"]
 
     def close(self) -> None:
         pass  # the engine is shared by the process

@@ -3,16 +3,19 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
+import threading
 import time
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 import sent_metrics
-from conftest import free_port
+from conftest import TESTS, free_port
 from searcher import mlflow_writer
 from searcher.mlflow_writer import Writer
-from searcher.outbox import OUTBOX_FILE, STAGE_FOLDER, Outbox
+from searcher.outbox import OUTBOX_FILE, STAGE_FOLDER, FileJournal, Outbox
 
 
 @pytest.fixture()
@@ -290,3 +293,84 @@ def test_links_of_uploads_acked_before_a_kill_are_dropped_on_reopen(tmp_path):
     outbox.close()
     Outbox(tmp_path / OUTBOX_FILE)
     assert sorted(p.name for p in (tmp_path / STAGE_FOLDER).iterdir()) == ["a-1"]
+
+
+class SlowJournal(FileJournal):
+    """A journal whose next reading, once armed, is held up (a long backlog on a slow disk)
+    until `go` is set."""
+
+    def __init__(self, path):
+        super().__init__(path)
+        self.armed, self.reading, self.go = False, threading.Event(), threading.Event()
+
+    def _held(self):
+        if self.armed:
+            self.armed = False
+            self.reading.set()
+            self.go.wait(10)
+
+    def read(self):  # how a refill read the journal before it was read in chunks
+        self._held()
+        return super().read()
+
+    def pending(self, *args, **kwargs):
+        self._held()
+        yield from super().pending(*args, **kwargs)
+
+
+def test_tune_s_put_does_not_wait_for_a_refill(tracking_uri, parent, tmp_path, monkeypatch):
+    monkeypatch.setattr(mlflow_writer, "MAX_IN_MEMORY", 4)
+    journal = SlowJournal(tmp_path / OUTBOX_FILE)
+    writer = Writer(tracking_uri, parent, Outbox(None, journal))
+    ops = trial_ops("a", 8)
+    for op in ops[:-1]:  # 4 in memory, the rest in the journal only
+        writer.put(op)
+    journal.armed = True
+    writer.start()  # sends the 4, then refills from the journal
+    assert journal.reading.wait(30)  # the refill is reading the journal, held up
+    put = threading.Thread(target=writer.put, args=(ops[-1],))  # Tune's callback
+    put.start()
+    put.join(5)
+    returned = not put.is_alive()
+    journal.go.set()  # the read goes on
+    put.join()
+    assert returned  # put returned while the refill's read was held up
+    writer.drain()  # every write once, the one put during the refill included
+    assert writer.unsent() == []
+    assert steps(MlflowClient(tracking_uri), writer.run_ids["a"]) == list(range(1, 9))
+    assert MlflowClient(tracking_uri).get_run(writer.run_ids["a"]).info.status == "FINISHED"
+    writer.stop()
+
+
+FULL_DISK = """
+import json, resource, sys
+from pathlib import Path
+from searcher.mlflow_writer import Writer
+from searcher.outbox import Outbox
+from test_mlflow_writer import trial_ops
+writer = Writer("http://127.0.0.1:9", "parent", Outbox(Path(sys.argv[1])))  # not started
+resource.setrlimit(resource.RLIMIT_FSIZE, (1500, 1500))  # writes past 1.5 kB fail: EFBIG
+raised = None
+for op in trial_ops("a", 20):
+    try:
+        writer.put(op)
+    except OSError as exc:
+        raised = repr(exc)
+        break
+print(json.dumps({"raised": raised, "full": writer.full, "queued": len(writer._queue)}))
+"""
+
+
+def test_a_full_disk_does_not_raise_in_tune_s_callback(tmp_path):
+    # The outbox's file cannot grow (RLIMIT_FSIZE: the disk is full, for this process): put
+    # keeps each write in memory and says what is wrong once; Tune's loop sees no exception.
+    path = tmp_path / OUTBOX_FILE
+    done = subprocess.run([sys.executable, "-c", FULL_DISK, str(path)], capture_output=True,
+                          text=True, cwd=TESTS, timeout=120)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.splitlines()[-1])
+    assert report["raised"] is None
+    assert str(path) in report["full"] and report["queued"] == len(trial_ops("a", 20))
+    kept = Outbox(path).pending()  # the space freed, --resume: the writes that made it, whole
+    assert 0 < len(kept) < report["queued"]
+    assert [op["what"] for op in kept] == [op["what"] for op in trial_ops("a", 20)[:len(kept)]]

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from itertools import chain
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
@@ -21,7 +22,7 @@ import sent_metrics
 from conftest import write_cifar
 from searcher.bench.common import MlflowServer
 from searcher.mlflow_writer import Writer
-from searcher.outbox import OUTBOX_FILE, FileJournal, Outbox
+from searcher.outbox import CHUNK, OUTBOX_FILE, FileJournal, Outbox
 from searcher.outbox_db import DatabaseJournal
 from searcher.search import CHECKPOINTS_KEPT
 from test_faults import EPOCHS, NUM_SAMPLES, SPACE
@@ -35,6 +36,11 @@ from test_faults import EPOCHS, NUM_SAMPLES, SPACE
 # "When a search is interrupted"), and it comes only in a race seen once in several runs.
 assert EPOCHS <= CHECKPOINTS_KEPT + 1
 EPOCH_KEYS = ("val_acc", "train_loss")
+
+
+def waiting(journal) -> list[dict]:
+    """The writes of a journal not accepted yet."""
+    return list(chain.from_iterable(journal.pending(CHUNK)))
 
 
 def metrics_logged(client: MlflowClient) -> int:
@@ -86,13 +92,13 @@ def kill_in_an_outage_and_resume(head: str, tmp_path: Path, storage: str, extra:
         server.stop()  # the outage: results go on arriving, MLflow takes none
         (tune_folder,) = (tmp_path / "ray").glob("resumable-*")  # named after the search
         journal = journal_of(tune_folder.name)
-        while (sum(op["op"] == "metrics" for op in journal.read()[0]) < 3
+        while (sum(op["op"] == "metrics" for op in waiting(journal)) < 3
                and time.time() < deadline and driver.poll() is None):
             time.sleep(0.5)
         assert driver.poll() is None, "the search ended before it could be killed"
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
-        pending = journal.read()[0]
+        pending = waiting(journal)
         assert sum(op["op"] == "metrics" for op in pending) >= 3, [op["what"] for op in pending]
         owed = {(op["trial"], op["epoch"]) for op in pending if op["op"] == "metrics"}
         if resume_in != on_head:  # the head is lost with its working folder and state in it
@@ -111,7 +117,7 @@ def kill_in_an_outage_and_resume(head: str, tmp_path: Path, storage: str, extra:
                  else resume_in / "searcher_state" / tune_folder.name)
         assert (state / "leaderboard.txt").is_file()  # where unlogged.txt would be
         assert not (state / "unlogged.txt").exists()
-        assert journal.read()[0] == []
+        assert waiting(journal) == []
 
         exp = client.get_experiment_by_name("resumable")
         children = client.search_runs([exp.experiment_id], "tags.`searcher.role` = 'trial'")

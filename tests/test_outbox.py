@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 
 from mlflow.tracking import MlflowClient
 
@@ -33,3 +34,29 @@ def test_a_torn_last_line_does_not_swallow_the_next_write(tracking_uri, parent, 
     run = MlflowClient(tracking_uri).get_run(writer.run_ids["a"])
     assert run.info.status == "FINISHED" and run.data.tags["searcher.outcome"] == "completed"
     assert steps(MlflowClient(tracking_uri), writer.run_ids["a"]) == [1, 2]
+
+
+def test_a_long_backlog_is_read_in_bounded_chunks(tracking_uri, parent, tmp_path):
+    # A long outage leaves a journal far larger than memory should hold: opening the outbox,
+    # telling whether it owes anything, and replaying it hold a chunk of it at a time. Replayed
+    # here are writes MLflow already holds (their epochs are logged), so nothing is sent.
+    path = tmp_path / OUTBOX_FILE
+    with open(path, "w", encoding="utf-8") as f:
+        for seq in range(1, 200_001):
+            f.write(json.dumps({"op": "metrics", "trial": f"t{seq % 50}", "epoch": seq,
+                                "what": f"t{seq % 50}: epoch {seq} metrics",
+                                "metrics": [["val_acc", 0.5, 0, seq]], "seq": seq}) + "\n")
+    size = path.stat().st_size
+    logged = {f"t{n}": set(range(n, 200_001, 50)) for n in range(50)}  # (before the count)
+    Writer(tracking_uri, parent, Outbox(None))  # (its imports too)
+    tracemalloc.start()
+    try:
+        outbox = Outbox(path)
+        assert outbox.owes()
+        writer = Writer(tracking_uri, parent, outbox)
+        assert writer.replay({}, logged, set()) == []
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert not Outbox(path).owes()  # all marked accepted
+    assert peak < size / 4, (peak, size)  # loaded whole, the parsed writes are ~5x the file
