@@ -5,10 +5,12 @@ Tune's own SIGINT handler makes `Tuner.fit()` return normally, as if the search 
 search would close its running trials as cut by the budget and mark itself finished, and
 `--resume` would find nothing to continue. `InterruptWatch`, a Tune callback, notes the signal
 (it wraps Tune's handler, which Tune installs before callbacks are set up), so the trial logger
-leaves its running trials open and the search leaves its record unfinished.
+leaves its running trials open and the search leaves its record unfinished. `stop` ends a search
+the same way for a reason of the search's own (a full disk), which the driver ends with.
 """
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 from typing import Any
@@ -16,17 +18,44 @@ from typing import Any
 from ray import tune
 
 _fired = False
+_reason: str | None = None
 
 
 def fired() -> bool:
-    """Whether a SIGINT stopped the search now running (or the last one)."""
+    """Whether a SIGINT (or `stop`) stopped the search now running (or the last one)."""
     return _fired
+
+
+def reason() -> str | None:
+    """Why `stop` stopped the search, in one line; None after a SIGINT."""
+    return _reason
+
+
+def stop(why: str) -> None:
+    """Stop the search as a Ctrl-C does: Tune saves where every trial stands, the trials stay
+    open and the search resumable. Call from a Tune callback; Tune's stop handler, which it
+    installs for SIGUSR1 as well as SIGINT, is called directly, without its warning."""
+    global _fired, _reason
+    if _fired:
+        return
+    tunes = signal.getsignal(signal.SIGUSR1) if hasattr(signal, "SIGUSR1") else None
+    if not callable(tunes):  # Tune runs off the main thread and installed no handler
+        from searcher.errors import UserError
+        raise UserError(why)
+    _fired, _reason = True, why
+    tune_log = logging.getLogger("ray.tune.tune")
+    level = tune_log.level
+    tune_log.setLevel(logging.ERROR)
+    try:
+        tunes(signal.SIGUSR1, None)
+    finally:
+        tune_log.setLevel(level)
 
 
 class InterruptWatch(tune.Callback):
     def setup(self, **info: Any) -> None:
-        global _fired
-        _fired = False
+        global _fired, _reason
+        _fired, _reason = False, None
         if threading.current_thread() is not threading.main_thread():
             return  # signal handlers live on the main thread only; Tune installs none either
         tunes = signal.getsignal(signal.SIGINT)

@@ -241,6 +241,8 @@ def _fit(tuner: tune.Tuner, state: SearchState) -> SearchResult:
     with outbox_folder(state.folder, state.database):  # not what a restored callback names
         results = tuner.fit()
     wall = time.perf_counter() - start
+    if interrupt.reason():  # stopped by the search itself (a full disk), saved as after a Ctrl-C
+        raise UserError(f"{interrupt.reason()} (the search is saved in {state.folder})")
     if interrupt.fired():  # Tune saved where every trial stands: leave them open to go on
         print(f"[searcher] interrupted: the search is saved in {state.folder}; continue it with "
               f"--resume", flush=True)

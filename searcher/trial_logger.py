@@ -74,6 +74,8 @@ class MLflowTrialLogger(tune.Callback):
 
     def _send(self, what: str, op: str, trial_id: str, **data: Any) -> None:
         self.writer.put({"op": op, "trial": trial_id, "what": what, **data})
+        if self.writer.full:  # a full disk: stop, resumable, rather than lose writes past memory
+            interrupt.stop(self.writer.full)
 
     @property
     def writer(self) -> Writer:
@@ -103,7 +105,7 @@ class MLflowTrialLogger(tune.Callback):
             return
         folder, database = _OUTBOX_AT or (self.state_folder, None)
         outbox = open_outbox(Path(folder) if folder else None, database)
-        owed = bool(outbox.pending())  # what a driver killed before left
+        owed = outbox.owes()  # what a driver killed before left
         self._writer = Writer(self.tracking_uri, self.parent_run_id, outbox,
                               on_created=self._created)
         if not self.records:
