@@ -130,6 +130,8 @@ def test_anytime_curves_and_time_to_reach():
     assert anytime.time_to_reach([slow, fast], 0.44, 10.0) == 0.6
     assert anytime.time_to_reach([slow, fast], 0.9, 10.0) == anytime.NEVER
     assert anytime.time_to_reach([slow, fast], float("nan"), 10.0) == anytime.NEVER
+    # random's final mean from a run where a seed's search got no result in its budget
+    assert anytime.time_to_reach([slow, fast], None, 10.0) == anytime.NEVER
 
 
 def test_scale_smoke_writes_the_figures(local_ray, tmp_path):

@@ -32,7 +32,7 @@ def time_to_reach(runs: Sequence[Events], target: float, budget: float) -> float
     """The first time, as a fraction of `budget`, at which the runs' mean curve reaches
     `target`; NEVER if it does not (or the target is NaN). The mean curve only moves when a run
     gets a result, so evaluating it at those times is exact."""
-    if not math.isfinite(target):
+    if target is None or not math.isfinite(target):  # None: a run with no result at all
         return NEVER
     times = np.array(sorted({t for events in runs for t, _ in events}), dtype=float)
     if not len(times):
