@@ -170,6 +170,8 @@ def _run(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
                                            warm.summary() if warm else None, data=data)
     else:
         client.update_run(parent, "RUNNING")
+    # Read while the server is known to answer: the closing lines must not need it.
+    experiment_id = client.get_run(parent).info.experiment_id
     status = "FAILED"
     try:
         result = run_search(space, data, uri, parent, resume, warm)
@@ -200,7 +202,6 @@ def _run(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
           f"{result.proposals} proposals were infeasible and never ran. "
           f"Leaderboard ({s.metric}, * = hand-made baseline):\n")
     print(text)
-    experiment_id = client.get_run(parent).info.experiment_id
     print(f"\nMLflow:   experiment '{space.name}', run {parent}")
     print("\n".join(tracking.how_to_browse(uri, experiment_id, parent, space.name,
                                            s.resolved_data_dir())))
