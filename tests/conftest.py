@@ -207,3 +207,11 @@ def resumable_space(epochs: int, num_samples: int) -> str:
             '    trial.suggest_float("lr", 0.01, 0.1, log=True)\n'
             '    return {"batch_size": 64, "batch_norm": True}\n\n'
             f'BASELINES = {{"first": {RESUMABLE_BASELINE!r}}}\n')
+
+
+def runs_with_role(client, role: str, experiment: str = "resumable") -> list:
+    """The runs of `experiment` tagged with searcher.role `role` ("search", "trial")."""
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    return client.search_runs([exp.experiment_id], f"tags.`searcher.role` = '{role}'")

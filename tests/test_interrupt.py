@@ -10,16 +10,9 @@ import time
 
 from mlflow.tracking import MlflowClient
 
-from conftest import resumable_space, write_cifar
+from conftest import resumable_space, runs_with_role, write_cifar
 
 NUM_SAMPLES, EPOCHS = 5, 3
-
-
-def _runs(client: MlflowClient, role: str) -> list:
-    exp = client.get_experiment_by_name("resumable")
-    if exp is None:
-        return []
-    return client.search_runs([exp.experiment_id], f"tags.`searcher.role` = '{role}'")
 
 
 def test_ctrl_c_stops_a_search_that_resume_finishes(tmp_path):
@@ -35,7 +28,7 @@ def test_ctrl_c_stops_a_search_that_resume_finishes(tmp_path):
                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
     client = MlflowClient(uri)
     deadline = time.time() + 300
-    while (sum(r.info.status == "FINISHED" for r in _runs(client, "trial")) < 1
+    while (sum(r.info.status == "FINISHED" for r in runs_with_role(client, "trial")) < 1
            and time.time() < deadline and driver.poll() is None):
         time.sleep(0.5)
     assert driver.poll() is None, "the search ended before Ctrl-C"
@@ -43,21 +36,21 @@ def test_ctrl_c_stops_a_search_that_resume_finishes(tmp_path):
     out, _ = driver.communicate(timeout=180)
     assert driver.returncode == 130, out[-3000:]
     assert "continue it with --resume" in out
-    (parent,) = _runs(client, "search")
+    (parent,) = runs_with_role(client, "search")
     assert parent.info.status == "KILLED"
-    cut = [r for r in _runs(client, "trial") if "by the time budget" in
+    cut = [r for r in runs_with_role(client, "trial") if "by the time budget" in
            r.data.tags.get("searcher.outcome", "") + r.data.tags.get("searcher.outcome_detail", "")]
     assert not cut, [r.data.tags for r in cut]  # nothing was closed as if the budget had ended it
-    open_before = {r.data.tags["searcher.trial_id"] for r in _runs(client, "trial")
+    open_before = {r.data.tags["searcher.trial_id"] for r in runs_with_role(client, "trial")
                    if r.info.status == "RUNNING"}
 
     resumed = subprocess.run(args + ["--resume"], cwd=tmp_path, env=env, capture_output=True,
                              text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming" in resumed.stdout
-    (parent,) = _runs(client, "search")
+    (parent,) = runs_with_role(client, "search")
     assert parent.info.status == "FINISHED"
-    children = _runs(client, "trial")
+    children = runs_with_role(client, "trial")
     ids = [c.data.tags["searcher.trial_id"] for c in children]
     assert len(ids) == NUM_SAMPLES == len(set(ids))  # the budget, each trial once
     assert open_before <= set(ids)  # the interrupted trials went on in their own runs

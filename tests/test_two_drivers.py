@@ -9,16 +9,9 @@ import time
 
 from mlflow.tracking import MlflowClient
 
-from conftest import resumable_space, write_cifar
+from conftest import resumable_space, runs_with_role, write_cifar
 
 NUM_SAMPLES, EPOCHS = 4, 3
-
-
-def _runs(client: MlflowClient, role: str) -> list:
-    exp = client.get_experiment_by_name("resumable")
-    if exp is None:
-        return []
-    return client.search_runs([exp.experiment_id], f"tags.`searcher.role` = '{role}'")
 
 
 def test_a_second_driver_on_a_running_search_is_refused(head, tmp_path):
@@ -33,10 +26,10 @@ def test_a_second_driver_on_a_running_search_is_refused(head, tmp_path):
                              stderr=subprocess.PIPE, text=True, start_new_session=True)
     client = MlflowClient(uri)
     deadline = time.time() + 240
-    while not _runs(client, "trial") and time.time() < deadline and first.poll() is None:
+    while not runs_with_role(client, "trial") and time.time() < deadline and first.poll() is None:
         time.sleep(0.5)
     assert first.poll() is None, "the first driver ended before the second came"
-    (parent,) = _runs(client, "search")
+    (parent,) = runs_with_role(client, "search")
 
     second = subprocess.run(args + ["--resume"], cwd=tmp_path, env=env, capture_output=True,
                             text=True, timeout=300)
@@ -46,7 +39,7 @@ def test_a_second_driver_on_a_running_search_is_refused(head, tmp_path):
     assert client.get_run(parent.info.run_id).info.status == "RUNNING"  # untouched
 
     assert first.wait(timeout=600) == 0, first.stderr.read()[-3000:]
-    children = _runs(client, "trial")
+    children = runs_with_role(client, "trial")
     assert len(children) == NUM_SAMPLES
     assert all(c.info.status == "FINISHED" for c in children)
     assert client.get_run(parent.info.run_id).info.status == "FINISHED"
