@@ -83,12 +83,6 @@ class Host:
                 if line.strip() and not line.startswith((SSHD, f"sshd: {SSHD}", "sleep infinity",
                                                          "bash -c cd /", "for p in", "tr "))]
 
-    def trial_pids(self) -> set[int]:
-        """The processes on this host that run a Tune trial (Ray titles them ray::ImplicitFunc)."""
-        out = self.run("grep -l '^ray::ImplicitFunc' /proc/[0-9]*/cmdline 2>/dev/null",
-                       check=False).stdout
-        return {int(line.split("/")[2]) for line in out.split()}
-
     def kill(self) -> None:
         """Pull the plug: every process of the host ends at once."""
         if self.init_pid and self.process.poll() is None:
