@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 DATA_DIR ?= $(or $(SEARCHER_DATA_DIR),data)
 DEMO_ARGS ?=
 
-.PHONY: demo test ui promote clean
+.PHONY: demo test lint ui promote clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,12 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	$(PY) -m searcher.run spaces/cifar10.py --data-dir $(DATA_DIR) $(DEMO_ARGS)
 
-test: $(VENV)/.installed
+test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The package's layers (.importlinter): a module importing across them fails the build.
+lint: $(VENV)/.installed
+	$(VENV)/bin/lint-imports
 
 ui: $(VENV)/.installed
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db

@@ -1,6 +1,6 @@
 """`python -m searcher` is `python -m searcher.run`."""
 import sys
 
-from searcher.run import main
+from searcher.commands.run import main
 
 sys.exit(main())

@@ -6,9 +6,9 @@ import subprocess
 import sys
 
 import pytest
+from conftest import ROOT
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT
 from searcher.bench import anytime
 from searcher.bench.__main__ import main
 

@@ -17,17 +17,16 @@ import mlflow
 import numpy as np
 import pytest
 import torch
+from conftest import free_port
 from mlflow.tracking import MlflowClient
 from PIL import Image
-
-from searcher import promote as promote_mod
-from searcher.champion import load_champion
-from searcher.data import load_cifar10
-from searcher.errors import UserError
-
-from conftest import free_port
 from test_promote import logged_search
 from test_serving import STARTUP_S
+
+from searcher.commands import promote as promote_mod
+from searcher.errors import UserError
+from searcher.tracking.champion import load_champion
+from searcher.training.data import load_cifar10
 
 
 class _CreatesFile:
@@ -95,7 +94,7 @@ def test_the_champion_loads_and_serves_as_torchscript(champion, tiny_cifar):
     with torch.no_grad():
         expected = model(torch.from_numpy(images)).numpy()
     served = mlflow.pyfunc.load_model("models:/tiny@champion")
-    assert served.metadata.flavors["python_function"]["loader_module"] == "searcher.champion"
+    assert served.metadata.flavors["python_function"]["loader_module"] == "searcher.tracking.champion"
     np.testing.assert_allclose(served.predict(images), expected, rtol=1e-5, atol=1e-5)
 
 

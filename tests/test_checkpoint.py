@@ -1,10 +1,13 @@
 import torch
-
-from searcher.checkpoint import classifier_from_checkpoint, load_checkpoint, save_checkpoint
-from searcher.engine import Trainer, TrainConfig
-from searcher.model import build_model
-
 from test_engine import ARCH, separable
+
+from searcher.training.checkpoint import (
+    classifier_from_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from searcher.training.engine import TrainConfig, Trainer
+from searcher.training.model import build_model
 
 
 def test_checkpoint_rebuilds_the_model_alone(tmp_path):

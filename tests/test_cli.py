@@ -8,7 +8,6 @@ import time
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, free_port
 
 
@@ -56,9 +55,9 @@ def _runs(db) -> int:
 
 
 def _recorded_search(tmp_path, tiny_cifar):
-    """A search as `searcher.run` leaves it for --resume: its record, written by the state API."""
-    from searcher.settings import make_settings
-    from searcher.state import SearchState
+    """A search as `searcher.commands.run` leaves it for --resume: its record, written by the state API."""
+    from searcher.spec.settings import make_settings
+    from searcher.tune.state import SearchState
     (tmp_path / "space.py").write_text(GOOD)
     folder = tmp_path / "ray_results" / "space-20250101-000000-abcd"
     folder.mkdir(parents=True)
@@ -92,7 +91,7 @@ def test_resume_with_another_seed_or_data_dir_is_one_line(tmp_path, tiny_cifar, 
 
 
 def test_resume_may_repeat_the_recorded_seed_and_data_dir(tmp_path, tiny_cifar):
-    from searcher.run import check_resume_overrides
+    from searcher.commands.run import check_resume_overrides
     _, settings = _recorded_search(tmp_path, tiny_cifar)
     check_resume_overrides(settings.to_dict(), {"seed": 3, "data_dir": str(tiny_cifar),
                                                 "epochs": 5})

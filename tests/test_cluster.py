@@ -13,10 +13,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from mlflow.tracking import MlflowClient
-
 from conftest import BIN, RAY_ENV, free_port, kill_matching, ray_head, write_cifar
-
+from mlflow.tracking import MlflowClient
 
 SPACE = textwrap.dedent('''
     SETTINGS = {"epochs": 4, "num_samples": 4, "grace_period": 4, "seed": 0}

@@ -10,11 +10,10 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from conftest import ROOT
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from ray.autoscaler._private.util import prepare_config, validate_config
-
-from conftest import ROOT
 
 CONFIGS = ["cluster.yaml", "cluster-onprem.yaml"]
 AWS = ROOT / "cluster" / "aws"
@@ -152,7 +151,7 @@ def test_aws_workers_are_cached_when_idle():
     for node_type in config["available_node_types"].values():
         assert "InstanceMarketOptions" not in node_type["node_config"]
     worker = config["available_node_types"]["gpu_worker"]
-    assert worker["resources"] == {"CPU": 4, "GPU": 1}  # searcher/resources.py sizes from it
+    assert worker["resources"] == {"CPU": 4, "GPU": 1}  # searcher/tune/resources.py sizes from it
 
 
 # Python methods of dicts and lists whose names are also boto3 resource actions (dict.copy is
@@ -286,7 +285,7 @@ def test_state_lives_in_postgres_off_the_head(name):
 
 
 def test_the_study_setting_is_the_one_the_configs_export():
-    from searcher.state import STUDY_STORAGE_ENV
+    from searcher.tune.state import STUDY_STORAGE_ENV
     for name in CONFIGS:
         assert f"{STUDY_STORAGE_ENV}=" in (ROOT / name).read_text()
 

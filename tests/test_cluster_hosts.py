@@ -21,9 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import pytest
-
 import nshosts
+import pytest
 from conftest import ROOT, write_cifar
 
 pytestmark = pytest.mark.cluster

@@ -1,6 +1,6 @@
 import pytest
 
-from searcher.config import ConfigError, split_params
+from searcher.spec.params import ConfigError, split_params
 
 SHAPE = {"num_classes": 10, "in_channels": 3, "image_size": 32, "epochs": 5}
 

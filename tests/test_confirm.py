@@ -12,14 +12,19 @@ import torch
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from searcher import tracking
-from searcher.checkpoint import classifier_from_checkpoint, load_checkpoint, save_checkpoint
-from searcher.config import split_params
-from searcher.confirm import SEED_TAG, SOURCE_TRIAL_TAG
-from searcher.data import channel_stats, load_cifar10, load_search_data
-from searcher.model import build_model
-from searcher.promote import main as promote_main
-from searcher.space import load_space
+from searcher.commands.promote import main as promote_main
+from searcher.spec.params import split_params
+from searcher.spec.space import load_space
+from searcher.tracking import store as tracking
+from searcher.tracking import tags
+from searcher.training.checkpoint import (
+    classifier_from_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from searcher.training.data import channel_stats, load_cifar10, load_search_data
+from searcher.training.model import build_model
+from searcher.tune.confirm import SEED_TAG, SOURCE_TRIAL_TAG
 
 EPOCHS = 3
 SPACE = "SETTINGS = {'seed': 0}\ndef space(trial):\n    trial.suggest_int('stages', 1, 1)\n"
@@ -53,11 +58,11 @@ def logged_search(tmp_path, tiny_cifar, uri: str) -> tuple[dict[str, str], objec
                         classes=data.classes, mean=data.mean, std=data.std,
                         trainer_state={"model": build_model(arch).state_dict()})
         run = client.create_run(experiment, run_name=name, tags={
-            MLFLOW_PARENT_RUN_ID: parent, tracking.ROLE_TAG: "trial",
-            tracking.TRIAL_ID_TAG: f"t_{name}"}).info.run_id
+            MLFLOW_PARENT_RUN_ID: parent, tags.ROLE_TAG: "trial",
+            tags.TRIAL_ID_TAG: f"t_{name}"}).info.run_id
         for key, v in params.items():
             client.log_param(run, key, v)
-        client.log_metric(run, tracking.best_key("val_acc"), value)
+        client.log_metric(run, tags.best_key("val_acc"), value)
         client.log_artifacts(run, str(folder), "checkpoint")
         client.set_terminated(run)
         runs[name] = run
@@ -68,12 +73,12 @@ def logged_search(tmp_path, tiny_cifar, uri: str) -> tuple[dict[str, str], objec
 def children(client: MlflowClient, run_id: str, role: str):
     experiment = client.get_run(run_id).info.experiment_id
     return client.search_runs([experiment], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{run_id}' and "
-                                            f"tags.`{tracking.ROLE_TAG}` = '{role}'")
+                                            f"tags.`{tags.ROLE_TAG}` = '{role}'")
 
 
 def promotion_run(client: MlflowClient):
     experiment = client.get_experiment_by_name("tiny").experiment_id
-    (run,) = client.search_runs([experiment], f"tags.`{tracking.ROLE_TAG}` = 'promotion'")
+    (run,) = client.search_runs([experiment], f"tags.`{tags.ROLE_TAG}` = 'promotion'")
     return run
 
 

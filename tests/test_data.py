@@ -2,13 +2,17 @@ import pickle
 
 import numpy as np
 import pytest
+from conftest import write_cifar
 from PIL import Image
 
-from searcher.data import (DataError, load_cifar10, load_image_folder, load_search_data,
-                           split_validation)
 from searcher.errors import UserError
-
-from conftest import write_cifar
+from searcher.training.data import (
+    DataError,
+    load_cifar10,
+    load_image_folder,
+    load_search_data,
+    split_validation,
+)
 
 
 def test_cifar_layout_without_filenames_is_read(tiny_cifar):
@@ -29,7 +33,7 @@ def test_validation_split_is_seeded_and_disjoint():
 
 
 def _split(x):
-    from searcher.data import Split
+    from searcher.training.data import Split
     return Split(x, np.zeros(len(x), np.int64))
 
 

@@ -6,13 +6,13 @@ import sys
 
 import pytest
 
-from searcher.driver_lock import hold
 from searcher.errors import UserError
+from searcher.tune.driver_lock import hold
 
 _HOLDER = """
 import sys, time
 from pathlib import Path
-from searcher.driver_lock import hold
+from searcher.tune.driver_lock import hold
 with hold("s1", Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else None):
     print("held", flush=True)
     time.sleep(600)

@@ -4,8 +4,14 @@ import copy
 import pytest
 import torch
 
-from searcher.engine import Trainer, TrainConfig, TrainingDiverged, random_crop, random_flip
-from searcher.model import build_model
+from searcher.training.engine import (
+    TrainConfig,
+    Trainer,
+    TrainingDiverged,
+    random_crop,
+    random_flip,
+)
+from searcher.training.model import build_model
 
 ARCH = {"stages": [{"filters": 8, "batch_norm": True}, {"filters": 16}], "head": "flatten"}
 

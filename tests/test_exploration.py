@@ -6,9 +6,9 @@ from pathlib import Path
 
 import optuna
 
-from searcher.exploration import EVERY, RandomInterleave
-from searcher.samplers import RANDOM_STARTUP, make_sampler
-from searcher.space import load_space
+from searcher.sampling.exploration import EVERY, RandomInterleave
+from searcher.sampling.samplers import RANDOM_STARTUP, make_sampler
+from searcher.spec.space import load_space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 SPACE = load_space(Path(__file__).parents[1] / "spaces" / "cifar10.py")

@@ -3,7 +3,7 @@ import numpy as np
 import optuna
 import pytest
 
-from searcher import fast_tpe
+from searcher.sampling import fast_tpe
 
 
 def _proposals(n: int = 30) -> list[dict]:

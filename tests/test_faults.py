@@ -7,10 +7,9 @@ import subprocess
 import sys
 import time
 
-from mlflow.tracking import MlflowClient
-
 import sent_metrics
 from conftest import resumable_space, write_cifar
+from mlflow.tracking import MlflowClient
 
 NUM_SAMPLES, EPOCHS = 6, 3
 # Trials in flight at once: the `head` fixture's 2 CPUs at the default cpus_per_trial of 1. Tune
@@ -78,7 +77,7 @@ def test_killed_driver_resumes_the_same_search(head, tmp_path):
              if k[1] in ("val_acc", "train_loss") and n > 1}
     assert not twice, twice  # and none sent twice, which the store would not show
 
-    from searcher.state import load_study
+    from searcher.tune.state import load_study
     (folder,) = (tmp_path / "ray").glob("resumable-*")
     study = load_study(folder)
     states = [t.state.name for t in study.trials]

@@ -7,10 +7,15 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from searcher.fidelity import (COST_ATTR, MIN_TRIALS_AT_RUNG, RungSampler, comparison_epoch,
-                               rung_view)
-from searcher.exploration import RandomInterleave
-from searcher.samplers import RANDOM_STARTUP, make_sampler, tpe
+from searcher.sampling.exploration import RandomInterleave
+from searcher.sampling.fidelity import (
+    COST_ATTR,
+    MIN_TRIALS_AT_RUNG,
+    RungSampler,
+    comparison_epoch,
+    rung_view,
+)
+from searcher.sampling.samplers import RANDOM_STARTUP, make_sampler, tpe
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -139,7 +144,7 @@ def test_baselines_are_tpes_start_up():
 
 
 def test_past_the_window_tpe_models_the_best_and_the_most_recent_trials():
-    from searcher.fidelity import KEEP_BEST, MAX_MODELLED
+    from searcher.sampling.fidelity import KEEP_BEST, MAX_MODELLED
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(0))
     n = MAX_MODELLED + 100
     for i in range(n):  # trial i scores i / n at its only epoch, except the first 10: best of all

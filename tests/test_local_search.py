@@ -8,10 +8,10 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from searcher.fidelity import COST_ATTR
-from searcher.local_search import MAX_CHANGES, IncumbentSearch, mutated
-from searcher.samplers import RANDOM_STARTUP, make_sampler, tpe
-from searcher.space import load_space
+from searcher.sampling.fidelity import COST_ATTR
+from searcher.sampling.local_search import MAX_CHANGES, IncumbentSearch, mutated
+from searcher.sampling.samplers import RANDOM_STARTUP, make_sampler, tpe
+from searcher.spec.space import load_space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 SPACE = load_space(Path(__file__).parents[1] / "spaces" / "cifar10.py")

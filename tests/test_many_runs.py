@@ -9,12 +9,12 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from searcher import tracking
-from searcher.logged_search import ranked_trials
-from searcher.outbox import OUTBOX_FILE, Outbox
-from searcher.tracking import ROLE_TAG, TRIAL_ID_TAG
-from searcher.trial_logger import MLflowTrialLogger, _records_from_mlflow
-from searcher.warm_start import _search_runs, _trial_runs
+from searcher.tracking import store as tracking
+from searcher.tracking.outbox import OUTBOX_FILE, Outbox
+from searcher.tracking.readback import all_runs, ranked_trials, trial_records, trial_runs
+from searcher.tracking.tags import ROLE_TAG, TRIAL_ID_TAG
+from searcher.tune.trial_logger import MLflowTrialLogger
+from searcher.tune.warm_start import _search_runs
 
 TRIALS = 1_001  # one past search_runs' default page
 
@@ -49,13 +49,13 @@ def store(tmp_path_factory) -> Store:
 
 def test_a_resumed_search_reads_back_every_trial(store):
     client = MlflowClient(store.uri)
-    records = _records_from_mlflow(client, store.parent.info.run_id, "val_acc", "max")
+    records = trial_records(client, store.parent.info.run_id, "val_acc", "max")
     assert len(records) == TRIALS and records["t1000"].run_id == store.last
 
 
 def test_warm_start_reads_every_trial_and_every_search(store):
     client = MlflowClient(store.uri)
-    assert len(_trial_runs(client, store.parent)) == TRIALS
+    assert len(trial_runs(client, store.parent)) == TRIALS
     assert len(_search_runs(client, None, "many-searches")) == TRIALS
 
 
@@ -82,7 +82,7 @@ def test_a_write_owed_to_the_last_trial_lands_on_its_run_and_makes_no_second_run
     client = MlflowClient(store.uri)
     assert [m.value for m in client.get_metric_history(store.last, "val_acc")] == [0.5]
     assert len(logger.records) == TRIALS
-    assert len(tracking.all_runs(client, [store.parent.info.experiment_id],
+    assert len(all_runs(client, [store.parent.info.experiment_id],
                                  f"tags.`{TRIAL_ID_TAG}` = 't1000'")) == 1
     logger._writer.stop()
 

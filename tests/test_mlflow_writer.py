@@ -9,13 +9,13 @@ import threading
 import time
 
 import pytest
-from mlflow.tracking import MlflowClient
-
 import sent_metrics
 from conftest import TESTS, free_port
-from searcher import mlflow_writer
-from searcher.mlflow_writer import Writer
-from searcher.outbox import OUTBOX_FILE, STAGE_FOLDER, FileJournal, Outbox
+from mlflow.tracking import MlflowClient
+
+from searcher.tracking import writer as mlflow_writer
+from searcher.tracking.outbox import OUTBOX_FILE, STAGE_FOLDER, FileJournal, Outbox
+from searcher.tracking.writer import Writer
 
 
 @pytest.fixture()
@@ -345,8 +345,8 @@ def test_tune_s_put_does_not_wait_for_a_refill(tracking_uri, parent, tmp_path, m
 FULL_DISK = """
 import json, resource, sys
 from pathlib import Path
-from searcher.mlflow_writer import Writer
-from searcher.outbox import Outbox
+from searcher.tracking.writer import Writer
+from searcher.tracking.outbox import Outbox
 from test_mlflow_writer import trial_ops
 writer = Writer("http://127.0.0.1:9", "parent", Outbox(Path(sys.argv[1])))  # not started
 resource.setrlimit(resource.RLIMIT_FSIZE, (1500, 1500))  # writes past 1.5 kB fail: EFBIG

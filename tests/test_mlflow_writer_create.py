@@ -7,9 +7,9 @@ import requests
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from searcher.mlflow_writer import Writer
-from searcher.outbox import OUTBOX_FILE, Outbox
-from searcher.tracking import TRIAL_ID_TAG
+from searcher.tracking.outbox import OUTBOX_FILE, Outbox
+from searcher.tracking.tags import TRIAL_ID_TAG
+from searcher.tracking.writer import Writer
 
 
 @pytest.fixture()

@@ -3,8 +3,16 @@ import warnings
 import pytest
 import torch
 
-from searcher.model import (ACTIVATIONS, POOLS, Classifier, InfeasibleArchitecture, ResidualBlock,
-                            build_model, feasible_cost, measure)
+from searcher.training.model import (
+    ACTIVATIONS,
+    POOLS,
+    Classifier,
+    InfeasibleArchitecture,
+    ResidualBlock,
+    build_model,
+    feasible_cost,
+    measure,
+)
 
 TUTORIAL_SMALL = {"stages": [{"filters": 6, "pool": "none"}, {"filters": 16, "padding": "valid"}]}
 TUTORIAL_CNN = {"stages": [{"filters": 32, "padding": "valid"}, {"filters": 32, "padding": "valid"}],
@@ -157,7 +165,7 @@ def test_every_layer_kind_scripts_for_promotion(head):
 
 _STRIDED_SKIP_TRAINS = """
 import torch
-from searcher.model import build_model
+from searcher.training.model import build_model
 torch.set_num_threads(1)
 model = build_model({"stages": [{"filters": 12, "convs": 3, "pool": "strided", "residual": True,
                                  "batch_norm": True}], "image_size": 32}

@@ -16,16 +16,16 @@ import time
 from itertools import chain
 from pathlib import Path
 
-from mlflow.tracking import MlflowClient
-
 import sent_metrics
 from conftest import write_cifar
-from searcher.bench.common import MlflowServer
-from searcher.mlflow_writer import Writer
-from searcher.outbox import CHUNK, OUTBOX_FILE, FileJournal, Outbox
-from searcher.outbox_db import DatabaseJournal
-from searcher.search import CHECKPOINTS_KEPT
+from mlflow.tracking import MlflowClient
 from test_faults import EPOCHS, NUM_SAMPLES, SPACE
+
+from searcher.bench.common import MlflowServer
+from searcher.tracking.outbox import CHUNK, OUTBOX_FILE, FileJournal, Outbox
+from searcher.tracking.outbox_db import DatabaseJournal
+from searcher.tracking.writer import Writer
+from searcher.tune.tuner import CHECKPOINTS_KEPT
 
 # With a URI storage Tune uploads its experiment snapshot after the fact, while a trial's older
 # checkpoints are deleted at once; a driver killed in between leaves a snapshot naming a checkpoint

@@ -5,10 +5,10 @@ import json
 import tracemalloc
 
 from mlflow.tracking import MlflowClient
-
-from searcher.mlflow_writer import Writer
-from searcher.outbox import OUTBOX_FILE, Outbox
 from test_mlflow_writer import parent, steps, trial_ops  # noqa: F401 (parent: a fixture)
+
+from searcher.tracking.outbox import OUTBOX_FILE, Outbox
+from searcher.tracking.writer import Writer
 
 
 def test_a_torn_last_line_does_not_swallow_the_next_write(tracking_uri, parent, tmp_path):

@@ -16,14 +16,13 @@ import optuna
 import psycopg
 import pytest
 import requests
+from conftest import RESUMABLE_BASELINE, free_port, ray_head, resumable_space, write_cifar
 from mlflow.tracking import MlflowClient
 
-from conftest import (RESUMABLE_BASELINE, free_port, ray_head, resumable_space,
-                      write_cifar)
 from searcher.errors import UserError
-from searcher.outbox import OUTBOX_FILE, STAGE_FOLDER, open_outbox
-from searcher.settings import SettingsError, make_settings
-from searcher.state import RECORD_ATTR, SEARCH_FILE, STUDY_FILE, find_resumable
+from searcher.spec.settings import SettingsError, make_settings
+from searcher.tracking.outbox import OUTBOX_FILE, STAGE_FOLDER, open_outbox
+from searcher.tune.state import RECORD_ATTR, SEARCH_FILE, STUDY_FILE, find_resumable
 
 BIN = Path(sys.executable).parent
 NUM_SAMPLES, EPOCHS = 5, 2
@@ -156,10 +155,10 @@ def test_a_search_whose_head_is_lost_resumes_elsewhere_from_postgres(postgres, t
 def test_the_study_and_its_record_resume_through_the_database_alone(postgres, tmp_path):
     """No Ray: what a new head gets back from the database is the study the old one asked and
     told, and the record `--resume` needs; the searcher Tune pickles reconnects by its URL."""
-    from searcher.search import make_study
-    from searcher.space import load_space
-    from searcher.state import SearchState
-    from searcher.study_searcher import StudySearcher
+    from searcher.spec.space import load_space
+    from searcher.tune.state import SearchState
+    from searcher.tune.study_searcher import StudySearcher
+    from searcher.tune.tuner import make_study
 
     study_db = postgres("optuna")
     (tmp_path / "tiny.py").write_text(SPACE)

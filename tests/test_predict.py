@@ -7,13 +7,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
-from searcher import promote as promote_mod
-from searcher.checkpoint import classifier_from_checkpoint, load_checkpoint
-from searcher.data import load_cifar10
-from searcher.predict import main as predict_main
-
 from test_promote import logged_search
+
+from searcher.commands import promote as promote_mod
+from searcher.commands.predict import main as predict_main
+from searcher.training.checkpoint import classifier_from_checkpoint, load_checkpoint
+from searcher.training.data import load_cifar10
 
 
 def test_predict_labels_a_folder_into_a_csv_and_skips_unreadable_images(tmp_path, tiny_cifar,

@@ -12,12 +12,17 @@ import torch
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from searcher import promote as promote_mod
-from searcher import tracking
-from searcher.checkpoint import classifier_from_checkpoint, load_checkpoint, save_checkpoint
-from searcher.data import load_cifar10
-from searcher.model import build_model
-from searcher.space import load_space
+from searcher.commands import promote as promote_mod
+from searcher.spec.space import load_space
+from searcher.tracking import store as tracking
+from searcher.tracking import tags
+from searcher.training.checkpoint import (
+    classifier_from_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from searcher.training.data import load_cifar10
+from searcher.training.model import build_model
 
 ARCH = {"stages": [{"filters": 4, "batch_norm": True, "residual": True},
                    {"filters": 8, "padding": "valid", "residual": True, "pool": "strided"}],
@@ -40,9 +45,9 @@ def logged_search(tmp_path: Path, tiny_cifar: Path, uri: str) -> Path:
                     std=[0.2, 0.2, 0.25], trainer_state={"model": net.state_dict()})
     experiment = client.get_run(parent).info.experiment_id
     trial = client.create_run(experiment, run_name="4-8 bn res gap sgd",
-                              tags={MLFLOW_PARENT_RUN_ID: parent, tracking.ROLE_TAG: "trial",
-                                    tracking.TRIAL_ID_TAG: "abc_00000"}).info.run_id
-    client.log_metric(trial, tracking.best_key("val_acc"), 0.5)
+                              tags={MLFLOW_PARENT_RUN_ID: parent, tags.ROLE_TAG: "trial",
+                                    tags.TRIAL_ID_TAG: "abc_00000"}).info.run_id
+    client.log_metric(trial, tags.best_key("val_acc"), 0.5)
     client.log_artifacts(trial, str(ckpt_dir), "checkpoint")
     client.set_terminated(trial)
     client.set_terminated(parent)
@@ -93,7 +98,7 @@ def test_promoting_a_trial_run_names_its_search_and_writes_nothing(tmp_path, tin
     logged_search(tmp_path, tiny_cifar, uri)
     client = MlflowClient(uri)
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    (trial,) = [r for r in runs if r.data.tags.get(tracking.ROLE_TAG) == "trial"]
+    (trial,) = [r for r in runs if r.data.tags.get(tags.ROLE_TAG) == "trial"]
     parent = trial.data.tags[MLFLOW_PARENT_RUN_ID]
     with pytest.raises(SystemExit) as exit_:
         promote_mod.main(["--run-id", trial.info.run_id, "--tracking-uri", uri,
@@ -110,7 +115,7 @@ def test_promoting_a_trial_run_names_its_search_and_writes_nothing(tmp_path, tin
 
 def test_the_champion_takes_float_images_in_0_1_as_torchvision_gives_them(tmp_path, tiny_cifar):
     # ToTensor() gives float images in [0, 1]; the same pixels as uint8 must give the same logits.
-    from searcher.champion import load_champion
+    from searcher.tracking.champion import load_champion
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     logged_search(tmp_path, tiny_cifar, uri)
     promote_mod.promote(uri, experiment="tiny", data_dir=str(tiny_cifar))

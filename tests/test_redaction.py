@@ -8,11 +8,11 @@ import sys
 import textwrap
 
 import pytest
+from conftest import ROOT
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT
-from searcher.settings import Settings
-from searcher.state import SEARCH_FILE, SearchState, study_database
+from searcher.spec.settings import Settings
+from searcher.tune.state import SEARCH_FILE, SearchState, study_database
 
 SPACE = textwrap.dedent('''
     def space(trial):
@@ -87,8 +87,8 @@ def test_the_search_record_keeps_no_secret(tmp_path):
 
 
 def test_the_parent_run_and_the_closing_lines_keep_no_secret(tmp_path, tiny_cifar):
-    from searcher import tracking
-    from searcher.space import load_space
+    from searcher.spec.space import load_space
+    from searcher.tracking import store as tracking
     (tmp_path / "tiny.py").write_text(SPACE)
     space = load_space(tmp_path / "tiny.py", {"tracking_uri": TRACKING,
                                               "data_dir": str(tiny_cifar)})
@@ -104,7 +104,7 @@ def test_the_parent_run_and_the_closing_lines_keep_no_secret(tmp_path, tiny_cifa
 
 def test_resuming_a_search_whose_record_masked_the_secret_asks_for_the_uri_again(tmp_path,
                                                                                  capsys):
-    from searcher.run import main
+    from searcher.commands.run import main
     (tmp_path / "tiny.py").write_text(SPACE)
     folder = tmp_path / "tiny-20261203-000000-abcd"
     folder.mkdir()

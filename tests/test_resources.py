@@ -3,10 +3,16 @@ cluster configs, and a real local Ray that does not autoscale."""
 from pathlib import Path
 
 import yaml
-
 from conftest import ROOT
-from searcher.resources import (DEFAULT_GPU_SHARE, Cluster, NodeType, config_cluster, plan,
-                                trial_slots)
+
+from searcher.tune.resources import (
+    DEFAULT_GPU_SHARE,
+    Cluster,
+    NodeType,
+    config_cluster,
+    plan,
+    trial_slots,
+)
 
 
 def cluster_of(name: str) -> Cluster:

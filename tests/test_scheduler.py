@@ -4,7 +4,7 @@ from __future__ import annotations
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
-from searcher.scheduler import BaselineASHA
+from searcher.tune.scheduler import BaselineASHA
 
 BASELINE = {"filters": 32, "lr": 0.1}
 

@@ -9,23 +9,23 @@ import mlflow
 import numpy as np
 import pytest
 import torch
-from mlflow.tracking import MlflowClient
-
 from conftest import ROOT
-from searcher import promote as promote_mod
+from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from searcher.data import load_cifar10, load_search_data
+from searcher.commands import promote as promote_mod
+from searcher.commands.run import main as run_main
 from searcher.errors import UserError
-from searcher.feasibility import proposal_check, proposal_cost
-from searcher.fidelity import COST_ATTR
-from searcher.run import main as run_main
-from searcher.search import make_study
-from searcher.state import load_study
-from searcher.tracking import data_digests
-from searcher.space import load_space
-from searcher.study_searcher import INFEASIBLE_ATTR, StudySearcher
-from searcher.warm_start import WARM_START_ATTR, _value, load_warm_start
+from searcher.sampling.fidelity import COST_ATTR
+from searcher.spec.feasibility import proposal_check, proposal_cost
+from searcher.spec.space import load_space
+from searcher.tracking.readback import param_value as _value
+from searcher.tracking.store import data_digests
+from searcher.training.data import load_cifar10, load_search_data
+from searcher.tune.state import load_study
+from searcher.tune.study_searcher import INFEASIBLE_ATTR, StudySearcher
+from searcher.tune.tuner import make_study
+from searcher.tune.warm_start import WARM_START_ATTR, load_warm_start
 
 NUM_SAMPLES, EPOCHS = 7, 3
 

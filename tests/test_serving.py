@@ -14,12 +14,11 @@ import numpy as np
 import pytest
 import requests
 import torch
-
-from searcher import promote as promote_mod
-from searcher.data import load_cifar10
-
 from conftest import free_port
 from test_promote import logged_search
+
+from searcher.commands import promote as promote_mod
+from searcher.training.data import load_cifar10
 
 # Loading torch and the model on a loaded 2-core machine can take a minute; a healthy start on
 # an idle one takes seconds, so a generous limit costs nothing when all is well.

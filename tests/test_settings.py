@@ -1,6 +1,6 @@
 import pytest
 
-from searcher.settings import METRICS, Settings, SettingsError, make_settings
+from searcher.spec.settings import METRICS, Settings, SettingsError, make_settings
 
 
 def test_defaults_are_valid_and_mode_follows_metric():

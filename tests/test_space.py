@@ -5,12 +5,11 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
-
-from searcher.config import split_params
-from searcher.model import InfeasibleArchitecture, build_model, feasible_cost
-from searcher.space import SpaceError, load_space
-
 from conftest import ROOT
+
+from searcher.spec.params import split_params
+from searcher.spec.space import SpaceError, load_space
+from searcher.training.model import InfeasibleArchitecture, build_model, feasible_cost
 
 SPACES = sorted((ROOT / "spaces").glob("*.py"))
 SAMPLES = 60

@@ -8,8 +8,8 @@ import os
 import pytest
 
 from searcher.errors import UserError
-from searcher.settings import make_settings
-from searcher.state import SEARCH_FILE, STUDY_STORAGE_ENV, SearchState, find_resumable
+from searcher.spec.settings import make_settings
+from searcher.tune.state import SEARCH_FILE, STUDY_STORAGE_ENV, SearchState, find_resumable
 
 RECORD = {"parent_run_id": "p1", "tune_path": "somewhere", "created": 1.0}
 

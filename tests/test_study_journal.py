@@ -6,7 +6,7 @@ import pytest
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
-from searcher.state import STUDY_FILE, SearchState
+from searcher.tune.state import STUDY_FILE, SearchState
 
 
 def test_the_study_journal_never_fsyncs_and_optuna_reads_it_back(tmp_path, monkeypatch):

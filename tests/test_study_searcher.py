@@ -7,11 +7,15 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from searcher.exploration import RandomInterleave
-from searcher.fidelity import COST_ATTR, RungSampler
-from searcher.samplers import make_sampler
-from searcher.study_searcher import (FAILED_ATTR, INFEASIBLE_ATTR, StudySearcher,
-                                     close_unfinished)
+from searcher.sampling.exploration import RandomInterleave
+from searcher.sampling.fidelity import COST_ATTR, RungSampler
+from searcher.sampling.samplers import make_sampler
+from searcher.tune.study_searcher import (
+    FAILED_ATTR,
+    INFEASIBLE_ATTR,
+    StudySearcher,
+    close_unfinished,
+)
 
 MAX_EPOCHS = 4
 

@@ -9,9 +9,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 from ray.tune.execution.placement_groups import PlacementGroupFactory
 
-from searcher import tracking
-from searcher.data import SearchData, Split, load_search_data
-from searcher.space import load_space
+from searcher.spec.space import load_space
+from searcher.tracking import store as tracking
+from searcher.training.data import SearchData, Split, load_search_data
 
 SPACE = textwrap.dedent('''
     def space(trial):
@@ -70,7 +70,7 @@ def test_skipped_images_are_listed_in_the_parent_run(space, tracking_uri):
 
 def test_trial_runs_are_named_by_architecture_and_carry_the_datasets(space, tiny_cifar,
                                                                      tracking_uri):
-    from searcher.trial_logger import MLflowTrialLogger
+    from searcher.tune.trial_logger import MLflowTrialLogger
     client = tracking.connect(tracking_uri)
     data = load_search_data("cifar10", tiny_cifar, 32, 0.1, 0)
     parent = tracking.start_search_run(client, space, {}, data=data)
@@ -95,7 +95,7 @@ def test_trial_runs_are_named_by_architecture_and_carry_the_datasets(space, tiny
 
 def test_a_real_search_logs_datasets_on_parent_and_children(local_ray, tiny_cifar, tmp_path):
     """Needs Ray: a two-trial search through the CLI, then what the MLflow UI would show."""
-    from searcher.run import main as run_main
+    from searcher.commands.run import main as run_main
     path = tmp_path / "tiny.py"
     path.write_text(SPACE + 'SETTINGS = {"epochs": 1, "num_samples": 2, "seed": 0}\n')
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

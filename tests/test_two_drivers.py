@@ -7,9 +7,8 @@ import subprocess
 import sys
 import time
 
-from mlflow.tracking import MlflowClient
-
 from conftest import resumable_space, runs_with_role, write_cifar
+from mlflow.tracking import MlflowClient
 
 NUM_SAMPLES, EPOCHS = 4, 3
 

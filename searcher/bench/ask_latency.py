@@ -8,7 +8,7 @@ filled with finished trials of the space (random proposals, told with the interm
 ASHA's rungs would leave: most stopped at the first rung, one in 27 runs to the end), then one
 proposal (`study.ask()` plus the space's suggest calls) is timed `repeats` times at each size.
 At the largest size the same proposals are also timed with Optuna's own log normal CDF in turns
-with scipy's (`searcher.fast_tpe`), so that change's worth is measured beside it (`log_ndtr_ms`).
+with scipy's (`searcher.sampling.fast_tpe`), so that change's worth is measured beside it (`log_ndtr_ms`).
 """
 from __future__ import annotations
 
@@ -70,9 +70,9 @@ def ask_latency(space_path: Path, sizes: list[int], repeats: int = 20) -> dict[s
     of one proposal (top functions by cumulative time)."""
     import optuna
 
-    from searcher import fast_tpe
-    from searcher.samplers import tpe
-    from searcher.space import load_space
+    from searcher.sampling import fast_tpe
+    from searcher.sampling.samplers import tpe
+    from searcher.spec.space import load_space
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = load_space(space_path)

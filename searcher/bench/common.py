@@ -48,7 +48,7 @@ def machine_info(device: str, packages: tuple[str, ...] = ()) -> dict[str, Any]:
                             "cpus": os.cpu_count(), "device": device, "torch": torch.__version__}
     if device == "cuda":
         info["gpu"] = torch.cuda.get_device_name()
-    from searcher.tracking import package_versions
+    from searcher.tracking.store import package_versions
     return {**info, **package_versions(packages)}
 
 

@@ -27,8 +27,8 @@ from torch import nn
 
 from searcher.bench.common import machine_info, synthetic_cifar, write_json
 from searcher.bench.search import bench_search
-from searcher.engine import Trainer, TrainConfig, fast_bf16
-from searcher.model import build_model, measure
+from searcher.training.engine import TrainConfig, Trainer, fast_bf16
+from searcher.training.model import build_model, measure
 
 # ----------------------------------------------------------------------------- setup
 
@@ -173,7 +173,7 @@ def side_by_side(loops: dict[str, Callable[[], int]], repeats: int,
 
 def bench_engine(data_dir: Path, n: int, batch: int, threads: int, repeats: int,
                  device: torch.device) -> dict[str, Any]:
-    from searcher.data import load_cifar10
+    from searcher.training.data import load_cifar10
     torch.set_num_threads(threads)
     split, _ = load_cifar10(data_dir, download=False)
     x, y = torch.from_numpy(split.x[:n]), torch.from_numpy(split.y[:n])

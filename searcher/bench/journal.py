@@ -1,6 +1,6 @@
 """`python -m searcher.bench journal`: what recording a trial in the study's journal costs Tune's loop.
 
-Claim: the search's journal file (`searcher.study_journal.FlushedJournalFile`, no fsync per write)
+Claim: the search's journal file (`searcher.tune.study_journal.FlushedJournalFile`, no fsync per write)
 records a trial in well under half the time of Optuna's `JournalFileBackend` (an fsync per write).
 How: in turns, a study on each backend asks, suggests 5 parameters, reports 2 epochs and tells,
 --trials times (10 writes a trial, as a search's trials make); the figure is the median ms per
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     from optuna.storages.journal import JournalFileBackend
 
     from searcher.bench.common import machine_info, write_json
-    from searcher.study_journal import FlushedJournalFile
+    from searcher.tune.study_journal import FlushedJournalFile
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     backends = {"optuna_fsync": JournalFileBackend, "searcher_flushed": FlushedJournalFile}

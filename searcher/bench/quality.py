@@ -55,14 +55,20 @@ import numpy as np
 
 from searcher.bench import anytime
 from searcher.bench.anytime import NEVER
-from searcher.data import (CIFAR_FOLDER, CIFAR_TEST, DataError, SearchData, Split,
-                           load_search_data)
 from searcher.errors import UserError, one_line_errors
-from searcher.settings import SAMPLERS, Settings
+from searcher.spec.settings import SAMPLERS, Settings
+from searcher.training.data import (
+    CIFAR_FOLDER,
+    CIFAR_TEST,
+    DataError,
+    SearchData,
+    Split,
+    load_search_data,
+)
 
 if TYPE_CHECKING:
-    from searcher.space import Space
-    from searcher.warm_start import WarmStart
+    from searcher.spec.space import Space
+    from searcher.tune.warm_start import WarmStart
 
 PROG = "python -m searcher.bench quality"
 
@@ -129,9 +135,9 @@ def overrides(sampler: str, seed: int, args: argparse.Namespace, folder: Path) -
 def one_search(space_file: Path, sampler: str, seed: int, args: argparse.Namespace,
                data: SearchData, folder: Path) -> dict[str, Any]:
     """One real search; returns its counts and its (seconds since start, val_acc) results."""
-    from searcher import tracking
-    from searcher.search import run_search
-    from searcher.space import load_space
+    from searcher.spec.space import load_space
+    from searcher.tracking import store as tracking
+    from searcher.tune.tuner import run_search
 
     folder.mkdir(parents=True)
     space = load_space(space_file, overrides(sampler, seed, args, folder))
@@ -188,9 +194,9 @@ def learnt_from(space: Space, sampler: str, seed: int, args: argparse.Namespace,
     a user. Random sampling ignores history, so its searches stay cold."""
     if not args.warm_start or sampler != DEFAULT_SAMPLER:
         return None
-    from searcher import tracking
-    from searcher.feasibility import proposal_cost
-    from searcher.warm_start import load_warm_start
+    from searcher.spec.feasibility import proposal_cost
+    from searcher.tracking import store as tracking
+    from searcher.tune.warm_start import load_warm_start
 
     source = warm_source(Path(args.warm_start), seed)
     store = Path(args.warm_start) / f"{DEFAULT_SAMPLER}-{source}"
@@ -456,7 +462,7 @@ def _run(args: argparse.Namespace) -> int:
     import torch
 
     from searcher.bench.common import machine_info, synthetic_cifar
-    from searcher.space import load_space
+    from searcher.spec.space import load_space
 
     result = {**machine_info("cuda" if torch.cuda.is_available() else "cpu", VERSIONS),
               "python": platform.python_version()}

@@ -126,7 +126,7 @@ def _wait(folder: Path, processes: int, timeout_s: float = 120.0) -> None:
 
 def _timed_logger():
     """Our MLflow callback, with the time its calls take on Tune's loop added up."""
-    from searcher.trial_logger import MLflowTrialLogger
+    from searcher.tune.trial_logger import MLflowTrialLogger
 
     class Timed(MLflowTrialLogger):
         loop_s = 0.0
@@ -153,15 +153,15 @@ def one_search(space_file: Path, uri: str | None, concurrency: int, trials: int,
     """One search of almost-free trials, `pass_s` s from its first result (its trial actors all
     up, see `_wait`); `uri` None: no MLflow logging. CPU seconds are counted by part (driver,
     the MLflow server `server_pid`, the rest) from the first result to the pass's end."""
+    import ray
     from mlflow.tracking import MlflowClient
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.stopper import Stopper
 
-    from searcher.search import checkpoint_config, configure_tune, make_study
-    from searcher.space import load_space
-    from searcher.study_searcher import StudySearcher
-    import ray
+    from searcher.spec.space import load_space
+    from searcher.tune.study_searcher import StudySearcher
+    from searcher.tune.tuner import checkpoint_config, configure_tune, make_study
 
     space = load_space(space_file, {"epochs": epochs, "num_samples": trials, "grace_period": 1,
                                     "reduction_factor": 2, "seed": 0})

@@ -22,10 +22,10 @@ def bench_search(data_dir: Path, trials: int, epochs: int) -> dict[str, Any]:
 
     import ray
 
-    from searcher import tracking
-    from searcher.data import load_search_data
-    from searcher.search import run_search
-    from searcher.space import load_space
+    from searcher.spec.space import load_space
+    from searcher.tracking import store as tracking
+    from searcher.training.data import load_search_data
+    from searcher.tune.tuner import run_search
 
     with tempfile.TemporaryDirectory() as tmp:
         space_file = Path(tmp) / "bench_space.py"
@@ -63,7 +63,7 @@ def bench_search(data_dir: Path, trials: int, epochs: int) -> dict[str, Any]:
 
 def _import_private_mb() -> float:
     import subprocess
-    code = ("import torch, ray, searcher.trial as t; print(t._memory_mb()['private_mb'])")
+    code = ("import torch, ray, searcher.tune.trainable as t; print(t._memory_mb()['private_mb'])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 

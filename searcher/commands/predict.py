@@ -1,0 +1,114 @@
+"""`python -m searcher.predict FOLDER`: label every image in a folder with a registered model.
+
+Writes a CSV of file (relative to FOLDER), label and confidence (the softmax probability of that
+label). Images are decoded and resized the way the search read its image folders; unreadable ones
+(empty, truncated) are skipped and counted. The model is any searcher model in the MLflow
+registry, by default the latest search's champion: `models:/NAME@champion`.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from searcher.errors import UserError, one_line_errors
+
+PROG = "python -m searcher.predict"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0].split(": ", 1)[1])
+    p.add_argument("folder", help="a folder of images (.png, .jpg, ...), searched recursively")
+    p.add_argument("--model", default="models:/cifar10@champion",
+                   help="an MLflow model URI (default models:/cifar10@champion)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI; default $MLFLOW_TRACKING_URI, "
+                                          "else sqlite:///mlflow.db in this folder")
+    p.add_argument("--output", default="predictions.csv", help="the CSV to write")
+    p.add_argument("--batch-size", type=int, default=256)
+    return p.parse_args(argv)
+
+
+def _writable(output: Path) -> Path:
+    """`output` if the CSV can be written there; found before any inference, so a typo costs
+    nothing. Nothing is created to find out."""
+    if output.is_dir():
+        raise UserError(f"--output {output} is a folder; give a file name, e.g. "
+                        f"{output / 'predictions.csv'}")
+    parent = output.parent
+    if not parent.is_dir():
+        raise UserError(f"--output {output}: there is no folder {parent}; create it or give "
+                        f"another path")
+    if not os.access(output if output.exists() else parent, os.W_OK):
+        raise UserError(f"--output {output}: cannot write "
+                        f"{'the file' if output.exists() else f'in the folder {parent}'} "
+                        f"(permission denied); give another path")
+    return output
+
+
+def predict_folder(folder: str | Path, model_uri: str, output: str | Path,
+                   tracking_uri: str | None = None, batch_size: int = 256) -> dict[str, Any]:
+    """Label the images under `folder` with `model_uri`; returns the counts and the CSV's path."""
+    import mlflow
+    import numpy as np
+    import torch
+
+    from searcher.tracking import store as tracking
+    from searcher.tracking.champion import load_champion
+    from searcher.training.data import IMAGE_SUFFIXES, decode_image
+
+    if batch_size < 1:
+        raise UserError(f"--batch-size {batch_size}: must be at least 1")
+    output = _writable(Path(output))
+    folder = Path(folder)
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise UserError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {folder}")
+    tracking.connect(tracking_uri)
+    try:
+        info = mlflow.models.get_model_info(model_uri)
+    except Exception as exc:  # a missing model, alias or registry all end the same way here
+        raise UserError(f"cannot load the model {model_uri} ({type(exc).__name__}); promote "
+                        f"one with `python -m searcher.promote` or pass --model") from None
+    model = load_champion(model_uri)  # TorchScript only: a file swapped for a pickle is refused
+    size = info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"][-1]
+    classes = (info.metadata or {}).get("classes")
+
+    rows, skipped = [], []
+    for start in range(0, len(files), batch_size):
+        batch = [(f, decode_image(f, size)) for f in files[start:start + batch_size]]
+        skipped += [str(f) for f, image in batch if isinstance(image, str)]
+        good = [(f, image) for f, image in batch if not isinstance(image, str)]
+        if not good:
+            continue
+        with torch.no_grad():
+            probs = torch.softmax(model(torch.from_numpy(np.stack([i for _, i in good]))), 1)
+        confidence, label = probs.max(1)
+        for (f, _), k, c in zip(good, label.tolist(), confidence.tolist()):
+            rows.append((str(f.relative_to(folder)), classes[k] if classes else k, f"{c:.4f}"))
+    try:
+        with open(output, "w", newline="") as out:
+            writer = csv.writer(out)
+            writer.writerow(("file", "label", "confidence"))
+            writer.writerows(rows)
+    except OSError as exc:  # the disk filled, or the folder went away during inference
+        output.unlink(missing_ok=True)
+        raise UserError(f"--output {output}: cannot write it ({exc.strerror or exc})") from None
+    return {"images": len(rows), "skipped": skipped, "output": str(output)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    with one_line_errors(PROG):
+        result = predict_folder(args.folder, args.model, args.output, args.tracking_uri,
+                                args.batch_size)
+    skipped = result["skipped"]
+    print(f"{result['images']} images labelled into {result['output']}"
+          + (f"; {len(skipped)} unreadable skipped, e.g. {skipped[0]}" if skipped else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

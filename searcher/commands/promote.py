@@ -1,0 +1,322 @@
+"""`python -m searcher.promote`: test a search's best checkpoint and make it the champion model.
+
+It takes the best trial of a search (by default the latest), evaluates its checkpoint on the test
+split (the only step that ever touches it), logs it as an MLflow PyTorch model, registers a
+version, and moves the alias `champion` there only if it beats the current champion's test
+accuracy (or with --force). Afterwards `searcher.tracking.champion.load_champion("models:/NAME@champion")`
+gives a module that takes uint8 images (N x C x H x W), whose `argmax(1)` is the class label, and
+that answers `.eval()` and `.to(device)` like any nn.Module.
+
+`--confirm K` first retrains the search's top K configurations with fresh seeds (see
+searcher.tune.confirm) and promotes the best mean's best checkpoint instead of the luckiest trial;
+`--refit` retrains the chosen configuration on train+validation before the test.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import sys
+import warnings
+from typing import Any
+
+from searcher.errors import UserError, one_line_errors
+from searcher.tracking import readback as logged
+from searcher.tracking.tags import (
+    METRIC_TAG,
+    MODE_TAG,
+    PARENT_TAG,
+    ROLE_TAG,
+    SOURCE_RUN_TAG,
+    SOURCE_TRIAL_TAG,
+    TRIAL_ID_TAG,
+    best_key,
+)
+
+PROG = "python -m searcher.promote"
+ALIAS = "champion"
+TEST_ACC_TAG = "test_acc"
+DEFAULT_SEEDS = 3  # the fewest that give a spread worth reading; each costs a full training
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0].split(": ", 1)[1])
+    p.add_argument("--experiment", help="MLflow experiment (a space's name); default: the one of "
+                                        "the latest search")
+    p.add_argument("--run-id", help="the search's parent run; default: the latest search")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI; default $MLFLOW_TRACKING_URI, "
+                                          "else sqlite:///mlflow.db in this folder")
+    p.add_argument("--data-dir", help="dataset folder for the test split; default: the one the "
+                                      "search used")
+    p.add_argument("--model-name", help="registered model name; default: the experiment's name")
+    p.add_argument("--force", action="store_true",
+                   help="move the alias even if the current champion tests better")
+    p.add_argument("--confirm", type=int, metavar="K",
+                   help="retrain the top K configurations with fresh seeds for their full epochs "
+                        "(on Ray, in parallel) and promote the best mean's best checkpoint")
+    p.add_argument("--seeds", type=int, metavar="S",
+                   help=f"seeds per configuration for --confirm (default {DEFAULT_SEEDS})")
+    p.add_argument("--refit", action="store_true",
+                   help="retrain the chosen configuration on train+validation before the test")
+    p.add_argument("--address", help="Ray cluster for --confirm / --refit; default $RAY_ADDRESS, "
+                                     "else a local Ray")
+    return p.parse_args(argv)
+
+
+def _check_options(confirm_k: int | None, seeds: int | None) -> None:
+    if confirm_k is not None and confirm_k < 1:
+        raise UserError(f"--confirm {confirm_k}: K is how many of the top configurations to "
+                        f"retrain; it must be at least 1")
+    if seeds is not None and confirm_k is None:
+        raise UserError("--seeds is the number of retrains per configuration for --confirm; "
+                        "give --confirm K with it")
+    if seeds is not None and seeds < 1:
+        raise UserError(f"--seeds {seeds}: must be at least 1")
+
+
+def _champion_accuracy(client, name: str) -> tuple[str | None, float | None]:
+    try:
+        version = client.get_model_version_by_alias(name, ALIAS)
+    except Exception:  # no such model or no alias yet
+        return None, None
+    value = version.tags.get(TEST_ACC_TAG)
+    return version.version, float(value) if value is not None else None
+
+
+def log_champion_model(model: Any, example: Any, classes: list[str]) -> Any:
+    """Log `model` (a searcher Classifier) in the active MLflow run as TorchScript; returns the
+    ModelInfo.
+
+    Why TorchScript and not torch.export (pt2): MLflow loads a pt2 model as the program's
+    `.module()`, whose `.eval()` and `.train()` raise NotImplementedError and whose device is
+    baked into the graph, so the first thing every PyTorch user does with it fails. A scripted
+    module keeps nn.Module's `.eval()` and `.to(device)` (the input follows the weights'
+    device), and `torch.jit.load` rebuilds it from TorchScript code and tensors: no Python
+    object is unpickled. Scripting rather than tracing keeps that device step dynamic.
+    TorchScript is deprecated in favour of torch.export; MLflow's pt2 loader is where that change
+    has to come from. The model keeps mlflow.pytorch's flavor, but its pyfunc flavor (what
+    `mlflow models serve` loads) is searcher.tracking.champion's, which reads the file with
+    `torch.jit.load` where mlflow.pytorch would `torch.load` it.
+    """
+    import torch
+    from mlflow.models import Model, infer_signature
+
+    from searcher.tracking import champion
+
+    with torch.no_grad():
+        signature = infer_signature(example, model(torch.from_numpy(example)).numpy())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # the deprecation, once per submodule
+        scripted = torch.jit.script(model)
+    # MLflow files a ScriptModule under its "pickle" format and warns about pickles, but it
+    # writes it with torch.jit.save: a TorchScript archive, not a pickle of Python objects.
+    quiet = logging.getLogger("mlflow.pytorch")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        return Model.log(
+            artifact_path=None, name="model", flavor=champion, flavor_name="pytorch",
+            pytorch_model=scripted, signature=signature, input_example=example,
+            serialization_format="pickle", metadata={"classes": classes})
+    finally:
+        quiet.setLevel(level)
+
+
+def _candidates(client, search, k: int) -> list[Any]:
+    """The top `k` distinct configurations of the search, read from their trials' checkpoints."""
+    import json
+
+    from searcher.tune.confirm import Candidate
+    metric = search.data.tags[METRIC_TAG]
+    found, seen = [], set()
+    for run in logged.ranked_trials(client, search):
+        ckpt = logged.download_checkpoint(client, run.info.run_id)
+        key = json.dumps([ckpt["arch"], ckpt["train"]], sort_keys=True, default=str)
+        if key in seen:  # a baseline the sampler proposed again: the same network, trained alike
+            continue
+        seen.add(key)
+        found.append(Candidate(run.info.run_id, run.info.run_name,
+                               run.data.tags.get(TRIAL_ID_TAG, run.info.run_id),
+                               run.data.metrics[best_key(metric)], dict(run.data.params),
+                               ckpt["arch"], ckpt["train"]))
+        if len(found) == k:
+            break
+    if len(found) < k:
+        print(f"[searcher] --confirm {k}: the search has only {len(found)} distinct trained "
+              f"configuration(s); confirming those", flush=True)
+    return found
+
+
+def _confirm_step(client, search, run, k: int, seeds: int, data) -> tuple[Any, dict[str, Any]]:
+    """Retrain the top `k` with `seeds` fresh seeds; record the table in the promotion run and
+    return the winner (a confirm.Confirmed) and the table."""
+    import mlflow
+
+    from searcher.tune import confirm
+    from searcher.tune.resources import trial_resources
+    metric, mode = search.data.tags[METRIC_TAG], search.data.tags[MODE_TAG]
+    candidates = _candidates(client, search, k)
+    seed_list = confirm.fresh_seeds(int(logged.setting(search, "seed", 0)), seeds)
+    print(f"[searcher] confirming {len(candidates)} configuration(s) with seeds "
+          f"{', '.join(map(str, seed_list))}: {len(candidates) * seeds} retrains", flush=True)
+    inputs = search.inputs.dataset_inputs if search.inputs else []
+    ranked = confirm.confirm(client, search.info.experiment_id, run.info.run_id, candidates,
+                             data, seed_list, metric, mode, *trial_resources(search), inputs)
+    record = confirm.table(ranked, metric, mode, seed_list, k)
+    mlflow.log_dict(record, "confirm.json")
+    mlflow.log_text(confirm.format_table(record) + "\n", "confirm.txt")
+    mlflow.log_params({"confirm_candidates": len(candidates), "seed_list": seed_list})
+    mlflow.log_metrics({"confirm_mean": ranked[0].mean, "confirm_std": ranked[0].std})
+    return ranked[0], record
+
+
+def _retrain_step(client, search, run, confirm_k: int | None, seeds: int, refit: bool,
+                  data) -> tuple[Any, ...]:
+    """--confirm and/or --refit inside the promotion run: returns the checkpoint to test, the
+    trial it comes from, the run that holds it, the validation figure and its wording, the
+    confirmation table (or None) and what the refit did (or None)."""
+    import mlflow
+
+    from searcher.tune import confirm
+    from searcher.tune.resources import trial_resources
+    mode = search.data.tags[MODE_TAG]
+    mlflow.log_params({"confirm_k": confirm_k or 0, "seeds": seeds if confirm_k else 0,
+                       "refit": refit})
+    record, refit_info, ckpt, source_run = None, None, None, None
+    if confirm_k:
+        winner, record = _confirm_step(client, search, run, confirm_k, seeds, data)
+        best = winner.best_seed(mode)
+        ckpt, source_run = confirm.as_checkpoint(winner.retrains[best]), winner.run_ids[best]
+        chosen, seed, val = winner.candidate, winner.retrains[best].seed, winner.mean
+        val_text = (f"validation mean {winner.mean:.4f} +- {winner.std:.4f} over {seeds} "
+                    f"seed(s) (search: {chosen.search_value:.4f})")
+    else:
+        chosen, seed = _candidates(client, search, 1)[0], int(logged.setting(search, "seed", 0))
+        val, val_text = chosen.search_value, f"validation {chosen.search_value:.4f}"
+    if refit:
+        result, source_run = confirm.refit(client, search.info.experiment_id, run.info.run_id,
+                                           chosen, data, seed, *trial_resources(search))
+        ckpt = confirm.as_checkpoint(result)
+        refit_info = {"run": source_run, "train_images": result.train_images, "seed": seed}
+        mlflow.log_params({"refit_train_images": result.train_images, "refit_seed": seed})
+        val_text += f"; refit on train+validation ({result.train_images} images)"
+    return (ckpt, client.get_run(chosen.run_id), source_run, val, val_text, record, refit_info)
+
+
+def _a_search(client, run) -> Any:
+    """`run` if it is a search's parent run; otherwise a UserError naming the search it is in."""
+
+    role = run.data.tags.get(ROLE_TAG)
+    if role == "search":
+        return run
+    what = f"a {role} run" if role else "not a searcher run"
+    ancestor = run
+    for _ in range(4):  # a trial's or a promotion's parent is the search; a retrain's, its promotion
+        parent = ancestor.data.tags.get(PARENT_TAG)
+        if not parent:
+            break
+        try:
+            ancestor = client.get_run(parent)
+        except Exception:
+            break
+        if ancestor.data.tags.get(ROLE_TAG) == "search":
+            raise UserError(f"--run-id {run.info.run_id} is {what}, not a search; promote its "
+                            f"search with --run-id {parent}")
+    raise UserError(f"--run-id {run.info.run_id} is {what}, not a search's parent run; pass a "
+                    f"search's run id, or leave --run-id out for the latest search")
+
+
+def promote(tracking_uri: str | None = None, experiment: str | None = None,
+            run_id: str | None = None, data_dir: str | None = None,
+            model_name: str | None = None, force: bool = False, confirm_k: int | None = None,
+            seeds: int | None = None, refit: bool = False,
+            address: str | None = None) -> dict[str, Any]:
+    """Promote the best trial of a search (or, with `confirm_k`, the best mean of its top
+    configurations retrained with `seeds` fresh seeds; with `refit`, retrained on
+    train+validation); returns what happened (also printed by the CLI)."""
+    import mlflow
+    import torch
+
+    from searcher.tracking import store as tracking
+    from searcher.training.checkpoint import classifier_from_checkpoint
+    from searcher.training.engine import evaluate
+
+    _check_options(confirm_k, seeds)
+    seeds = seeds or DEFAULT_SEEDS
+    client = tracking.connect(tracking_uri)
+    search = _a_search(client, logged.latest_search(client, experiment, run_id))
+    metric = search.data.tags[METRIC_TAG]
+    trial = logged.ranked_trials(client, search, limit=1)[0]
+    ckpt = logged.download_checkpoint(client, trial.info.run_id)
+    # first: a wrong data folder fails before any training
+    test = logged.test_split(search, ckpt, data_dir)
+    data = None
+    if confirm_k or refit:
+        from searcher.tune.tuner import init_ray
+        data = logged.search_data(search, data_dir)
+        init_ray(address)
+    val = trial.data.metrics.get(best_key(metric))
+    val_text, source_run, record, refit_info = f"validation {val:.4f}", trial.info.run_id, None, None
+
+    name = model_name or client.get_experiment(search.info.experiment_id).name
+    mlflow.set_tracking_uri(client.tracking_uri)
+    with mlflow.start_run(experiment_id=search.info.experiment_id, run_name=f"promote {trial.info.run_name}",
+                          tags={ROLE_TAG: "promotion",
+                                PARENT_TAG: search.info.run_id}) as run:
+        if confirm_k or refit:
+            ckpt, trial, source_run, val, val_text, record, refit_info = _retrain_step(
+                client, search, run, confirm_k, seeds, refit, data)
+        mlflow.set_tags({"mlflow.runName": f"promote {trial.info.run_name}",
+                         SOURCE_TRIAL_TAG: trial.info.run_id,
+                         SOURCE_RUN_TAG: source_run})
+        model = classifier_from_checkpoint(ckpt)
+        x, y = torch.from_numpy(test.x), torch.from_numpy(test.y)
+        result = evaluate(model, x, y, prepare=lambda batch: batch, autocast=contextlib.nullcontext)
+        test_acc, test_loss = result["val_acc"], result["val_loss"]
+        mlflow.log_metrics({"test_acc": test_acc, "test_loss": test_loss})
+        info = log_champion_model(model, test.x[:4], ckpt["classes"])
+    version = mlflow.register_model(info.model_uri, name,
+                                    tags={TEST_ACC_TAG: str(test_acc), "source_run": source_run,
+                                          "source_trial_run": trial.info.run_id})
+    old_version, old_acc = _champion_accuracy(client, name)
+    moved = force or old_acc is None or test_acc > old_acc
+    if moved:
+        client.set_registered_model_alias(name, ALIAS, version.version)
+    return {"model": name, "version": version.version, "test_acc": test_acc, "test_loss": test_loss,
+            "val": val, "val_text": val_text,
+            "trial": f"{trial.data.tags.get(TRIAL_ID_TAG)} ({trial.info.run_name})",
+            "champion_before": old_version, "source_run": source_run, "confirm": record,
+            "refit": refit_info,
+            "champion_before_acc": old_acc, "moved": moved, "promotion_run": run.info.run_id}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    with one_line_errors(PROG):
+        r = promote(args.tracking_uri, args.experiment, args.run_id, args.data_dir,
+                    args.model_name, args.force, args.confirm, args.seeds, args.refit,
+                    args.address)
+        if r["confirm"]:
+            from searcher.tune.confirm import format_table
+            print(f"\nConfirmed by retraining ({r['confirm']['metric']}, mean over seeds):\n"
+                  f"{format_table(r['confirm'])}\n")
+        print(f"Trial {r['trial']}: {r['val_text']}, test accuracy {r['test_acc']:.4f} "
+              f"(test loss {r['test_loss']:.4f})")
+        print(f"Registered models:/{r['model']}/{r['version']}")
+        if r["champion_before"] is None:
+            print(f"No champion before: models:/{r['model']}@{ALIAS} is now version {r['version']}")
+        elif r["moved"]:
+            print(f"Beats champion version {r['champion_before']} "
+                  f"(test accuracy {r['champion_before_acc']:.4f})"
+                  f"{' (forced)' if args.force else ''}: models:/{r['model']}@{ALIAS} moved to "
+                  f"version {r['version']}")
+        else:
+            print(f"Does not beat champion version {r['champion_before']} (test accuracy "
+                  f"{r['champion_before_acc']:.4f}): models:/{r['model']}@{ALIAS} stays; "
+                  f"--force moves it anyway")
+        print(f'Load it: searcher.tracking.champion.load_champion("models:/{r["model"]}@{ALIAS}")')
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

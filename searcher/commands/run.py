@@ -1,0 +1,222 @@
+"""`python -m searcher.run SPACE_FILE`: run a search and log it to MLflow."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from searcher.errors import UserError, one_line_errors
+from searcher.redaction import MASK
+
+if TYPE_CHECKING:
+    from searcher.spec.space import Space
+    from searcher.tracking.readback import TrialRecord
+    from searcher.tune.warm_start import MeasuredBaseline
+
+PROG = "python -m searcher.run"
+
+# option -> setting; options left out keep the space file's value
+OVERRIDES = {
+    "num_samples": (int, "trials to run (-1: until --time-budget is spent)"),
+    "time_budget": (float, "wall-clock budget for the whole search, in seconds"),
+    "epochs": (int, "the most epochs a trial trains (ASHA's max_t)"),
+    "data_dir": (str, "folder holding cifar-10-batches-py/ (or an image folder's root); "
+                      "default $SEARCHER_DATA_DIR, else ./data, downloading CIFAR-10 if missing"),
+    "strict": (bool, "stop at the first unreadable image instead of skipping it"),
+    "tracking_uri": (str, "MLflow tracking URI; default $MLFLOW_TRACKING_URI, else "
+                          "sqlite:///mlflow.db in this folder"),
+    "address": (str, "Ray cluster to join (default $RAY_ADDRESS, else a local Ray)"),
+    "storage_path": (str, "where Tune keeps checkpoints; a shared path (NFS, s3://) on clusters"),
+    "study_storage": (str, "database for the Optuna study and what --resume needs, e.g. "
+                           "postgresql://searcher@db/optuna (default $SEARCHER_STUDY_STORAGE, "
+                           "else a journal file beside Tune's state)"),
+    "experiment": (str, "MLflow experiment name (default: the space file's name)"),
+    "cpus_per_trial": (float, "CPUs per trial, also its torch threads"),
+    "gpus_per_trial": (float, "GPUs per trial, fractions allowed (default 0.25 if the cluster "
+                              "has GPU nodes or its autoscaler can start them)"),
+    "max_concurrent_trials": (int, "cap on trials running at once (default: what the cluster "
+                                   "holds, scaled to its node types' maximum)"),
+    "seed": (int, "seed for the sampler, the validation split and the trials"),
+    "sampler": (str, "Optuna sampler: tpe (default) or random (the baseline to beat)"),
+    "warm_start": (str, "learn from earlier searches first: an MLflow experiment, a search's "
+                        "parent run id, or 'latest' (this space's newest search)"),
+}
+_SETTING_NAME = {"time_budget": "time_budget_s", "strict": "strict_data"}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Search CNN architectures and hyperparameters: Optuna proposes, "
+        "Ray Tune schedules (ASHA), MLflow records.",
+        epilog="Example: python -m searcher.run spaces/cifar10.py --data-dir ../shared/data "
+               "--num-samples 12 --epochs 4")
+    parser.add_argument("space", help="search-space file, e.g. spaces/cifar10.py")
+    parser.add_argument("--resume", nargs="?", const="", metavar="EXPERIMENT_DIR",
+                        help="continue an interrupted search (default: this space's latest "
+                             "unfinished one): finished trials, Optuna's history and the MLflow "
+                             "parent run are kept")
+    for name, (kind, text) in OVERRIDES.items():
+        flag = "--" + name.replace("_", "-")
+        if kind is bool:  # a plain flag; None when absent, so the space file's value stands
+            parser.add_argument(flag, action="store_const", const=True, help=text)
+        else:
+            parser.add_argument(flag, type=kind, help=text)
+    return parser.parse_args(argv)
+
+
+def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
+    return {_SETTING_NAME.get(k, k): getattr(args, k) for k in OVERRIDES if getattr(args, k) is not None}
+
+
+# Settings a resumed search must keep: they choose the validation split (and seed the trials),
+# so changing one mid-search would rank later trials on other images than earlier ones.
+_FIXED_ON_RESUME = ("seed", "data_dir")
+
+
+def check_resume_overrides(recorded: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """Refuse an option that changes a setting the search being resumed must keep."""
+    from searcher.spec.settings import Settings
+    for name in _FIXED_ON_RESUME:
+        if overrides.get(name) is None:
+            continue
+        given, kept = overrides[name], recorded.get(name)
+        if name == "data_dir":  # the same folder however it is spelt
+            same = (Path(given).expanduser().resolve()
+                    == Path(Settings(data_dir=kept).resolved_data_dir()).expanduser().resolve())
+        else:
+            same = given == kept
+        if not same:
+            flag = "--" + name.replace("_", "-")
+            raise UserError(f"--resume: {flag} {given} differs from the search's recorded "
+                            f"{name}={kept}, and would change its validation split mid-search; "
+                            f"leave {flag} out to resume it, or start a new search")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    with one_line_errors(PROG), contextlib.ExitStack() as held:
+        return _run(args, held)
+
+
+def _run(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
+    # Heavy imports after argument parsing, so --help and bad options answer at once.
+    from searcher.spec.feasibility import proposal_cost
+    from searcher.spec.space import load_space
+    from searcher.tracking import store as tracking
+    from searcher.tracking.leaderboard import build_leaderboard, format_leaderboard
+    from searcher.training.data import load_search_data
+    from searcher.tune import driver_lock
+    from searcher.tune.state import check_study_storage, find_resumable, redact
+    from searcher.tune.tuner import check_cluster, init_ray, run_search
+    from searcher.tune.warm_start import load_warm_start, recorded_baselines
+
+    space = load_space(args.space, overrides_from(args))
+    resume, parent = None, None
+    if args.resume is not None:
+        resume = find_resumable(space.settings, space.name, args.resume or None)
+        # One driver per search, taken before anything of the search is read or changed.
+        held.enter_context(driver_lock.hold(resume.name, resume.folder, resume.database))
+        saved = resume.read_record()
+        check_resume_overrides(saved["settings"], overrides_from(args))
+        if MASK in saved["tracking_uri"] and args.tracking_uri is None:
+            raise UserError(f"the search's record keeps its tracking URI without its secret "
+                            f"({saved['tracking_uri']}): pass it again with --tracking-uri (or "
+                            f"the user and password in MLFLOW_TRACKING_USERNAME/PASSWORD)")
+        space = load_space(args.space, {**saved["settings"], "tracking_uri": saved["tracking_uri"],
+                                        **overrides_from(args)})
+        parent = saved["parent_run_id"]
+        where = f"study database {redact(resume.database)}" if resume.database else resume.folder
+        print(f"[searcher] resuming {resume.name} from {where} (MLflow run {parent})", flush=True)
+    s = space.settings
+    tracking.check_server(s.tracking_uri)
+    check_study_storage(s)
+    check_cluster(s.address)  # in seconds, rather than ray.init's minutes of retries
+    # Where it runs comes first: Ray joined (or started) before the data is read, and before
+    # the parent run exists, so a cluster that fails to answer leaves no run behind.
+    print(f"[searcher] {init_ray(s.address)}", flush=True)
+    print(f"[searcher] MLflow: {tracking.describe_store(s.tracking_uri)}", flush=True)
+    print(f"[searcher] loading {s.dataset} from {s.resolved_data_dir()}", flush=True)
+    data = load_search_data(s.dataset, s.resolved_data_dir(), s.image_size, s.val_fraction, s.seed,
+                            s.strict_data)
+    client = tracking.connect(s.tracking_uri)
+    uri = client.tracking_uri
+    # Baselines not run again, measured by the searches learnt from: the new trials rank against
+    # them. A resumed search reads them back from its parent run; its study holds the learnt
+    # trials already.
+    warm, measured = None, recorded_baselines(client, parent) if resume else {}
+    if s.warm_start and resume is None:
+        warm = load_warm_start(client, space, s.warm_start,
+                               proposal_cost(s, len(data.classes), data.image_shape),
+                               tracking.data_digests(data))
+        print(f"[searcher] warm start from {len(warm.sources)} search(es): {len(warm.trials)} "
+              f"trials" + "".join(f", {n} skipped ({why})" for why, n in warm.skipped.items()),
+              flush=True)
+        measured = warm.baselines
+        if measured:  # measured on the same data already: the budget goes to new trials
+            print("[searcher] not run again, measured by the search(es) learnt from: " + ", ".join(
+                f"{n} ({s.metric} {b.value:.4f})" for n, b in measured.items()), flush=True)
+    summary = {"dataset": s.dataset, "data_dir": s.resolved_data_dir(), "classes": data.classes,
+               "train": len(data.train), "val": len(data.val), "image_shape": data.image_shape,
+               "skipped_images": len(data.skipped)}
+    print(f"[searcher] {len(data.train)} training and {len(data.val)} validation images, "
+          f"{len(data.classes)} classes", flush=True)
+    if data.skipped:
+        print(f"[searcher] skipped {len(data.skipped)} unreadable image(s), e.g. {data.skipped[0]} "
+              f"(all listed in the MLflow run's skipped_images.txt; --strict stops instead)",
+              flush=True)
+    if parent is None:
+        parent = tracking.start_search_run(client, space, summary,
+                                           warm.summary() if warm else None, data=data)
+    else:
+        client.update_run(parent, "RUNNING")
+    # Read while the server is known to answer: the closing lines must not need it.
+    experiment_id = client.get_run(parent).info.experiment_id
+    status = "FAILED"
+    try:
+        result = run_search(space, data, uri, parent, resume, warm)
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        if status != "FINISHED":
+            client.set_terminated(parent, status)
+    rows = build_leaderboard(result.records + _measured(measured, space), s.metric, s.mode)
+    text = format_leaderboard(rows, s.metric)
+    folder = Path(result.experiment_path)
+    (folder / "leaderboard.txt").write_text(text + "\n")
+    unlogged = list(result.unlogged)
+    try:
+        tracking.finish_search_run(client, parent, rows, text, result.study, s.metric,
+                                   result.wall_time_s, result.proposals, result.infeasible)
+    except Exception as exc:  # the server went away: the search's results are still on disk
+        unlogged.append(f"the search's summary, plots and leaderboard ({type(exc).__name__})")
+    if unlogged:
+        (folder / "unlogged.txt").write_text("\n".join(unlogged) + "\n")
+        print(f"[searcher] MLflow did not accept {len(unlogged)} update(s), listed in "
+              f"{folder / 'unlogged.txt'}; first: {unlogged[0]}", flush=True)
+
+    print(f"\nSearch finished ({s.sampler} sampler): {len(result.records)} trials in "
+          f"{result.wall_time_s / 60:.1f} min ({result.errors} failed); {result.infeasible} of "
+          f"{result.proposals} proposals were infeasible and never ran. "
+          f"Leaderboard ({s.metric}, * = hand-made baseline):\n")
+    print(text)
+    print(f"\nMLflow:   experiment '{space.name}', run {parent}")
+    print("\n".join(tracking.how_to_browse(uri, experiment_id, parent, space.name,
+                                           s.resolved_data_dir())))
+    return 0
+
+
+def _measured(baselines: dict[str, MeasuredBaseline], space: Space) -> list[TrialRecord]:
+    """Leaderboard entries for the baselines the learnt searches measured."""
+    from searcher.tracking.readback import TrialRecord
+    return [TrialRecord(b.run_id[:8], b.run_id, space.baselines[name], name, best=b.value,
+                        epochs=b.epochs, n_params=b.n_params,
+                        outcome=f"earlier search {b.search[:8]}")
+            for name, b in baselines.items()]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

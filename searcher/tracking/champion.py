@@ -1,0 +1,87 @@
+"""The promoted model's file, saved and loaded as TorchScript only: nothing in the store is unpickled.
+
+`mlflow.pytorch` writes a scripted module with `torch.jit.save`, but reads `data/model.pth` back
+with `torch.load(weights_only=False)`, both in `mlflow.pytorch.load_model` and in the pyfunc that
+`mlflow models serve` runs: whoever can write to the store can swap that file for a pickle that
+runs code on every machine that loads the champion. `torch.jit.load` reads TorchScript code and
+tensors with its own unpickler, which knows no Python globals, so it refuses such a file.
+Hence `load_champion` for Python, and this module as the champion's pyfunc loader for serving
+(`save_model` is the MLflow flavor hook that writes the pytorch flavor and points the pyfunc
+flavor here). MLflow still trusts the store's `MLmodel` file, which names the loader.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from searcher.errors import UserError
+
+MODEL_FILE = "model.pth"  # mlflow.pytorch's name for the saved module, under the flavor's data dir
+
+
+def _jit_load(file: Path, device: str, what: str) -> Any:
+    import torch
+
+    try:
+        return torch.jit.load(str(file), map_location=device).eval()
+    except Exception as exc:  # a pickle, a truncated file, anything but a TorchScript archive
+        reason = str(exc).strip().split("\n", 1)[0].split(". ", 1)[0][:120]
+        raise UserError(f"{what}: {file.name} is not a TorchScript archive ({reason}); refusing "
+                        f"to load it: promote the model again with `python -m searcher.promote`"
+                        ) from None
+
+
+def load_champion(model_uri: str, device: str = "cpu") -> Any:
+    """The registered model at `model_uri` (e.g. `models:/cifar10@champion`) as a scripted
+    nn.Module in eval mode on `device`: it takes uint8 images N x C x H x W and returns logits."""
+    import mlflow
+    from mlflow.models import Model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=tmp))
+            flavor = Model.load(str(local / "MLmodel")).flavors["pytorch"]
+        except Exception as exc:  # no such model, alias or store; not a pytorch model
+            raise UserError(f"cannot load the model {model_uri} ({type(exc).__name__}); promote "
+                            f"one with `python -m searcher.promote`") from None
+        return _jit_load(local / flavor["model_data"] / MODEL_FILE, device, model_uri)
+
+
+def save_model(path: str, mlflow_model: Any, **kwargs: Any) -> None:
+    """The flavor hook `mlflow.models.Model.log(flavor=searcher.tracking.champion, ...)` calls: the
+    pytorch flavor as `mlflow.pytorch.save_model` writes it, served by `_load_pyfunc` below."""
+    import mlflow.pyfunc
+    import mlflow.pytorch
+
+    mlflow.pytorch.save_model(path=path, mlflow_model=mlflow_model, **kwargs)
+    pyfunc = mlflow_model.flavors[mlflow.pyfunc.FLAVOR_NAME]
+    pyfunc[mlflow.pyfunc.MAIN] = __name__
+    pyfunc.pop("pickle_module_name", None)
+    mlflow_model.save(os.path.join(path, "MLmodel"))
+
+
+class _Served:
+    """What pyfunc calls: numpy uint8 images in, logits out, on the serving device."""
+
+    def __init__(self, module: Any, device: str) -> None:
+        self.module, self.device = module, device
+
+    def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> Any:
+        import numpy as np
+        import torch
+
+        with torch.no_grad():
+            x = torch.as_tensor(np.asarray(model_input), device=self.device)
+            return self.module(x).cpu().numpy()
+
+
+def _load_pyfunc(data_path: str, model_config: dict[str, Any] | None = None) -> _Served:
+    """MLflow's loader-module contract; the device is chosen as `mlflow.pytorch`'s pyfunc does."""
+    import torch
+
+    device = ((model_config or {}).get("device")
+              or os.environ.get("MLFLOW_DEFAULT_PREDICTION_DEVICE")
+              or ("cuda" if torch.cuda.is_available() else "cpu"))
+    return _Served(_jit_load(Path(data_path) / MODEL_FILE, device, "the served model"), device)

@@ -1,0 +1,309 @@
+"""The durable outbox: MLflow writes not yet accepted, and the checkpoint files they need.
+
+Every write the trial logger describes stays in a journal until MLflow accepted it (an "ack"),
+so a driver killed during an outage leaves it behind and `--resume` sends what it owed
+(`replayable` drops what MLflow already holds). The journal is a file of JSON lines in the
+search's state folder, or, when the search has a database (`study_storage`), rows there
+(`searcher.tracking.outbox_db`), because with s3:// storage the state folder is on the head's local disk
+and would be lost with it. A best checkpoint on a local file system waits for its upload as hard
+links in `outbox_checkpoints/` beside the journal file (with a database: beside Tune's
+experiment), because Tune deletes a trial's older checkpoints as new ones come; the links go only
+once the journal marks the upload accepted, or a driver killed in between would replay an upload
+whose files are gone.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from searcher.tracking.outbox_db import DatabaseJournal
+
+OUTBOX_FILE = "mlflow_outbox.jsonl"  # in the search's state folder, beside the Optuna journal
+STAGE_FOLDER = "outbox_checkpoints"  # best checkpoints waiting for their upload, beside it
+# Writes read from the journal at a time: a long outage's backlog is never in memory whole.
+CHUNK = 2000
+
+
+class Outbox:
+    """The writes not yet accepted, in a journal (None: memory only, for callers with no state
+    folder), and the checkpoint files staged for them."""
+
+    def __init__(self, path: Path | None, journal: Journal | None = None):
+        """`path`: a journal file, its checkpoints staged beside it; or `journal` (a database's,
+        see `open_outbox`)."""
+        self.journal = journal or (FileJournal(path) if path else None)
+        # None: chosen with the first checkpoint (`_stage_folder`)
+        self.stage_root = path.parent / STAGE_FOLDER if path else None
+        # Set when the journal could not be written (a full disk): one line saying so. Nothing
+        # more is written to it by this process, whose last write may have left a torn line
+        # there that would swallow the next (the next driver cuts it, `cut_torn_tail`): the
+        # writes and acceptances since are kept in memory, while the search stops.
+        self.full: str | None = None
+        self._unwritten: list[dict[str, Any]] = []
+        self._acked: set[int] = set()
+        self._seq = self.journal.last() if self.journal else 0
+        self._drop_stale_stages({op["staged"] for chunk in self.chunks() for op in chunk
+                                 if op.get("staged")})
+        self._cleared_at: int | None = None  # the last write when the journal was last emptied
+
+    @property
+    def durable(self) -> bool:
+        """The writes outlive this process (else they are only in the writer's memory)."""
+        return self.journal is not None
+
+    @property
+    def last(self) -> int:
+        """The sequence number of the last write appended."""
+        return self._seq
+
+    def append(self, op: dict[str, Any]) -> bool:
+        """Give `op` its sequence number and write it to the journal; False if it could not be
+        (see `full`): it is then in the caller's memory only."""
+        self._seq += 1
+        op["seq"] = self._seq
+        if not self.journal:
+            return True
+        if not self.full:
+            try:
+                self.journal.write(op)
+                return True
+            except OSError as exc:  # ENOSPC, EFBIG: raised in Tune's callback it ends the search
+                self.full = (f"cannot write the MLflow outbox {self.journal} "
+                             f"({exc.strerror or exc}): free space there and continue the search "
+                             f"with --resume")
+        self._unwritten.append(op)
+        return False
+
+    def ack(self, seqs: list[int]) -> None:
+        if self.full:
+            self._acked.update(seqs)
+        elif self.journal and seqs:
+            self.journal.ack(seqs)
+
+    def clear(self) -> None:
+        """Empty the journal: call only when everything in it was accepted."""
+        if self.journal and self._cleared_at != self._seq and not self.full:
+            self.journal.clear()  # not again while nothing came
+            self._cleared_at = self._seq
+
+    def chunks(self, size: int = CHUNK, after: int = 0,
+               upto: int | None = None) -> Iterator[list[dict[str, Any]]]:
+        """The writes in the journal that MLflow has not accepted, in order, those numbered
+        past `after` and up to `upto`, in lists of at most `size`."""
+        if not self.journal:
+            return
+        for chunk in self.journal.pending(size, after, upto):
+            chunk = [op for op in chunk if op["seq"] not in self._acked]
+            if chunk:
+                yield chunk
+        rest = [op for op in self._unwritten if op["seq"] > after and op["seq"] not in self._acked
+                and (upto is None or op["seq"] <= upto)]
+        for i in range(0, len(rest), size):
+            yield rest[i:i + size]
+
+    def owes(self) -> bool:
+        """Whether the journal holds a write MLflow has not accepted."""
+        return next(self.chunks(1), None) is not None
+
+    def pending(self) -> list[dict[str, Any]]:
+        """All of `chunks` in one list: for a journal known to be short."""
+        return [op for chunk in self.chunks() for op in chunk]
+
+    def stage(self, checkpoint: Any, name: str) -> dict[str, Any]:
+        """Where the writer should upload `checkpoint` from, as the fields of its write (read
+        back by `source`): a local one as hard links under the stage folder (microseconds, no
+        data copied); a remote one (s3://...) from where it is, named in `unlogged` if Tune
+        deleted it first."""
+        uri = checkpoint_uri(checkpoint)
+        if checkpoint.filesystem.type_name != "local":
+            return {"uri": uri}
+        source, into = Path(checkpoint.path), self._stage_folder(uri) / name
+        for file in source.rglob("*"):
+            if file.is_file():
+                target = into / file.relative_to(source)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(file, target)
+                except OSError:  # another file system, or links not allowed: copy
+                    shutil.copy2(file, target)
+        # By name, not path: a resume may see this folder under another path (another machine's
+        # mount of the shared storage, another working folder).
+        return {"staged": name, "uri": uri}
+
+    def source(self, op: dict[str, Any]) -> str:
+        """Where a checkpoint write's files are now: staged, else (its links lost with a head)
+        where Tune put them."""
+        staged = self._stage_folder(op.get("uri")) / op["staged"] if op.get("staged") else None
+        if staged and (staged.is_dir() or "uri" not in op):
+            return str(staged)
+        return op["uri"]
+
+    def release(self, op: dict[str, Any]) -> None:
+        """The write was accepted (and the journal says so): its staged files can go."""
+        if op.get("staged"):
+            shutil.rmtree(self._stage_folder(op.get("uri")) / op["staged"], ignore_errors=True)
+
+    def _stage_folder(self, uri: str | None) -> Path:
+        if self.stage_root is None:
+            # A journal in a database: beside Tune's experiment (the checkpoint's grandparent),
+            # as shared as Tune's own state and on its file system, where the state folder may be
+            # on the head's disk (file:// storage). Memory only: a temporary folder.
+            self.stage_root = (Path(uri).parents[1] / STAGE_FOLDER if self.durable and uri
+                               else Path(tempfile.mkdtemp(prefix="searcher-checkpoints-")))
+        return self.stage_root
+
+    def close(self) -> None:
+        if self.journal:
+            try:
+                self.journal.close()
+            except OSError:  # what a full disk left unwritten: `full` said so
+                pass
+
+    def _drop_stale_stages(self, owed: set[str]) -> None:
+        # Links of uploads acked just before a kill: nothing will ever send them.
+        if self.stage_root and self.stage_root.is_dir():
+            for folder in self.stage_root.iterdir():
+                if folder.name not in owed:
+                    shutil.rmtree(folder, ignore_errors=True)
+
+
+class FileJournal:
+    """The journal as JSON lines in `path`; accepted writes are marked by {"ack": [seq, ...]}."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        cut_torn_tail(path)  # else the next write would be glued to it and lost with it
+        # Unbuffered: each line goes to the kernel (which keeps it past a SIGKILL of this
+        # process) as it is written, and a failed write leaves nothing behind to be flushed later.
+        self._file = open(path, "ab", buffering=0)
+
+    def write(self, op: dict[str, Any]) -> None:
+        self._append(json.dumps(op, separators=(",", ":")))
+
+    def ack(self, seqs: list[int]) -> None:
+        self._append(json.dumps({"ack": seqs}))
+
+    def _append(self, line: str) -> None:
+        data = memoryview((line + "\n").encode())
+        while data:  # a write the disk takes in part returns short; the next one raises
+            data = data[self._file.write(data):]
+
+    def clear(self) -> None:
+        self._file.truncate(0)
+
+    def last(self) -> int:
+        """The last sequence number in use."""
+        return max((op["seq"] for op in self._lines() if "ack" not in op), default=0)
+
+    def pending(self, size: int, after: int = 0,
+                upto: int | None = None) -> Iterator[list[dict[str, Any]]]:
+        """See `Outbox.chunks`. Two passes, so that only the accepted writes' numbers and one
+        chunk of writes are in memory: the marks of acceptance first, then the writes."""
+        acked = set()
+        for entry in self._lines(acks_only=True):
+            acked.update(entry["ack"])
+        chunk = []
+        for op in self._lines():
+            seq = op.get("seq", 0)
+            if "ack" in op or seq <= after or seq in acked:
+                continue
+            if upto is not None and seq > upto:
+                break  # written after the reading began (numbers only grow down the file)
+            chunk.append(op)
+            if len(chunk) == size:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
+    def _lines(self, acks_only: bool = False) -> Iterator[dict[str, Any]]:
+        try:
+            f = open(self.path, "rb")
+        except FileNotFoundError:
+            return
+        with f:
+            for line in f:
+                if acks_only and not line.startswith(b'{"ack"'):
+                    continue
+                try:
+                    yield json.loads(line)
+                except ValueError:  # cut short (see cut_torn_tail): it never returned
+                    continue
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+
+Journal = FileJournal | DatabaseJournal  # where the writes wait: a file, or the study's database
+
+
+def open_outbox(folder: Path | None, database: str | None = None) -> Outbox:
+    """The outbox of the search whose state folder is `folder` (None: memory only): its journal
+    in `database` under the folder's name (the search's) when there is one, so that a driver on
+    another machine finds it; else a file in the folder, its checkpoints staged beside it."""
+    if folder is None:
+        return Outbox(None)
+    if database is None:
+        return Outbox(folder / OUTBOX_FILE)
+    # Its checkpoints are staged beside Tune's experiment, found from their own path (see
+    # `_stage_folder`): the links of an upload accepted just before a kill stay there.
+    return Outbox(None, DatabaseJournal(database, folder.name))
+
+
+def cut_torn_tail(path: Path | str) -> int:
+    """Cut a journal of lines back to its last complete line; returns the bytes cut.
+
+    A write cut short (a killed driver between two write calls, a full disk, a head that lost
+    power) leaves its line without the newline. Appending after it would join the next write to
+    it in one unreadable line, and a reader skips (the outbox) or stops at (Optuna) that line:
+    the next write would be lost. The torn write itself never returned, so nothing relied on it.
+    Call it before the first append, with no other writer active."""
+    try:
+        with open(path, "r+b") as f:
+            end = keep = f.seek(0, os.SEEK_END)
+            while keep > 0:
+                step = min(keep, 1 << 16)
+                f.seek(keep - step)
+                newline = f.read(step).rfind(b"\n")
+                if newline >= 0:
+                    keep += newline + 1 - step
+                    break
+                keep -= step
+            if keep < end:
+                f.truncate(keep)
+            return end - keep
+    except FileNotFoundError:
+        return 0
+
+
+def checkpoint_uri(checkpoint: Any) -> str:
+    """Where a Tune checkpoint lives, as a URI another process can open."""
+    kind = checkpoint.filesystem.type_name
+    return checkpoint.path if kind == "local" else f"{kind}://{checkpoint.path}"
+
+
+def replayable(ops: list[dict[str, Any]], runs: dict[str, str],
+               logged: dict[str, set[int]], ended: set[str]) -> list[dict[str, Any]]:
+    """The writes of a killed driver's outbox that MLflow does not hold yet: `runs` maps trials
+    to their runs, `logged` their epochs in MLflow, `ended` the trials whose runs are closed.
+    Writes accepted just before the kill, but not yet marked so, are the ones dropped here. A
+    trial's run creation is kept even when its run exists: it is marked accepted only with the
+    trial's first log_batch, which carries its parameters, so a run made just before the kill
+    may lack them; the writer sends them (again: MLflow takes an equal value twice) into that
+    run and makes no second one."""
+    keep = []
+    for op in ops:
+        trial, kind = op["trial"], op["op"]
+        if kind == "metrics" and op.get("epoch") in logged.get(trial, ()):
+            continue
+        if kind == "close" and trial in ended:
+            continue
+        keep.append(op)
+    return keep

@@ -1,0 +1,50 @@
+"""The names searcher gives things in MLflow: its tags, and the metrics promotion ranks by.
+
+Every module that writes or reads one of these takes the name from here, so a name is written
+once and a query cannot drift from the write it looks for.
+"""
+from __future__ import annotations
+
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+PARENT_TAG = MLFLOW_PARENT_RUN_ID  # MLflow's own: what nests a child run under its parent
+ROLE_TAG = "searcher.role"  # "search" on parent runs, "trial" on children, "promotion"
+
+# On a search's parent run
+METRIC_TAG = "searcher.metric"  # the metric the search optimises ...
+MODE_TAG = "searcher.mode"  # ... and its direction, "max" or "min"
+SAMPLER_TAG = "searcher.sampler"
+SPACE_FILE_TAG = "searcher.space_file"
+WARM_START_TAG = "searcher.warm_start_runs"  # the searches a warm-started one learnt from
+WARM_START_FILE = "warm_start.json"  # ... and its artifact: WarmStart.summary()
+
+# On a trial's run
+TRIAL_ID_TAG = "searcher.trial_id"  # Tune's trial id: a trial has one run, found by this tag
+BASELINE_TAG = "searcher.baseline"  # the hand-made baseline's name, when the trial is one
+OUTCOME_TAG = "searcher.outcome"  # "completed", "stopped early", "failed", ...
+OUTCOME_DETAIL_TAG = "searcher.outcome_detail"  # ... with why, in a few words
+NODES_TAG = "searcher.nodes"  # the Ray nodes the trial trained on
+RESUMED_TAG = "searcher.resumed_from_epoch"
+GPUS_TAG = "searcher.gpus_per_trial"  # the GPU share Tune reserved for the trial
+CPUS_TAG = "searcher.cpus_per_trial"
+EPOCH_METRICS = ("val_acc", "val_loss", "train_loss", "epoch_time_s", "eval_time_s",
+                 "images_per_s", "rss_mb", "private_mb", "dataset_shared")
+
+# On confirmation retrains and promotion runs
+SOURCE_TRIAL_TAG = "searcher.source_trial_run"  # the trial run a retrain or promotion came from
+SOURCE_TRIAL_ID_TAG = "searcher.source_trial_id"
+SOURCE_RUN_TAG = "searcher.source_run"  # the run whose checkpoint was promoted
+SEED_TAG = "searcher.seed"
+
+
+def best_key(metric: str) -> str:
+    """The summary metric on each trial run that promotion ranks by."""
+    return f"best_{metric}"
+
+
+def trial_filter(parent_run_id: str, trial_id: str | None = None) -> str:
+    """The search filter for a search's trial runs, or for the run of the trial `trial_id` (which
+    its trial id names alone: a retrain's or promotion's run carries none)."""
+    if trial_id:
+        return f"tags.`{PARENT_TAG}` = '{parent_run_id}' and tags.`{TRIAL_ID_TAG}` = '{trial_id}'"
+    return f"tags.`{PARENT_TAG}` = '{parent_run_id}' and tags.`{ROLE_TAG}` = 'trial'"

@@ -1,0 +1,262 @@
+"""Ray Tune and Optuna: run a space's trials with the space's Optuna sampler and the ASHA scheduler."""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Container
+
+import optuna
+import ray
+from ray import tune
+
+from searcher.errors import UserError
+from searcher.objective import optuna_direction
+from searcher.sampling import fast_tpe
+from searcher.sampling.samplers import make_sampler
+from searcher.spec.feasibility import Cost, proposal_check, proposal_cost
+from searcher.spec.space import Space
+from searcher.training.data import SearchData
+from searcher.tune import driver_lock, interrupt
+from searcher.tune.interrupt import InterruptWatch
+from searcher.tune.resources import plan
+from searcher.tune.scheduler import BaselineASHA
+from searcher.tune.state import SearchState, state_root, storage_root, study_database
+from searcher.tune.study_searcher import INFEASIBLE_ATTR, StudySearcher, close_unfinished
+from searcher.tune.trainable import make_trainable
+from searcher.tune.trial_logger import MLflowTrialLogger, active_logger, outbox_folder
+from searcher.tune.warm_start import WARM_START_ATTR, WarmStart
+
+MAX_FAILURES = 3  # restarts of a trial whose node or worker died (spot instances)
+
+
+@dataclass
+class SearchResult:
+    records: list[Any]  # trial_logger.TrialRecord, in start order
+    study: optuna.Study
+    wall_time_s: float
+    started_at: float  # time.time() when Tune started: anytime curves count from here
+    experiment_path: str  # the search folder: search file, Optuna journal, leaderboard
+    errors: int
+    unlogged: list[str]  # MLflow updates the tracking store never accepted
+    proposals: int = 0  # what the sampler proposed, infeasible ones included
+    infeasible: int = 0  # proposals that could not be trained within the limits (never run)
+
+
+CONNECT_TIMEOUT_S = 5.0  # a live head answers a TCP connect in milliseconds, even across a VPC
+
+
+def cluster_address(address: str | None) -> str | None:
+    """The cluster to join: `address`, else $RAY_ADDRESS; None starts a local Ray."""
+    return address or os.environ.get("RAY_ADDRESS") or None
+
+
+def check_cluster(address: str | None) -> None:
+    """Fail at once, with one line, if nothing listens at the cluster's address.
+
+    ray.init retries an unreachable GCS for minutes, printing warnings; a TCP connect tells in
+    seconds. "auto" and "local" are left to Ray, which resolves them itself.
+    """
+    address = cluster_address(address)
+    if address is None or address in ("auto", "local"):
+        return
+    host, _, port = address.split("://", 1)[-1].rstrip("/").rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"Ray address {address!r} is not HOST:PORT or ray://HOST:PORT; fix "
+                        f"--address / RAY_ADDRESS")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise UserError(f"cannot reach the Ray cluster at {address} ({type(exc).__name__}: {exc}); "
+                        f"start it (`ray start --head`, `ray up cluster.yaml`) or fix --address / "
+                        f"RAY_ADDRESS") from None
+
+
+# Tune settings a search runs with, unless the user set them:
+# - with num_to_keep set, Tune snapshots the experiment after checkpoints (see
+#   `checkpoint_config`) and warns that this is frequent;
+# - no per-result loggers of Tune's own: see `configure_tune`.
+TUNE_ENV = {"TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+            "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
+
+
+def configure_tune() -> None:
+    """Set TUNE_ENV (where the user has not), before a Tuner is made or restored.
+
+    Tune adds a CSV, a JSON and a TensorBoard logger to every run unless told not to, and runs
+    them on its control loop, where a trial waiting in `tune.report` waits for them too; MLflow
+    keeps every metric already. Measured (16 concurrent trials, logging off, 2 cores,
+    BENCHMARKS.md): without them the driver moved 1.3-2.3x the results per second; keeping only
+    the JSON one gave back most of that gain. Without result.json files, Tune's result grid
+    warns at the end, trial by trial, that it found none: the search reads its results from the
+    study and MLflow, not from the grid, so that warning is silenced.
+    """
+    for name, value in TUNE_ENV.items():
+        os.environ.setdefault(name, value)
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+
+
+# Tune's checkpoints a trial keeps: its best CHECKPOINTS_KEPT by the metric, and its latest.
+CHECKPOINTS_KEPT = 4
+
+
+def checkpoint_config(metric: str, mode: str) -> tune.CheckpointConfig:
+    """What Tune keeps of a trial's checkpoints: the latest (a restarted or resumed trial goes
+    on from it) and the best CHECKPOINTS_KEPT (the best also goes to MLflow at once).
+
+    Not 1: Tune snapshots the whole experiment (every trial's state as JSON, the searcher's
+    pickle) whenever one trial has written `num_to_keep` checkpoints since the last snapshot,
+    so that the snapshot never names a checkpoint it has deleted. With 1 that is a snapshot
+    per checkpoint, whose cost grows with the trials of the search: with 16 trials at once on
+    2 cores it was half of the driver's time, and 4 moved 1.9-2.7x the results per second
+    (BENCHMARKS.md, "Scale"). More than 4 gained nothing more there; a trial keeps at most 5.
+    """
+    return tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT, checkpoint_score_attribute=metric,
+                                 checkpoint_score_order=mode)
+
+
+def init_ray(address: str | None) -> str:
+    """Join the cluster at `address` (or $RAY_ADDRESS), checked to answer; else start a local Ray.
+    Returns where the search runs, for its first line."""
+    configure_tune()
+    address = cluster_address(address)
+    if ray.is_initialized():
+        return where_it_runs(address)
+    check_cluster(address)
+    try:
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True,
+                 include_dashboard=False if not address else None)
+    except ConnectionError as exc:
+        raise UserError(f"cannot reach the Ray cluster at {address} ({exc}); start it with "
+                        f"`ray up cluster.yaml` or fix --address / RAY_ADDRESS") from None
+    return where_it_runs(address)
+
+
+def where_it_runs(address: str | None) -> str:
+    """'local Ray: 2 CPUs, 0 GPUs' or 'Ray cluster at HOST:PORT: 3 nodes, 8 CPUs, 1 GPU up now'."""
+    nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
+    cpus, gpus = (sum(n.get(k, 0) for n in nodes) for k in ("CPU", "GPU"))
+    if address is None:
+        return (f"local Ray: {cpus:g} CPUs, {gpus:g} GPUs (a cluster started with `ray up` runs "
+                f"searches submitted as jobs: docs/cluster.md)")
+    gcs = ray.get_runtime_context().gcs_address
+    return (f"Ray cluster at {gcs}: {len(nodes)} node{'s' * (len(nodes) != 1)}, {cpus:g} CPUs, "
+            f"{gpus:g} GPUs up now")
+
+
+def make_study(space: Space, folder: Path, earlier: list[optuna.trial.FrozenTrial] = (),
+               database: str | None = None, cost: Cost | None = None,
+               measured: Container[str] = ()) -> optuna.Study:
+    """A study we own, named after the search folder and kept in a journal file there or in
+    `database` (see searcher.tune.state): the trials of earlier searches it learns from (warm start)
+    first, then the space's baselines queued to run first, the costliest first (by `cost`), but
+    for those `measured` already on the same data by a search it learns from.
+
+    Costliest first, because the longest baseline should not be the last to start (traced in
+    the 20-minute CIFAR-10 search: bn_cnn, listed third, waited 111 s for a slot, and TPE, which
+    learns its good region from it, proposed nothing modelled until its first epoch at 183 s).
+
+    Baselines go through the study rather than Tune's `points_to_evaluate`, which Ray's Optuna
+    integration ignores with a define-by-run space.
+    """
+    s = space.settings
+    study = optuna.create_study(storage=SearchState(folder, database).storage(),
+                                study_name=folder.name,
+                                sampler=make_sampler(s.sampler, s.seed, len(space.baselines),
+                                                     s.cost_weight),
+                                direction=optuna_direction(s.mode))
+    study.add_trials(list(earlier))
+    points = [p for name, p in space.baselines.items() if name not in measured]
+    for params in sorted(points, key=lambda p: -((cost(p) if cost else None) or 0.0)):
+        study.enqueue_trial(params)
+    return study
+
+
+def run_search(space: Space, data: SearchData, tracking_uri: str, parent_run_id: str,
+               resume: SearchState | None = None, warm: WarmStart | None = None) -> SearchResult:
+    """Run (or, with `resume`, continue) the search; trials are logged under `parent_run_id`.
+    `warm`: the finished trials of earlier searches the sampler starts from, and the baselines
+    they measured, which are not run again."""
+    s = space.settings
+    init_ray(s.address)
+    fast_tpe.install()  # also for a resumed search, whose sampler is unpickled, not built by tpe()
+    # The GPU share and the trials in flight come from what the cluster can hold once scaled,
+    # not from the nodes up now (none but the head, on a cluster whose workers start from 0).
+    sizing = plan(s.cpus_per_trial, s.gpus_per_trial, s.max_concurrent_trials)
+    print(f"[searcher] {sizing.describe(s.cpus_per_trial)}", flush=True)
+    trainable = make_trainable(data, s, sizing.gpus_per_trial)
+    if resume is not None:
+        # Tune restores its trials, the scheduler and the Optuna study (with its history) from
+        # the experiment's own checkpoint; unfinished trials go on from their last checkpoint.
+        resume.folder.mkdir(parents=True, exist_ok=True)  # a fresh machine has none yet
+        tuner = tune.Tuner.restore(resume.read_record()["tune_path"], trainable,
+                                   resume_unfinished=True, resume_errored=False,
+                                   restart_errored=False)
+        return _fit(tuner, resume)
+    study_name = f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
+    storage_path = storage_root(s)
+    state = SearchState(state_root(s) / study_name, study_database(s))
+    state.folder.mkdir(parents=True, exist_ok=False)
+    with driver_lock.hold(study_name, state.folder, state.database):  # before --resume sees it
+        shape = (len(data.classes), data.image_shape)
+        cost = proposal_cost(s, *shape)
+        study = make_study(space, state.folder, warm.trials if warm else (), state.database, cost,
+                           warm.baselines if warm else ())
+        state.write_record({"parent_run_id": parent_run_id, "tracking_uri": tracking_uri,
+                            "tune_path": f"{storage_path.rstrip('/')}/{study_name}",
+                            "space_file": str(space.path), "settings": s.to_dict(),
+                            "created": time.time()})
+        searcher = StudySearcher(study, space.sample, proposal_check(s, *shape), s.metric, s.mode,
+                                 s.epochs, cost)
+        scheduler = BaselineASHA(list(space.baselines.values()), time_attr="training_iteration",
+                                 max_t=s.epochs, grace_period=s.grace_period,
+                                 reduction_factor=s.reduction_factor)
+        logger = MLflowTrialLogger(tracking_uri, parent_run_id, space, state_folder=state.folder)
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                metric=s.metric, mode=s.mode, search_alg=searcher, scheduler=scheduler,
+                num_samples=s.num_samples, time_budget_s=s.time_budget_s,
+                # Also Tune's pending limit (one with a custom searcher otherwise): the autoscaler
+                # sees the demand of every slot at once.
+                max_concurrent_trials=sizing.slots, reuse_actors=True,
+                trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}"),
+            run_config=tune.RunConfig(
+                # verbose=0: the callback prints one line per epoch and per finished trial
+                # instead of Tune's tables, which run to a screen per result.
+                name=study_name, storage_path=storage_path, callbacks=[InterruptWatch(), logger],
+                verbose=0,
+                checkpoint_config=checkpoint_config(s.metric, s.mode),
+                # Errors of a trial's own making end inside the trial (see trial.CONFIG_ERRORS):
+                # what reaches Tune is a lost node or worker, worth retrying from its checkpoint.
+                failure_config=tune.FailureConfig(max_failures=MAX_FAILURES)),
+        )
+        return _fit(tuner, state)
+
+
+def _fit(tuner: tune.Tuner, state: SearchState) -> SearchResult:
+    start, started_at = time.perf_counter(), time.time()
+    with outbox_folder(state.folder, state.database):  # not what a restored callback names
+        results = tuner.fit()
+    wall = time.perf_counter() - start
+    if interrupt.reason():  # stopped by the search itself (a full disk), saved as after a Ctrl-C
+        raise UserError(f"{interrupt.reason()} (the search is saved in {state.folder})")
+    if interrupt.fired():  # Tune saved where every trial stands: leave them open to go on
+        print(f"[searcher] interrupted: the search is saved in {state.folder}; continue it with "
+              f"--resume", flush=True)
+        raise KeyboardInterrupt
+    errors = sum(1 for r in results if r.error is not None)
+    logger = active_logger()
+    study = state.load_study()
+    # Once the search is over nothing can still be running: what is, was cut by the budget (or
+    # asked by a driver that was killed before Tune's next snapshot).
+    close_unfinished(study)
+    state.mark_finished()
+    proposals = [t for t in study.trials if WARM_START_ATTR not in t.user_attrs]
+    return SearchResult(list(logger.records.values()) if logger else [], study, wall, started_at,
+                        str(state.folder), errors, logger.unlogged if logger else [], len(proposals),
+                        sum(1 for t in proposals if INFEASIBLE_ATTR in t.user_attrs))
