@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 DATA_DIR ?= $(or $(SEARCHER_DATA_DIR),data)
 DEMO_ARGS ?=
 
-.PHONY: demo test lint ui promote clean
+.PHONY: demo test test-fast lint ui promote clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ demo: $(VENV)/.installed
 
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The edit-test loop: the tests that start no real service (Ray, MLflow server, PostgreSQL).
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -m "not services" -q $(PYTEST_ARGS)
 
 # The package's layers (.importlinter): a module importing across them fails the build.
 lint: $(VENV)/.installed

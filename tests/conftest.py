@@ -215,3 +215,14 @@ def runs_with_role(client, role: str, experiment: str = "resumable") -> list:
     if exp is None:
         return []
     return client.search_runs([exp.experiment_id], f"tags.`searcher.role` = '{role}'")
+
+
+# Tests that take one of these start a real service; they are marked `services` here, so that
+# `make test-fast` (-m "not services") leaves them out without each test saying so.
+SERVICE_FIXTURES = {"local_ray", "head", "postgres", "postgres_server"}
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.services)

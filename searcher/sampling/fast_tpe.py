@@ -10,7 +10,7 @@ installed, for MLflow); the two agree to ~1e-13, so TPE proposes the same points
 
 This replaces a private function of Optuna's (`optuna.samplers._tpe._truncnorm._log_ndtr`), which
 a release may move or rename: then `install` changes nothing and says so by returning False
-(`tests/test_fast_tpe.py` fails, so it is noticed), and TPE runs at Optuna's own speed.
+(`tests/sampling/test_fast_tpe.py` fails, so it is noticed), and TPE runs at Optuna's own speed.
 """
 from __future__ import annotations
 

@@ -105,7 +105,7 @@ class ResidualBlock(nn.Module):
     paths aligned pixel for pixel. Subsampling and then a stride-1 1x1 conv is a stride-2 1x1
     conv, computed without oneDNN's strided 1x1 weight gradient, which crashes the process (a
     segfault, a bus error) on AVX2 CPUs in channels_last with few input channels
-    (tests/test_model.py). No data-dependent branches, so torch.export traces it.
+    (tests/training/test_model.py). No data-dependent branches, so torch.export traces it.
     """
 
     def __init__(self, convs: nn.Sequential, project: nn.Module, activation: nn.Module, crop: int,

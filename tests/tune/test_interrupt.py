@@ -8,8 +8,11 @@ import subprocess
 import sys
 import time
 
+import pytest
 from conftest import resumable_space, runs_with_role, write_cifar
 from mlflow.tracking import MlflowClient
+
+pytestmark = pytest.mark.services  # starts Ray, MLflow or a search of its own
 
 NUM_SAMPLES, EPOCHS = 5, 3
 

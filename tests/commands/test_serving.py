@@ -20,6 +20,8 @@ from test_promote import logged_search
 from searcher.commands import promote as promote_mod
 from searcher.training.data import load_cifar10
 
+pytestmark = pytest.mark.services  # starts Ray, MLflow or a search of its own
+
 # Loading torch and the model on a loaded 2-core machine can take a minute; a healthy start on
 # an idle one takes seconds, so a generous limit costs nothing when all is well.
 STARTUP_S = 120

@@ -1,5 +1,5 @@
 """The cluster path as a user walks it, for real: `ray up` of cluster-onprem.yaml over SSH onto
-hosts this test makes (tests/nshosts.py), a search submitted as a job from a "laptop" host, MLflow
+hosts this test makes (tests/cluster/nshosts.py), a search submitted as a job from a "laptop" host, MLflow
 reached through the documented forward, promotion from the laptop, `ray down`.
 
 The config is cluster-onprem.yaml with its addresses, SSH user and paths changed, nothing else:
@@ -25,7 +25,7 @@ import nshosts
 import pytest
 from conftest import ROOT, write_cifar
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.services]
 
 DB_PASSWORD = "test-db-password"  # throwaway secrets of throwaway hosts
 ADMIN_PASSWORD = "test-admin-password"

@@ -5,7 +5,7 @@ import json
 import tracemalloc
 
 from mlflow.tracking import MlflowClient
-from test_mlflow_writer import parent, steps, trial_ops  # noqa: F401 (parent: a fixture)
+from test_writer import parent, steps, trial_ops  # noqa: F401 (parent: a fixture)
 
 from searcher.tracking.outbox import OUTBOX_FILE, Outbox
 from searcher.tracking.writer import Writer

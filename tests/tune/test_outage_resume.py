@@ -16,6 +16,7 @@ import time
 from itertools import chain
 from pathlib import Path
 
+import pytest
 import sent_metrics
 from conftest import write_cifar
 from mlflow.tracking import MlflowClient
@@ -26,6 +27,8 @@ from searcher.tracking.outbox import CHUNK, OUTBOX_FILE, FileJournal, Outbox
 from searcher.tracking.outbox_db import DatabaseJournal
 from searcher.tracking.writer import Writer
 from searcher.tune.tuner import CHECKPOINTS_KEPT
+
+pytestmark = pytest.mark.services  # starts Ray, MLflow or a search of its own
 
 # With a URI storage Tune uploads its experiment snapshot after the fact, while a trial's older
 # checkpoints are deleted at once; a driver killed in between leaves a snapshot naming a checkpoint

@@ -14,7 +14,7 @@ from searcher.sampling.samplers import RANDOM_STARTUP, make_sampler, tpe
 from searcher.spec.space import load_space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-SPACE = load_space(Path(__file__).parents[1] / "spaces" / "cifar10.py")
+SPACE = load_space(Path(__file__).parents[2] / "spaces" / "cifar10.py")
 
 
 def local(seed, cost_weight=0.0):

@@ -184,7 +184,7 @@ def _sh(command: str) -> None:
         raise RuntimeError(f"`{command}` failed: {result.stderr.strip()}")
 
 
-if __name__ == "__main__":  # python tests/nshosts.py: make two hosts and ssh from one to the other
+if __name__ == "__main__":  # python tests/cluster/nshosts.py: make two hosts and ssh from one to the other
     import tempfile
     net = Network(Path(tempfile.mkdtemp(dir="/var/tmp", prefix="nshosts-")))
     try:

@@ -7,10 +7,11 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import sent_metrics
-from conftest import TESTS, free_port
+from conftest import free_port
 from mlflow.tracking import MlflowClient
 
 from searcher.tracking import writer as mlflow_writer
@@ -347,7 +348,7 @@ import json, resource, sys
 from pathlib import Path
 from searcher.tracking.writer import Writer
 from searcher.tracking.outbox import Outbox
-from test_mlflow_writer import trial_ops
+from test_writer import trial_ops
 writer = Writer("http://127.0.0.1:9", "parent", Outbox(Path(sys.argv[1])))  # not started
 resource.setrlimit(resource.RLIMIT_FSIZE, (1500, 1500))  # writes past 1.5 kB fail: EFBIG
 raised = None
@@ -366,7 +367,7 @@ def test_a_full_disk_does_not_raise_in_tune_s_callback(tmp_path):
     # keeps each write in memory and says what is wrong once; Tune's loop sees no exception.
     path = tmp_path / OUTBOX_FILE
     done = subprocess.run([sys.executable, "-c", FULL_DISK, str(path)], capture_output=True,
-                          text=True, cwd=TESTS, timeout=120)
+                          text=True, cwd=Path(__file__).parent, timeout=120)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.splitlines()[-1])
     assert report["raised"] is None

@@ -27,6 +27,8 @@ from searcher.tune.study_searcher import INFEASIBLE_ATTR, StudySearcher
 from searcher.tune.tuner import make_study
 from searcher.tune.warm_start import WARM_START_ATTR, load_warm_start
 
+pytestmark = pytest.mark.services  # starts Ray, MLflow or a search of its own
+
 NUM_SAMPLES, EPOCHS = 7, 3
 
 TINY_SPACE = textwrap.dedent('''
