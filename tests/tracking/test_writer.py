@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import sent_metrics
-from conftest import free_port
+from conftest import TESTS, free_port
 from mlflow.tracking import MlflowClient
 
 from searcher.tracking import writer as mlflow_writer
@@ -366,8 +367,9 @@ def test_a_full_disk_does_not_raise_in_tune_s_callback(tmp_path):
     # The outbox's file cannot grow (RLIMIT_FSIZE: the disk is full, for this process): put
     # keeps each write in memory and says what is wrong once; Tune's loop sees no exception.
     path = tmp_path / OUTBOX_FILE
+    here = os.pathsep.join([str(Path(__file__).parent), str(TESTS)])  # test_writer's imports
     done = subprocess.run([sys.executable, "-c", FULL_DISK, str(path)], capture_output=True,
-                          text=True, cwd=Path(__file__).parent, timeout=120)
+                          text=True, env={**os.environ, "PYTHONPATH": here}, timeout=120)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.splitlines()[-1])
     assert report["raised"] is None

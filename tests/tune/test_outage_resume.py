@@ -23,8 +23,7 @@ from mlflow.tracking import MlflowClient
 from test_faults import EPOCHS, NUM_SAMPLES, SPACE
 
 from searcher.bench.common import MlflowServer
-from searcher.tracking.outbox import CHUNK, OUTBOX_FILE, FileJournal, Outbox
-from searcher.tracking.outbox_db import DatabaseJournal
+from searcher.tracking.outbox import CHUNK, OUTBOX_FILE, DatabaseJournal, FileJournal, Outbox
 from searcher.tracking.writer import Writer
 from searcher.tune.tuner import CHECKPOINTS_KEPT
 

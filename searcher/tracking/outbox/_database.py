@@ -20,6 +20,7 @@ from typing import Any, Iterator
 import sqlalchemy as sa
 
 from searcher.redaction import redact
+from searcher.tracking.outbox._base import Journal
 
 _META = sa.MetaData()
 _OUTBOX = sa.Table(
@@ -39,7 +40,7 @@ def _engine(url: str) -> sa.Engine:
     return engine
 
 
-class DatabaseJournal:
+class DatabaseJournal(Journal):
     """The journal of search `search`, in the database at `url` (an SQLAlchemy URL)."""
 
     def __init__(self, url: str, search: str):

@@ -4,7 +4,7 @@ Every write the trial logger describes stays in a journal until MLflow accepted 
 so a driver killed during an outage leaves it behind and `--resume` sends what it owed
 (`replayable` drops what MLflow already holds). The journal is a file of JSON lines in the
 search's state folder, or, when the search has a database (`study_storage`), rows there
-(`searcher.tracking.outbox_db`), because with s3:// storage the state folder is on the head's local disk
+(`DatabaseJournal`), because with s3:// storage the state folder is on the head's local disk
 and would be lost with it. A best checkpoint on a local file system waits for its upload as hard
 links in `outbox_checkpoints/` beside the journal file (with a database: beside Tune's
 experiment), because Tune deletes a trial's older checkpoints as new ones come; the links go only
@@ -13,14 +13,15 @@ whose files are gone.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from searcher.tracking.outbox_db import DatabaseJournal
+from searcher.tracking.outbox._base import Journal
+from searcher.tracking.outbox._database import DatabaseJournal
+from searcher.tracking.outbox._file import FileJournal
 
 OUTBOX_FILE = "mlflow_outbox.jsonl"  # in the search's state folder, beside the Optuna journal
 STAGE_FOLDER = "outbox_checkpoints"  # best checkpoints waiting for their upload, beside it
@@ -171,79 +172,6 @@ class Outbox:
                     shutil.rmtree(folder, ignore_errors=True)
 
 
-class FileJournal:
-    """The journal as JSON lines in `path`; accepted writes are marked by {"ack": [seq, ...]}."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        cut_torn_tail(path)  # else the next write would be glued to it and lost with it
-        # Unbuffered: each line goes to the kernel (which keeps it past a SIGKILL of this
-        # process) as it is written, and a failed write leaves nothing behind to be flushed later.
-        self._file = open(path, "ab", buffering=0)
-
-    def write(self, op: dict[str, Any]) -> None:
-        self._append(json.dumps(op, separators=(",", ":")))
-
-    def ack(self, seqs: list[int]) -> None:
-        self._append(json.dumps({"ack": seqs}))
-
-    def _append(self, line: str) -> None:
-        data = memoryview((line + "\n").encode())
-        while data:  # a write the disk takes in part returns short; the next one raises
-            data = data[self._file.write(data):]
-
-    def clear(self) -> None:
-        self._file.truncate(0)
-
-    def last(self) -> int:
-        """The last sequence number in use."""
-        return max((op["seq"] for op in self._lines() if "ack" not in op), default=0)
-
-    def pending(self, size: int, after: int = 0,
-                upto: int | None = None) -> Iterator[list[dict[str, Any]]]:
-        """See `Outbox.chunks`. Two passes, so that only the accepted writes' numbers and one
-        chunk of writes are in memory: the marks of acceptance first, then the writes."""
-        acked = set()
-        for entry in self._lines(acks_only=True):
-            acked.update(entry["ack"])
-        chunk = []
-        for op in self._lines():
-            seq = op.get("seq", 0)
-            if "ack" in op or seq <= after or seq in acked:
-                continue
-            if upto is not None and seq > upto:
-                break  # written after the reading began (numbers only grow down the file)
-            chunk.append(op)
-            if len(chunk) == size:
-                yield chunk
-                chunk = []
-        if chunk:
-            yield chunk
-
-    def _lines(self, acks_only: bool = False) -> Iterator[dict[str, Any]]:
-        try:
-            f = open(self.path, "rb")
-        except FileNotFoundError:
-            return
-        with f:
-            for line in f:
-                if acks_only and not line.startswith(b'{"ack"'):
-                    continue
-                try:
-                    yield json.loads(line)
-                except ValueError:  # cut short (see cut_torn_tail): it never returned
-                    continue
-
-    def close(self) -> None:
-        self._file.close()
-
-    def __str__(self) -> str:
-        return str(self.path)
-
-
-Journal = FileJournal | DatabaseJournal  # where the writes wait: a file, or the study's database
-
-
 def open_outbox(folder: Path | None, database: str | None = None) -> Outbox:
     """The outbox of the search whose state folder is `folder` (None: memory only): its journal
     in `database` under the folder's name (the search's) when there is one, so that a driver on
@@ -255,32 +183,6 @@ def open_outbox(folder: Path | None, database: str | None = None) -> Outbox:
     # Its checkpoints are staged beside Tune's experiment, found from their own path (see
     # `_stage_folder`): the links of an upload accepted just before a kill stay there.
     return Outbox(None, DatabaseJournal(database, folder.name))
-
-
-def cut_torn_tail(path: Path | str) -> int:
-    """Cut a journal of lines back to its last complete line; returns the bytes cut.
-
-    A write cut short (a killed driver between two write calls, a full disk, a head that lost
-    power) leaves its line without the newline. Appending after it would join the next write to
-    it in one unreadable line, and a reader skips (the outbox) or stops at (Optuna) that line:
-    the next write would be lost. The torn write itself never returned, so nothing relied on it.
-    Call it before the first append, with no other writer active."""
-    try:
-        with open(path, "r+b") as f:
-            end = keep = f.seek(0, os.SEEK_END)
-            while keep > 0:
-                step = min(keep, 1 << 16)
-                f.seek(keep - step)
-                newline = f.read(step).rfind(b"\n")
-                if newline >= 0:
-                    keep += newline + 1 - step
-                    break
-                keep -= step
-            if keep < end:
-                f.truncate(keep)
-            return end - keep
-    except FileNotFoundError:
-        return 0
 
 
 def checkpoint_uri(checkpoint: Any) -> str:
