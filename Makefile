@@ -1,6 +1,7 @@
 # Two commands do all set-up on a fresh machine with Python 3.11+:
 #   make demo   - a small search on CIFAR-10 (local Ray, local MLflow store in ./mlflow.db)
 #   make test   - the test suite
+# and `make docs` builds the docs site (mkdocs.yml) into site/.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -8,12 +9,12 @@ PY := $(VENV)/bin/python
 DATA_DIR ?= $(or $(SEARCHER_DATA_DIR),data)
 DEMO_ARGS ?=
 
-.PHONY: demo test test-fast lint ui promote clean
+.PHONY: demo test test-fast lint docs ui promote clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,docs]'
 	touch $@
 
 demo: $(VENV)/.installed
@@ -29,6 +30,11 @@ test-fast: $(VENV)/.installed
 # The package's layers (.importlinter): a module importing across them fails the build.
 lint: $(VENV)/.installed
 	$(VENV)/bin/lint-imports
+
+# The docs site, strictly: a broken link or anchor, a page left out of the nav, or a command
+# whose --help fails (the CLI reference is generated) stops the build.
+docs: $(VENV)/.installed
+	$(VENV)/bin/mkdocs build --strict --site-dir site
 
 ui: $(VENV)/.installed
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db
