@@ -43,20 +43,25 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
-import math
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
-
-from searcher.bench import anytime
-from searcher.bench.anytime import NEVER
-from searcher.errors import UserError, one_line_errors
-from searcher.spec.settings import SAMPLERS, Settings
+from searcher.bench.quality_report import (
+    BASELINE,
+    DEFAULT_SAMPLER,
+    METRIC,
+    _number,
+    plot,
+    seed_numbers,
+    summarise,
+    table,
+)
+from searcher.bench.quality_search import one_search, overrides
+from searcher.errors import one_line_errors
+from searcher.spec.settings import SAMPLERS
 from searcher.training.data import (
     CIFAR_FOLDER,
     CIFAR_TEST,
@@ -66,19 +71,10 @@ from searcher.training.data import (
     load_search_data,
 )
 
-if TYPE_CHECKING:
-    from searcher.spec.space import Space
-    from searcher.tune.warm_start import WarmStart
-
 PROG = "python -m searcher.bench quality"
 
 # ----------------------------------------------------------------------------- setup
 
-DEFAULT_SAMPLER = Settings().sampler  # what a user gets without choosing: the one to vindicate
-BASELINE = "random"  # what any search method has to beat
-METRIC = "val_acc"  # the claim is about accuracy, so the samplers optimise it too
-GRID_POINTS = 121  # the curves' common time grid: every 3 s of a 6-minute budget
-FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 VERSIONS = ("ray", "optuna", "mlflow", "numpy")
 
 # Options that differ between the real measurement and the smoke run (an option given wins).
@@ -124,212 +120,8 @@ def reduced_task(data_dir: Path, train_images: int, val_images: int) -> SearchDa
 
 # ----------------------------------------------------------------------------- one search
 
-def overrides(sampler: str, seed: int, args: argparse.Namespace, folder: Path) -> dict[str, Any]:
-    """The settings one search runs with: all but sampler and seed are the same for every run."""
-    return {"sampler": sampler, "seed": seed, "metric": METRIC, "time_budget_s": args.budget,
-            "num_samples": -1, "epochs": args.epochs, "grace_period": args.grace_period,
-            "reduction_factor": args.reduction_factor, "storage_path": str(folder / "ray"),
-            "experiment": f"quality-{sampler}-{seed}"}
-
-
-def one_search(space_file: Path, sampler: str, seed: int, args: argparse.Namespace,
-               data: SearchData, folder: Path) -> dict[str, Any]:
-    """One real search; returns its counts and its (seconds since start, val_acc) results."""
-    from searcher.spec.space import load_space
-    from searcher.tracking import store as tracking
-    from searcher.tune.tuner import run_search
-
-    folder.mkdir(parents=True)
-    space = load_space(space_file, overrides(sampler, seed, args, folder))
-    if not args.with_baselines:
-        space = dataclasses.replace(space, baselines={})
-    warm = learnt_from(space, sampler, seed, args, data)
-    client = tracking.connect(f"sqlite:///{folder / 'mlflow.db'}")
-    parent = tracking.start_search_run(client, space, {
-        "dataset": "cifar10", "train": len(data.train), "val": len(data.val),
-        "classes": data.classes, "image_shape": data.image_shape},
-        warm.found.summary() if warm else None)
-    result = run_search(space, data, client.tracking_uri, parent, None,
-                        warm.found if warm else None)
-    client.set_terminated(parent, "FINISHED")
-    events = [(min(h["at"] - result.started_at, args.budget), h[METRIC])
-              for rec in result.records if rec.baseline is None
-              for h in rec.history if METRIC in h]
-    return {"sampler": sampler, "seed": seed,
-            "final_best": max((v for _, v in events), default=math.nan),
-            "trials": len(result.records), "epoch_results": len(events),
-            "infeasible": sum(1 for t in result.study.trials if "infeasible" in t.user_attrs),
-            "proposals": len(result.study.trials), "errors": result.errors,
-            "wall_s": round(result.wall_time_s, 1), "events": events,
-            "settings": space.settings.to_dict(),
-            **({"warm_start": {"from_seed": warm.seed, "trials": len(warm.found.trials),
-                               "best": warm.best, "skipped": warm.found.skipped}} if warm else {})}
-
-
-@dataclasses.dataclass
-class Learnt:
-    """What a warm-started search learnt from: a kept search of another seed."""
-    seed: int  # that search's seed
-    found: WarmStart  # its trials, as Optuna trials
-    best: float  # its best result, of any epoch: where a second search starts
-
-
-def warm_source(kept: Path, seed: int) -> int:
-    """Which kept default-sampler search seed `seed`'s search learns from: never its own (a
-    repeat of its own search would teach it its own proposals), and each kept one in turn."""
-    seeds = sorted(int(p.name.rsplit("-", 1)[1]) for p in kept.glob(f"{DEFAULT_SAMPLER}-*")
-                   if (p / "mlflow.db").is_file())
-    others = [s for s in seeds if s != seed]
-    if not others:
-        raise UserError(f"--warm-start {kept}: no kept {DEFAULT_SAMPLER} search of another seed "
-                        f"(folders {DEFAULT_SAMPLER}-N with an mlflow.db, from --keep)")
-    own = seeds[seed % len(seeds)]
-    return own if own != seed else others[seed % len(others)]
-
-
-def learnt_from(space: Space, sampler: str, seed: int, args: argparse.Namespace,
-                data: SearchData) -> Learnt | None:
-    """With --warm-start, the default sampler's search starts from the finished trials of a kept
-    search of the same task (another seed): a second search of a space, as `--warm-start` gives
-    a user. Random sampling ignores history, so its searches stay cold."""
-    if not args.warm_start or sampler != DEFAULT_SAMPLER:
-        return None
-    from searcher.spec.feasibility import proposal_cost
-    from searcher.tracking import store as tracking
-    from searcher.tune.warm_start import load_warm_start
-
-    source = warm_source(Path(args.warm_start), seed)
-    store = Path(args.warm_start) / f"{DEFAULT_SAMPLER}-{source}"
-    client = tracking.connect(f"sqlite:///{store / 'mlflow.db'}")
-    found = load_warm_start(client, space, f"quality-{DEFAULT_SAMPLER}-{source}",
-                            proposal_cost(space.settings, len(data.classes), data.image_shape))
-    best = max((v for t in found.trials for v in t.intermediate_values.values()), default=math.nan)
-    return Learnt(source, found, round(best, 4))
-
 
 # ----------------------------------------------------------------------------- figures
-
-def seed_numbers(args: argparse.Namespace) -> list[int]:
-    return list(range(args.first_seed, args.first_seed + args.seeds))
-
-
-def _label(sampler: str) -> str:
-    return "default" if sampler == DEFAULT_SAMPLER else sampler
-
-
-def _rounded(values: np.ndarray | list[float]) -> list[float]:
-    return [round(float(v), 4) for v in values]
-
-
-def summarise(runs: list[dict[str, Any]], args: argparse.Namespace,
-              baseline: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The figures of `runs`; with `baseline` (an earlier run's `quality`, `--baseline-from`),
-    random's figures are that run's."""
-    budget = args.budget
-    grid = np.linspace(0.0, budget, GRID_POINTS)
-    q: dict[str, Any] = {"seeds": args.seeds, "seed_numbers": seed_numbers(args),
-                         "budget_s": budget,
-                         "samplers": args.samplers + ([BASELINE] if baseline else []),
-                         "metric": METRIC, "curves": {"t_s": _rounded(grid)}}
-    if baseline:
-        q[BASELINE] = baseline[BASELINE]
-        q["curves"][BASELINE] = baseline["curves"][BASELINE]
-        q["baseline_from"] = args.baseline_from
-    for sampler in args.samplers:
-        mine = sorted((r for r in runs if r["sampler"] == sampler), key=lambda r: r["seed"])
-        finals = [float(r["final_best"]) for r in mine]
-        events = [r["events"] for r in mine]
-        curves = anytime.curves(events, grid)
-        q[_label(sampler)] = {
-            "sampler": sampler, "final_best": _rounded(finals),
-            # NaN (a search with no result at all) carries through: no mean hides it
-            "final_best_mean": round(float(np.mean(finals)), 4),
-            "final_best_std": round(float(np.std(finals, ddof=1)), 4) if len(finals) > 1 else 0.0,
-            "trials": [r["trials"] for r in mine], "infeasible": [r["infeasible"] for r in mine],
-            "best_so_far_at": {str(f): round(float(anytime.curves(events, [f * budget]).mean()), 4)
-                               for f in FRACTIONS}}
-        q["curves"][_label(sampler)] = {"mean": _rounded(curves.mean(0)),
-                                        "min": _rounded(curves.min(0)),
-                                        "max": _rounded(curves.max(0)),
-                                        # per seed: which seed moved the mean, and when
-                                        "per_seed": [_rounded(c) for c in curves]}
-    target = q[BASELINE]["final_best_mean"]
-    q["time_to_random_best_fraction"] = anytime.time_to_reach(
-        [r["events"] for r in runs if r["sampler"] == DEFAULT_SAMPLER], target, budget)
-    if args.warm_start:  # what the default sampler's searches learnt from, per seed
-        warm = [r["warm_start"] for r in runs if r["sampler"] == DEFAULT_SAMPLER]
-        q["warm_start"] = {"kept": args.warm_start, **{k: [w[k] for w in warm]
-                                                       for k in ("from_seed", "trials", "best")}}
-    earlier = [run for run in baseline["runs"] if run["sampler"] == BASELINE] if baseline else []
-    q["runs"] = earlier + [{k: v for k, v in r.items() if k not in ("events", "settings")}
-                           for r in runs]
-    fixed = {k: v for k, v in runs[0]["settings"].items()
-             if k not in ("sampler", "seed", "experiment", "storage_path", "tracking_uri")}
-    q["settings"] = {"space": args.space or "the smoke space (SMOKE_SPACE)",
-                     "data": args.data_dir or "generated (smoke)",
-                     "smoke": args.smoke, "train_images": args.train_images,
-                     "val_images": args.val_images, **fixed,
-                     **({"with_baselines": True} if args.with_baselines else {})}
-    return q
-
-
-def _number(value: float | None) -> str:
-    # NaN, or null read back from a JSON file: no result (yet)
-    return f"{value:.4f}" if value is not None and math.isfinite(value) else "-"
-
-
-def table(q: dict[str, Any]) -> str:
-    seeds, budget = q["seeds"], q["budget_s"]
-    numbers = q.get("seed_numbers") or list(range(seeds))
-    names = [_label(s) for s in q["samplers"]]
-    width = max(len(f"{q[n]['sampler']} ({n})") for n in names) + 2
-
-    def name(n: str) -> str:
-        return f"{q[n]['sampler']} ({n})" if n != q[n]["sampler"] else n
-
-    shipped = q["settings"].get("with_baselines")
-    lines = [f"best {q['metric']} within {budget:g} s per search, {seeds} seed(s)"
-             + (" (sampled networks; the space's baselines ran first)" if shipped else ""),
-             f"{'sampler':<{width}}" + "".join(f"{'seed ' + str(i):>8}" for i in numbers)
-             + f"{'mean':>8}{'std':>8}  trials per seed  infeasible per seed"]
-    for n in names:
-        b = q[n]
-        lines.append(f"{name(n):<{width}}" + "".join(f"{_number(v):>8}" for v in b["final_best"])
-                     + f"{_number(b['final_best_mean']):>8}{_number(b['final_best_std']):>8}  "
-                     f"{'/'.join(map(str, b['trials'])):<15}  "
-                     f"{'/'.join(map(str, b['infeasible']))}")
-    lines.append("")
-    lines.append(f"{'mean best so far at':<{width}}"
-                 + "".join(f"{f'{f:g} ({f * budget:.0f} s)':>14}" for f in FRACTIONS))
-    for n in names:
-        lines.append(f"{name(n):<{width}}"
-                     + "".join(f"{_number(q[n]['best_so_far_at'][str(f)]):>14}" for f in FRACTIONS))
-    if "warm_start" in q:
-        w = q["warm_start"]
-        lines += ["", f"{_label(DEFAULT_SAMPLER)} warm-started from the kept searches of seeds "
-                      f"{'/'.join(map(str, w['from_seed']))} ({w['kept']}): "
-                      f"{'/'.join(map(str, w['trials']))} trials, their best "
-                      f"{'/'.join(_number(b) for b in w['best'])}"]
-    fraction = q["time_to_random_best_fraction"]
-    when = "not within the budget" if fraction >= NEVER else f"at {fraction:.0%} of the budget"
-    lines += ["", f"time_to_random_best_fraction {fraction:.3f}: the default's mean curve reaches "
-                  f"random's final mean best ({_number(q[BASELINE]['final_best_mean'])}) {when}"]
-    return "\n".join(lines)
-
-
-def plot(q: dict[str, Any], path: Path) -> None:
-    """Mean curve and min-max band per sampler; random's final mean best as a dashed line."""
-    warm = ", warm-started" if "warm_start" in q else ""
-    bands = {f"{s}{f' (default{warm})' if s == DEFAULT_SAMPLER else ''}: mean of {q['seeds']} "
-             f"seeds": q["curves"][_label(s)] for s in q["samplers"]}
-    target = q[BASELINE]["final_best_mean"]
-    anytime.plot(path, q["curves"]["t_s"], bands,
-                 (next(k for k in bands if k.startswith(BASELINE)),
-                  f"random's final mean best ({_number(target)})", target),
-                 xlabel=f"seconds since the search started (budget {q['budget_s']:g} s)",
-                 ylabel=f"best {q['metric']} so far",
-                 title="Anytime best network: default sampler vs random "
-                       "(band: min-max over seeds)")
 
 
 # ----------------------------------------------------------------------------- command line

@@ -88,7 +88,7 @@ def _runs(kept, role):
 
 
 def test_each_warm_started_search_learns_from_another_seeds_kept_search(tmp_path):
-    from searcher.bench.quality import warm_source
+    from searcher.bench.quality_search import warm_source
     from searcher.errors import UserError
     for seed in (3, 4, 5):
         (tmp_path / f"tpe-{seed}").mkdir()
