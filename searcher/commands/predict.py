@@ -73,8 +73,12 @@ def predict_folder(folder: str | Path, model_uri: str, output: str | Path,
         raise UserError(f"cannot load the model {model_uri} ({type(exc).__name__}); promote "
                         f"one with `python -m searcher.promote` or pass --model") from None
     model = load_champion(model_uri)  # TorchScript only: a file swapped for a pickle is refused
-    size = info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"][-1]
-    classes = (info.metadata or {}).get("classes")
+    metadata = info.metadata or {}
+    if "image_shape" in metadata:
+        size = metadata["image_shape"][-1]
+    else:  # promoted before the metadata said it: the input schema did
+        size = info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"][-1]
+    classes = metadata.get("classes")
 
     rows, skipped = [], []
     for start in range(0, len(files), batch_size):

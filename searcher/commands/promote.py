@@ -99,12 +99,16 @@ def log_champion_model(model: Any, example: Any, classes: list[str]) -> Any:
     `torch.jit.load` where mlflow.pytorch would `torch.load` it.
     """
     import torch
-    from mlflow.models import Model, infer_signature
+    from mlflow.models import Model, ModelSignature, infer_signature
 
     from searcher.tracking import champion
 
     with torch.no_grad():
-        signature = infer_signature(example, model(torch.from_numpy(example)).numpy())
+        # Outputs only: a uint8 input schema would make `mlflow models serve` cast a request's
+        # float pixels (ToTensor's [0, 1]) to uint8 unseen, 0.7 to 0; the served module takes
+        # either by dtype (searcher.tracking.champion._Served), and refuses anything else.
+        outputs = infer_signature(example, model(torch.from_numpy(example)).numpy()).outputs
+        signature = ModelSignature(inputs=None, outputs=outputs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # the deprecation, once per submodule
         scripted = torch.jit.script(model)
@@ -117,7 +121,8 @@ def log_champion_model(model: Any, example: Any, classes: list[str]) -> Any:
         return Model.log(
             artifact_path=None, name="model", flavor=champion, flavor_name="pytorch",
             pytorch_model=scripted, signature=signature, input_example=example,
-            serialization_format="pickle", metadata={"classes": classes})
+            serialization_format="pickle",
+            metadata={"classes": classes, "image_shape": list(example.shape[1:])})
     finally:
         quiet.setLevel(level)
 

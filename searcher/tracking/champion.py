@@ -69,12 +69,30 @@ class _Served:
         self.module, self.device = module, device
 
     def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> Any:
+        """Images N x C x H x W as a request gives them: integers 0..255 (JSON numbers, uint8),
+        or floats in [0, 1] (ToTensor's); anything else is refused with one line (HTTP 400)."""
         import numpy as np
         import torch
+        from mlflow.exceptions import INVALID_PARAMETER_VALUE, MlflowException
 
+        x = np.asarray(model_input)
+        if x.dtype.kind in "iu":
+            if x.size and (x.min() < 0 or x.max() > 255):
+                bad = x.max() if x.max() > 255 else x.min()
+                raise MlflowException(f"pixel value {bad} is outside 0..255: send images as "
+                                      f"uint8 pixels or as floats in [0, 1]", INVALID_PARAMETER_VALUE)
+            x = x.astype(np.uint8)
+        elif x.dtype.kind == "f":
+            x = x.astype(np.float32)
+        else:
+            raise MlflowException(f"images of {x.dtype} are not pixels: send uint8 pixels or "
+                                  f"floats in [0, 1]", INVALID_PARAMETER_VALUE)
         with torch.no_grad():
-            x = torch.as_tensor(np.asarray(model_input), device=self.device)
-            return self.module(x).cpu().numpy()
+            try:
+                return self.module(torch.as_tensor(x, device=self.device)).cpu().numpy()
+            except Exception as exc:  # the module's own refusal of floats outside [0, 1]
+                first = str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc)
+                raise MlflowException(first, INVALID_PARAMETER_VALUE) from None
 
 
 def _load_pyfunc(data_path: str, model_config: dict[str, Any] | None = None) -> _Served:

@@ -76,10 +76,11 @@ def test_the_champion_behaves_like_an_nn_module(tmp_path, tiny_cifar):
         torch.testing.assert_close(on_gpu.cpu(), expected, rtol=1e-4, atol=1e-4)
         model.to("cpu")
 
-    # The same model served: pyfunc is what `mlflow models serve` runs, on raw uint8 images.
+    # The same model served: pyfunc is what `mlflow models serve` runs, on raw uint8 images. No
+    # input schema (MLflow would cast float pixels to it); the shape is in the metadata.
     info = mlflow.models.get_model_info("models:/tiny@champion")
-    assert info.signature.inputs.to_dict()[0]["tensor-spec"] == {"dtype": "uint8",
-                                                                 "shape": (-1, 3, 32, 32)}
+    assert info.signature.inputs is None and info.metadata["image_shape"] == [3, 32, 32]
+    assert info.signature.outputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, 10)
     assert info.metadata["classes"][:2] == ["class0", "class1"]
     served = mlflow.pyfunc.load_model("models:/tiny@champion").predict(images[:4])
     np.testing.assert_allclose(served, expected[:4].detach().numpy(), rtol=1e-5, atol=1e-5)

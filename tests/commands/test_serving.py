@@ -107,3 +107,16 @@ def test_the_served_champion_labels_raw_uint8_images_like_the_loaded_one(served_
     bad[0][0][0][0] = 256
     refused = requests.post(f"{url}/invocations", json={"inputs": bad}, timeout=60)
     assert refused.status_code == 400 and "256" in refused.json()["message"]
+
+    # Float images in [0, 1], as torchvision's ToTensor gives them, are the same images: the
+    # same labels, not a black image's (a schema of uint8 would truncate 0.7 to 0 unseen).
+    scaled = (images.astype(np.float64) / 255.0).tolist()
+    response = requests.post(f"{url}/invocations", json={"inputs": scaled}, timeout=60)
+    assert response.status_code == 200, response.text
+    as_floats = np.asarray(response.json()["predictions"], dtype=np.float32)
+    np.testing.assert_allclose(as_floats, expected, rtol=1e-3, atol=1e-3)
+    # Floats on the 0..255 scale are neither convention: refused in one line.
+    refused = requests.post(f"{url}/invocations",
+                            json={"inputs": (images[:1].astype(np.float64) + 0.5).tolist()},
+                            timeout=60)
+    assert refused.status_code == 400 and "[0, 1]" in refused.json()["message"], refused.text
