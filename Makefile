@@ -36,11 +36,12 @@ lint: $(VENV)/.installed
 docs: $(VENV)/.installed
 	$(VENV)/bin/mkdocs build --strict --site-dir site
 
+# The MLflow UI on the store `make demo` logs to (searcher ui: $MLFLOW_TRACKING_URI, else ./mlflow.db).
 ui: $(VENV)/.installed
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db
+	$(PY) -m searcher ui
 
 promote: $(VENV)/.installed
-	$(PY) -m searcher.promote --data-dir $(DATA_DIR)
+	$(PY) -m searcher promote --data-dir $(DATA_DIR)
 
 clean:
 	rm -rf ray_results mlflow.db mlartifacts

@@ -1,6 +1,6 @@
-"""`python -m searcher` is `python -m searcher.run`."""
+"""`python -m searcher`: the `searcher` command (searcher.commands.cli)."""
 import sys
 
-from searcher.commands.run import main
+from searcher.commands.cli import main
 
 sys.exit(main())

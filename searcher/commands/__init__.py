@@ -1,4 +1,4 @@
-"""The commands a user runs: `run`, `promote`, `predict` (and `searcher`, which names them).
+"""The commands a user runs: `searcher` (cli) and its subcommands run, list, promote, predict, ui.
 
 The top layer: it may import every package; nothing in searcher imports it.
 """

@@ -19,8 +19,8 @@ from searcher.errors import UserError, one_line_errors
 PROG = "python -m searcher.predict"
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0].split(": ", 1)[1])
+def parse_args(argv: list[str] | None, prog: str = PROG) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0].split(": ", 1)[1])
     p.add_argument("folder", help="a folder of images (.png, .jpg, ...), searched recursively")
     p.add_argument("--model", default="models:/cifar10@champion",
                    help="an MLflow model URI (default models:/cifar10@champion)")
@@ -103,9 +103,10 @@ def predict_folder(folder: str | Path, model_uri: str, output: str | Path,
     return {"images": len(rows), "skipped": skipped, "output": str(output)}
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    with one_line_errors(PROG):
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    """The command; `prog` is how its messages name it (`searcher predict` from searcher.commands.cli)."""
+    args = parse_args(argv, prog)
+    with one_line_errors(prog):
         result = predict_folder(args.folder, args.model, args.output, args.tracking_uri,
                                 args.batch_size)
     skipped = result["skipped"]

@@ -39,8 +39,8 @@ TEST_ACC_TAG = "test_acc"
 DEFAULT_SEEDS = 3  # the fewest that give a spread worth reading; each costs a full training
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0].split(": ", 1)[1])
+def parse_args(argv: list[str] | None, prog: str = PROG) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0].split(": ", 1)[1])
     p.add_argument("--experiment", help="MLflow experiment (a space's name); default: the one of "
                                         "the latest search")
     p.add_argument("--run-id", help="the search's parent run; default: the latest search")
@@ -295,9 +295,10 @@ def promote(tracking_uri: str | None = None, experiment: str | None = None,
             "champion_before_acc": old_acc, "moved": moved, "promotion_run": run.info.run_id}
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    with one_line_errors(PROG):
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    """The command; `prog` is how its messages name it (`searcher promote` from searcher.commands.cli)."""
+    args = parse_args(argv, prog)
+    with one_line_errors(prog):
         r = promote(args.tracking_uri, args.experiment, args.run_id, args.data_dir,
                     args.model_name, args.force, args.confirm, args.seeds, args.refit,
                     args.address)

@@ -46,11 +46,11 @@ OVERRIDES = {
 _SETTING_NAME = {"time_budget": "time_budget_s", "strict": "strict_data"}
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None, prog: str = PROG) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog=PROG, description="Search CNN architectures and hyperparameters: Optuna proposes, "
+        prog=prog, description="Search CNN architectures and hyperparameters: Optuna proposes, "
         "Ray Tune schedules (ASHA), MLflow records.",
-        epilog="Example: python -m searcher.run spaces/cifar10.py --data-dir ../shared/data "
+        epilog=f"Example: {prog} spaces/cifar10.py --data-dir ../shared/data "
                "--num-samples 12 --epochs 4")
     parser.add_argument("space", help="search-space file, e.g. spaces/cifar10.py")
     parser.add_argument("--resume", nargs="?", const="", metavar="EXPERIMENT_DIR",
@@ -94,9 +94,10 @@ def check_resume_overrides(recorded: dict[str, Any], overrides: dict[str, Any]) 
                             f"leave {flag} out to resume it, or start a new search")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    with one_line_errors(PROG), contextlib.ExitStack() as held:
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    """The command; `prog` is how its messages name it (`searcher run` from searcher.commands.cli)."""
+    args = parse_args(argv, prog)
+    with one_line_errors(prog), contextlib.ExitStack() as held:
         return _run(args, held)
 
 

@@ -52,6 +52,32 @@ def all_runs(client: MlflowClient, experiment_ids: list[str], filter_string: str
             return runs
 
 
+def experiment_names(client: MlflowClient) -> dict[str, str]:
+    """Experiment id -> name, for every experiment in the store, page after page."""
+    names, token = {}, None
+    while True:
+        page = client.search_experiments(page_token=token)
+        names.update((e.experiment_id, e.name) for e in page)
+        token = page.token
+        if not token:
+            return names
+
+
+def searches(client: MlflowClient, experiment: str | None = None) -> list[Any]:
+    """Every search's parent run, of the experiment named `experiment` or of all, newest first."""
+    if experiment:
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            raise UserError(f"no experiment {experiment!r} in the tracking store")
+        ids = [found.experiment_id]
+    else:
+        ids = list(experiment_names(client))
+    if not ids:
+        return []
+    return all_runs(client, ids, f"tags.`{ROLE_TAG}` = 'search'",
+                    order_by=["attributes.start_time DESC"])
+
+
 def trial_runs(client: MlflowClient, search: Any, order_by: list[str] | None = None) -> list[Any]:
     """Every trial run of the search whose parent run is `search`, first started first unless
     `order_by` says otherwise."""
