@@ -65,8 +65,8 @@ def save_model(path: str, mlflow_model: Any, **kwargs: Any) -> None:
 class _Served:
     """What pyfunc calls: numpy uint8 images in, logits out, on the serving device."""
 
-    def __init__(self, module: Any, device: str) -> None:
-        self.module, self.device = module, device
+    def __init__(self, module: Any, device: str, shape: list[int] | None = None) -> None:
+        self.module, self.device, self.shape = module, device, shape
 
     def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> Any:
         """Images N x C x H x W as a request gives them: integers 0..255 (JSON numbers, uint8),
@@ -76,6 +76,10 @@ class _Served:
         from mlflow.exceptions import INVALID_PARAMETER_VALUE, MlflowException
 
         x = np.asarray(model_input)
+        if self.shape and (x.ndim != 4 or list(x.shape[1:]) != self.shape):
+            want = " x ".join(map(str, ["N", *self.shape]))
+            raise MlflowException(f"images must be {want} (got {' x '.join(map(str, x.shape))})",
+                                  INVALID_PARAMETER_VALUE)
         if x.dtype.kind in "iu":
             if x.size and (x.min() < 0 or x.max() > 255):
                 bad = x.max() if x.max() > 255 else x.min()
@@ -102,4 +106,10 @@ def _load_pyfunc(data_path: str, model_config: dict[str, Any] | None = None) -> 
     device = ((model_config or {}).get("device")
               or os.environ.get("MLFLOW_DEFAULT_PREDICTION_DEVICE")
               or ("cuda" if torch.cuda.is_available() else "cpu"))
-    return _Served(_jit_load(Path(data_path) / MODEL_FILE, device, "the served model"), device)
+    from mlflow.models import Model
+
+    # No input schema (MLflow would cast floats to it): the shape is in the model's metadata.
+    mlmodel = Path(data_path).parent / "MLmodel"
+    shape = (Model.load(str(mlmodel)).metadata or {}).get("image_shape") if mlmodel.is_file() else None
+    return _Served(_jit_load(Path(data_path) / MODEL_FILE, device, "the served model"), device,
+                   shape)

@@ -120,3 +120,8 @@ def test_the_served_champion_labels_raw_uint8_images_like_the_loaded_one(served_
                             json={"inputs": (images[:1].astype(np.float64) + 0.5).tolist()},
                             timeout=60)
     assert refused.status_code == 400 and "[0, 1]" in refused.json()["message"], refused.text
+    # Another layout (N x H x W x C, as PIL gives) is refused, not read as other images.
+    refused = requests.post(f"{url}/invocations",
+                            json={"inputs": images.transpose(0, 2, 3, 1).tolist()}, timeout=60)
+    assert refused.status_code == 400, refused.text
+    assert "N x 3 x 32 x 32" in refused.json()["message"], refused.text
