@@ -1,3 +1,7 @@
 """searcher: CNN architecture and hyperparameter search with Optuna, Ray Tune and MLflow."""
+from importlib import metadata
 
-__version__ = "0.1.0"
+try:
+    __version__ = metadata.version("searcher")  # pyproject.toml's, the one place it is written
+except metadata.PackageNotFoundError:  # a source tree not installed
+    __version__ = "unknown"

@@ -9,17 +9,19 @@ from pathlib import Path
 
 from mkdocs.exceptions import PluginError
 
-# The commands the reference shows, in order: what follows `python -m`. The one place to change
-# when the single `searcher` command (subcommands run, promote, predict, ui, bench, list)
-# replaces them.
+# The commands the reference shows, in order: the `searcher` command and its subcommands, run
+# as `python -m searcher ...` (the same command, without needing the console script on PATH).
 COMMANDS = (
-    "searcher.run",
-    "searcher.promote",
-    "searcher.predict",
-    "searcher.bench",
-    "searcher.bench quality",
-    "searcher.bench scale",
-    "searcher.bench journal",
+    "",
+    "run",
+    "list",
+    "promote",
+    "predict",
+    "ui",
+    "bench",
+    "bench quality",
+    "bench scale",
+    "bench journal",
 )
 PAGE = "cli.md"
 MARKER = "<!-- cli-reference -->"
@@ -28,14 +30,14 @@ TIMEOUT_S = 120
 
 
 def _help(command: str, root: Path) -> str:
-    argv = [sys.executable, "-m", *command.split(), "--help"]
+    argv = [sys.executable, "-m", "searcher", *command.split(), "--help"]
     try:
         done = subprocess.run(argv, cwd=root, env={**os.environ, "COLUMNS": COLUMNS},
                               capture_output=True, text=True, timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        raise PluginError(f"`python -m {command} --help` took over {TIMEOUT_S} s") from None
+        raise PluginError(f"`searcher {command} --help` took over {TIMEOUT_S} s") from None
     if done.returncode != 0:
-        raise PluginError(f"`python -m {command} --help` exited {done.returncode}: "
+        raise PluginError(f"`searcher {command} --help` exited {done.returncode}: "
                           f"{done.stderr.strip()[-500:]}")
     return done.stdout.rstrip()
 
@@ -46,6 +48,6 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
     if MARKER not in markdown:
         raise PluginError(f"docs/{PAGE} has lost its {MARKER} line, where the reference goes")
     root = Path(config.config_file_path).parent
-    sections = [f"## python -m {command}\n\n```text\n{_help(command, root)}\n```\n"
+    sections = [f"## searcher {command}".rstrip() + f"\n\n```text\n{_help(command, root)}\n```\n"
                 for command in COMMANDS]
     return markdown.replace(MARKER, "\n".join(sections))
