@@ -42,6 +42,8 @@ OVERRIDES = {
     "sampler": (str, "Optuna sampler: tpe (default) or random (the baseline to beat)"),
     "warm_start": (str, "learn from earlier searches first: an MLflow experiment, a search's "
                         "parent run id, or 'latest' (this space's newest search)"),
+    "verbose": (bool, "print a line per epoch per trial and per finished trial instead of one "
+                      "progress line (MLflow records every epoch either way)"),
 }
 _SETTING_NAME = {"time_budget": "time_budget_s", "strict": "strict_data"}
 

@@ -71,6 +71,8 @@ class Settings:
     # database URL (postgresql://user@host/optuna), so the study and --resume outlive the head
     study_storage: str | None = None
     experiment: str | None = None  # MLflow experiment; None: the space file's name
+    # --- what the driver prints ---
+    verbose: bool = False  # a line per epoch per trial, not one progress line (MLflow has them all)
 
     @property
     def mode(self) -> str:

@@ -39,7 +39,7 @@ from searcher.tracking.tags import (
     best_key,
 )
 from searcher.tracking.writer import Writer
-from searcher.tune import interrupt
+from searcher.tune import interrupt, progress
 
 
 class MLflowTrialLogger(tune.Callback):
@@ -51,7 +51,7 @@ class MLflowTrialLogger(tune.Callback):
         self.metric, self.mode = space.settings.metric, space.settings.mode
         # The outbox lives here, unless `outbox_folder` says where (None: in memory only).
         self.state_folder = str(state_folder) if state_folder else None
-        self.quiet = quiet  # no line per epoch (the scale benchmark's thousands of results)
+        self.quiet = quiet  # no line at all (the scale benchmark's thousands of results)
         self.records: dict[str, TrialRecord] = {}
         self._client: MlflowClient | None = None
         self._writer: Writer | None = None
@@ -174,11 +174,14 @@ class MLflowTrialLogger(tune.Callback):
         rec.new_best = self._better(float(result[self.metric]), rec.best)
         if rec.new_best:
             rec.best, rec.best_epoch = float(result[self.metric]), epoch
-        if self.quiet:
+        if self.quiet or not progress.verbose():  # the progress line counts it instead
             return
-        print(f"[searcher] trial {rec.trial_id} epoch {epoch}/{self.space.settings.epochs}: "
-              f"{self.metric}={float(result[self.metric]):.4f} train_loss={result['train_loss']:.3f} "
-              f"({result['images_per_s']:.0f} img/s)", flush=True)
+        progress.say(f"[searcher] trial {rec.trial_id} epoch {epoch}/{self.space.settings.epochs}: "
+                     f"{self.metric}={float(result[self.metric]):.4f} "
+                     f"train_loss={result['train_loss']:.3f} ({result['images_per_s']:.0f} img/s)")
+
+    def on_step_end(self, iteration, trials, **info) -> None:
+        progress.tick(self.records)  # on every turn of Tune's loop: returns at once unless due
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info) -> None:
         # Tune reports the result before saving its checkpoint, so the flag is this epoch's.
@@ -204,8 +207,9 @@ class MLflowTrialLogger(tune.Callback):
         self._send(f"trial {rec.trial_id}: its outcome", "close", rec.trial_id, metrics=metrics,
                    tags={OUTCOME_TAG: outcome.split(":")[0], OUTCOME_DETAIL_TAG: outcome},
                    status=status)
-        if not self.quiet:
-            print(_progress_line(rec, self.metric, len(self.records)), flush=True)
+        # A failure also without --verbose: rare, and its reason is more than a count can say.
+        if not self.quiet and (progress.verbose() or outcome.startswith("failed")):
+            progress.say(_done_line(rec, self.metric, len(self.records)))
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         rec = self.records.get(trial.trial_id)
@@ -270,7 +274,7 @@ def active_logger() -> MLflowTrialLogger | None:
     return _ACTIVE
 
 
-def _progress_line(rec: TrialRecord, metric: str, started: int) -> str:
+def _done_line(rec: TrialRecord, metric: str, started: int) -> str:
     value = f"{metric}={rec.best:.4f}" if rec.best is not None else f"{metric}=-"
     name = f" ({rec.baseline})" if rec.baseline else ""
     return f"[searcher] trial {rec.trial_id}{name} done: {rec.outcome}, best {value} ({started} trials started)"

@@ -19,9 +19,10 @@ from searcher.objective import optuna_direction
 from searcher.sampling import fast_tpe
 from searcher.sampling.samplers import make_sampler
 from searcher.spec.feasibility import Cost, proposal_check, proposal_cost
+from searcher.spec.settings import Settings
 from searcher.spec.space import Space
 from searcher.training.data import SearchData
-from searcher.tune import driver_lock, interrupt
+from searcher.tune import driver_lock, interrupt, progress
 from searcher.tune.interrupt import InterruptWatch
 from searcher.tune.resources import plan
 from searcher.tune.scheduler import BaselineASHA
@@ -196,7 +197,7 @@ def run_search(space: Space, data: SearchData, tracking_uri: str, parent_run_id:
         tuner = tune.Tuner.restore(resume.read_record()["tune_path"], trainable,
                                    resume_unfinished=True, resume_errored=False,
                                    restart_errored=False)
-        return _fit(tuner, resume)
+        return _fit(tuner, resume, s)
     study_name = f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
     storage_path = storage_root(s)
     state = SearchState(state_root(s) / study_name, study_database(s))
@@ -226,7 +227,7 @@ def run_search(space: Space, data: SearchData, tracking_uri: str, parent_run_id:
                 max_concurrent_trials=sizing.slots, reuse_actors=True,
                 trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}"),
             run_config=tune.RunConfig(
-                # verbose=0: the callback prints one line per epoch and per finished trial
+                # verbose=0: the trial logger draws one progress line (searcher.tune.progress)
                 # instead of Tune's tables, which run to a screen per result.
                 name=study_name, storage_path=storage_path, callbacks=[InterruptWatch(), logger],
                 verbose=0,
@@ -235,13 +236,16 @@ def run_search(space: Space, data: SearchData, tracking_uri: str, parent_run_id:
                 # what reaches Tune is a lost node or worker, worth retrying from its checkpoint.
                 failure_config=tune.FailureConfig(max_failures=MAX_FAILURES)),
         )
-        return _fit(tuner, state)
+        return _fit(tuner, state, s)
 
 
-def _fit(tuner: tune.Tuner, state: SearchState) -> SearchResult:
+def _fit(tuner: tune.Tuner, state: SearchState, settings: Settings) -> SearchResult:
     start, started_at = time.perf_counter(), time.time()
-    with outbox_folder(state.folder, state.database):  # not what a restored callback names
+    display = progress.Display(settings, verbose=settings.verbose)
+    # Both given here, not by the callback: Tune restores the one it pickled at the start.
+    with outbox_folder(state.folder, state.database), progress.showing(display):
         results = tuner.fit()
+        display.close(active_logger().records if active_logger() else {})
     wall = time.perf_counter() - start
     if interrupt.reason():  # stopped by the search itself (a full disk), saved as after a Ctrl-C
         raise UserError(f"{interrupt.reason()} (the search is saved in {state.folder})")
