@@ -110,7 +110,7 @@ def _run(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     from searcher.tracking import store as tracking
     from searcher.tracking.leaderboard import build_leaderboard, format_leaderboard
     from searcher.training.data import load_search_data
-    from searcher.tune import driver_lock
+    from searcher.tune import driver_lock, interrupt
     from searcher.tune.state import check_study_storage, find_resumable, redact
     from searcher.tune.tuner import check_cluster, init_ray, run_search
     from searcher.tune.warm_start import load_warm_start, recorded_baselines
@@ -183,9 +183,14 @@ def _run(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     except KeyboardInterrupt:
         status = "KILLED"
         raise
+    except UserError:
+        if interrupt.fired():  # stopped by the search itself (a full disk): resumable
+            status = "KILLED"
+        raise
     finally:
         if status != "FINISHED":
-            client.set_terminated(parent, status)
+            with contextlib.suppress(Exception):  # in an outage: the error is the one to tell
+                client.set_terminated(parent, status)
     rows = build_leaderboard(result.records + _measured(measured, space), s.metric, s.mode)
     text = format_leaderboard(rows, s.metric)
     folder = Path(result.experiment_path)

@@ -39,6 +39,7 @@ from searcher.tracking.tags import (
     best_key,
 )
 from searcher.tracking.writer import Writer
+from searcher.tune.free_space import FreeSpace
 from searcher.tune import interrupt, progress
 
 
@@ -56,14 +57,18 @@ class MLflowTrialLogger(tune.Callback):
         self._client: MlflowClient | None = None
         self._writer: Writer | None = None
         self._unsent: list[str] | None = None
+        self._disk: FreeSpace | None = None
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks; a client does not pickle
-        return {**self.__dict__, "_client": None, "records": {}, "_writer": None, "_unsent": None}
+        return {**self.__dict__, "_client": None, "records": {}, "_writer": None, "_unsent": None,
+                "_disk": None}
 
     def _send(self, what: str, op: str, trial_id: str, **data: Any) -> None:
         self.writer.put({"op": op, "trial": trial_id, "what": what, **data})
         if self.writer.full:  # a full disk: stop, resumable, rather than lose writes past memory
             interrupt.stop(self.writer.full)
+        elif self._disk and (short := self._disk.short()):  # stop while Tune can still save
+            interrupt.stop(short)
 
     @property
     def writer(self) -> Writer:
@@ -93,6 +98,7 @@ class MLflowTrialLogger(tune.Callback):
             return
         folder, database = _OUTBOX_AT or (self.state_folder, None)
         outbox = open_outbox(Path(folder) if folder else None, database)
+        self._disk = FreeSpace(folder) if folder else None
         owed = outbox.owes()  # what a driver killed before left
         self._writer = Writer(self.tracking_uri, self.parent_run_id, outbox,
                               on_created=self._created)

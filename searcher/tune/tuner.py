@@ -1,6 +1,7 @@
 """Ray Tune and Optuna: run a space's trials with the space's Optuna sampler and the ASHA scheduler."""
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import socket
@@ -23,6 +24,7 @@ from searcher.spec.settings import Settings
 from searcher.spec.space import Space
 from searcher.training.data import SearchData
 from searcher.tune import driver_lock, interrupt, progress
+from searcher.tune.free_space import FreeSpace
 from searcher.tune.interrupt import InterruptWatch
 from searcher.tune.resources import plan
 from searcher.tune.scheduler import BaselineASHA
@@ -190,13 +192,22 @@ def run_search(space: Space, data: SearchData, tracking_uri: str, parent_run_id:
     sizing = plan(s.cpus_per_trial, s.gpus_per_trial, s.max_concurrent_trials)
     print(f"[searcher] {sizing.describe(s.cpus_per_trial)}", flush=True)
     trainable = make_trainable(data, s, sizing.gpus_per_trial)
+    short = FreeSpace(resume.folder if resume else state_root(s)).short()
+    if short:  # before anything is written: a search must be able to save itself
+        raise UserError(short)
     if resume is not None:
         # Tune restores its trials, the scheduler and the Optuna study (with its history) from
         # the experiment's own checkpoint; unfinished trials go on from their last checkpoint.
         resume.folder.mkdir(parents=True, exist_ok=True)  # a fresh machine has none yet
-        tuner = tune.Tuner.restore(resume.read_record()["tune_path"], trainable,
-                                   resume_unfinished=True, resume_errored=False,
-                                   restart_errored=False)
+        try:
+            tuner = tune.Tuner.restore(resume.read_record()["tune_path"], trainable,
+                                       resume_unfinished=True, resume_errored=False,
+                                       restart_errored=False)
+        except ModuleNotFoundError as exc:  # Tune's state names classes where 0.1 had them
+            if not (exc.name or "").startswith("searcher."):
+                raise
+            raise UserError(f"{resume.folder.name} was saved by searcher 0.1, whose modules "
+                            f"have moved ({exc.name}); resume it with searcher 0.1") from None
         return _fit(tuner, resume, s)
     study_name = f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
     storage_path = storage_root(s)
@@ -244,7 +255,13 @@ def _fit(tuner: tune.Tuner, state: SearchState, settings: Settings) -> SearchRes
     display = progress.Display(settings, verbose=settings.verbose)
     # Both given here, not by the callback: Tune restores the one it pickled at the start.
     with outbox_folder(state.folder, state.database), progress.showing(display):
-        results = tuner.fit()
+        try:
+            results = tuner.fit()
+        except OSError as exc:  # a disk that filled faster than FreeSpace's checks
+            if exc.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+                raise
+            raise UserError(f"the disk is full ({exc.strerror}: {exc.filename or state.folder}):"
+                            f" free space there and try --resume") from None
         display.close(active_logger().records if active_logger() else {})
     wall = time.perf_counter() - start
     if interrupt.reason():  # stopped by the search itself (a full disk), saved as after a Ctrl-C
