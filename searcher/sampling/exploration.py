@@ -2,13 +2,11 @@
 the others are the model's (TPE's).
 
 Why: with a handful of measured trials TPE's good group is one or two of them, and its
-proposals copy their categorical choices. Traced in the quality benchmark (BENCHMARKS.md,
-seed 2): all six random start-up trials were weak (best 0.33, a global-average head, AdamW,
-batch 128), and every one of TPE's next ten proposals kept that head, optimiser and batch size,
-while random sampling, from the same start, drew SGD nets with a flatten head at 0.56 by its
-eighth trial. A model is only as good as the region its data covers; keeping a share of
-proposals random lets the data reach the regions the first draws missed, and costs little where
-the model is right (ASHA stops a bad random draw after one epoch). BOHB draws a third of its
+proposals copy their categorical choices: when the start-up draws are all weak, TPE keeps their
+head, optimiser and batch size while random draws go on to reach better regions. A model is only
+as good as the region its data covers; keeping a share of proposals random lets the data reach
+the regions the first draws missed, and costs little where the model is right (ASHA stops a bad
+random draw after one epoch). BOHB draws a third of its
 configurations at random for this reason (Falkner et al. 2018); SMAC interleaves random ones.
 
 The random draws come from one seeded random sampler, start-up and interleaved alike, so a

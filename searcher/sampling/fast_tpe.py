@@ -1,10 +1,10 @@
 """TPE's proposals with scipy's vectorised log normal CDF instead of Optuna's per-element Python one.
 
 Optuna's TPE weighs each candidate against truncated normal kernels, and Optuna 5 computes
-log Phi(x) for them with `np.frompyfunc` over a Python function, one call per element: 18,000
-calls a proposal on the CIFAR-10 space with 1,000 finished trials, most of the proposal's time
-(`python -m searcher.bench scale`, ask latency and its profile; BENCHMARKS.md). Proposals run on
-Tune's control loop, where they were 40% of the driver's time in the scale benchmark's passes.
+log Phi(x) for them with `np.frompyfunc` over a Python function, one call per element: with many
+finished trials that is most of a proposal's time, and proposals run on Tune's control loop,
+where every trial's result waits behind them (`python -m searcher.bench scale` measures the ask
+latency).
 `scipy.special.log_ndtr` computes the same function in C over the whole array (scipy is already
 installed, for MLflow); the two agree to ~1e-13, so TPE proposes the same points.
 

@@ -2,10 +2,9 @@
 
 Under ASHA, trials stop at different epochs. Optuna's TPE ranks every COMPLETE trial above every
 PRUNED one, then pruned ones by how deep they got, and its constant liar counts every running
-trial as bad. In a search that meant: the first trials (ASHA promotes early trials easily, having
-little to compare them with) completed and became TPE's "good" group, however weak, while the
-best network, still training, was counted as bad. Traced in the 20-minute CIFAR-10 search
-(BENCHMARKS.md): for ten minutes TPE imitated the two tutorial nets.
+trial as bad. In a search that means: the first trials (ASHA promotes early trials easily, having
+little to compare them with) complete and become TPE's "good" group, however weak, while the
+best network, still training, counts as bad, so TPE imitates the first trials.
 
 `RungSampler` shows the wrapped sampler the study as seen at one *comparison epoch*, as BOHB
 does with budgets: the deepest epoch that enough trials (finished or still running) reached.
@@ -16,9 +15,8 @@ does with budgets: the deepest epoch that enough trials (finished or still runni
 Cost is weighed in (with `cost_weight` > 0): a trial's value at that epoch counts less by
 `cost_weight` for each doubling of its multiply-adds over the median trial's (more for each
 halving below it). At one epoch a larger network is simply ahead, so TPE, told accuracies alone,
-drifted to networks twice as costly as random's: traced in the quality benchmark, its trials took
-twice as long and it ran two thirds as many in the same wall-clock budget. A time-budgeted search
-wants accuracy per second, as cost-aware Bayesian optimisation (EI per unit cost) does.
+drifts to costly networks and runs fewer trials in the same wall-clock budget. A time-budgeted
+search wants accuracy per second, as cost-aware Bayesian optimisation (EI per unit cost) does.
 The study itself keeps the truth (PRUNED, COMPLETE, intermediate values); only the sampler's view
 changes, rebuilt for each proposal, so the comparison epoch deepens as the search goes on.
 """
@@ -42,11 +40,11 @@ from optuna.trial import FrozenTrial, TrialState
 MIN_TRIALS_AT_RUNG = 6
 MIN_SHARE_AT_RUNG = 0.2
 COST_ATTR = "mmacs"  # user attribute: a trial's million multiply-adds per image (its cost)
-# TPE rebuilds its model from every finished trial for each proposal: 63 ms at 250 finished
-# trials, 153 ms at 1,000 (`python -m searcher.bench scale`, 2-core EPYC), nearly all of it TPE's
-# Parzen estimators. Past MAX_MODELLED finished trials the view shows TPE a window: the
-# KEEP_BEST best (its good group is at most 25) and the most recent ones; the rest are shown as
-# failed, which TPE skips. The study keeps them all.
+# TPE rebuilds its model (nearly all of it its Parzen estimators) from every finished trial for
+# each proposal, so a proposal, on Tune's loop, takes longer as the search grows. Past
+# MAX_MODELLED finished trials the view shows TPE a window: the KEEP_BEST best (its good group is
+# at most 25) and the most recent ones; the rest are shown as failed, which TPE skips. The study
+# keeps them all.
 MAX_MODELLED = 150
 KEEP_BEST = 50
 
@@ -130,8 +128,9 @@ def _shown_as(t: FrozenTrial, state: TrialState, value: float | None) -> FrozenT
 class _Snapshot(BaseStorage):
     """A storage over a fixed list of trials, numbered from 0, for samplers to read.
 
-    Copying trials into an InMemoryStorage deep-copies each (0.2-0.5 s per proposal at 1,000
-    trials, measured); this shares the study's own frozen trials and copies only those reframed.
+    Copying trials into an InMemoryStorage deep-copies each, for every proposal, at a cost that
+    grows with the study; this shares the study's own frozen trials and copies only those
+    reframed.
     The only write a sampler makes (TPE's constant liar shares its relative params as system
     attributes of the trial being proposed) is kept beside the trials."""
 

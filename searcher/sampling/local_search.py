@@ -1,22 +1,22 @@
 """Local search around the incumbent: every other proposal is the best trial so far with
 one or two of its choices changed.
 
-Why: a CPU search gets a dozen proposals in 20 minutes, and a density model over ~25 dimensions
-learns little from a dozen points. Traced in the 20-minute CIFAR-10 search (BENCHMARKS.md): TPE's
-proposals after seeing `bn_cnn` (0.62 after one epoch, 0.87 after ten) took its broad traits (SGD,
-batch norm) but differed from it in many choices at once, and every one of them was behind it
-after one epoch (0.30-0.59). Changing one or two choices of the best network found is the other
-half of what wins at small budgets: local search and regularised evolution are hard baselines to
-beat in architecture search (White et al. 2021, "Local search is state of the art for NAS";
-Real et al. 2019). The other proposals stay the wrapped sampler's (TPE), which explores.
+Why: a CPU search gets few proposals, and a density model over ~25 dimensions learns little
+from few points: TPE's proposals take the best network's broad traits (its optimiser, batch norm)
+but differ from it in many choices at once, and fall behind it. Changing one or two choices of
+the best network found is the other half of what wins at small budgets: local search and
+regularised evolution are hard baselines to beat in architecture search (White et al. 2021,
+"Local search is state of the art for NAS"; Real et al. 2019). The other proposals stay the
+wrapped sampler's (TPE), which explores.
 
 Used only in a space with hand-made baselines (`samplers.make_sampler`), where the incumbent
-starts as the best of them: around the best of TPE's 6 random start-up proposals it exploited a
-weak region instead (quality benchmark, BENCHMARKS.md).
+starts as the best of them: a network its author chose is a good point to search around, and
+the best of a few random start-up proposals often is not (local search exploits its region,
+however weak).
 
 The incumbent is the best trial at the common epoch that `fidelity.rung_view` compares trials at,
 by accuracy alone: early on the median cost is a tutorial net's, and weighing cost there would
-rank a 0.73 `bn_cnn` below a 0.66 tutorial net after four epochs. A changed choice always takes
+rank a better but costlier baseline below a weaker tutorial net. A changed choice always takes
 another value: a categorical another category, a number a step of about a quarter of its range
 (on its log scale where it has one). A parameter the incumbent lacks (the choices a changed
 `stages` or `optimizer` opens), or whose range the change moved, is drawn at random.

@@ -18,15 +18,13 @@ from searcher.sampling.local_search import IncumbentSearch
 from searcher.spec.settings import SAMPLERS
 
 # Random proposals TPE waits for before it models (on top of the space's baselines, which it
-# learns from too). Measured with `python -m searcher.bench quality` (3 seeds, 6-minute searches,
-# BENCHMARKS.md): with 6, TPE's mean best was 0.607 against random's 0.595; with 3 it modelled
-# sooner but two of three seeds exploited a mediocre early region (0.520, 0.565; mean 0.577).
-# Optuna's default of 10 spends too much of a 20-40 trial CPU search on random proposals.
+# learns from too): with fewer, TPE models sooner but tends to exploit a mediocre early region;
+# Optuna's default of 10 spends too much of a 20-40 trial CPU search on random proposals (the
+# quality benchmark's figures for 3 and 6: BENCHMARKS-LOG.md).
 RANDOM_STARTUP = 6
 # With hand-made baselines in the space, they are TPE's start-up: a user who wrote them has shown
-# it the good region. Traced in the 20-minute CIFAR-10 search: 3 baselines and 6 random start-up
-# trials on 2 slots took until minute 7.9 before TPE proposed anything, too late for a proposal
-# to train its 10 epochs within the budget.
+# it the good region. Random start-up trials on top of them, on a CPU's few slots, would hold
+# TPE back until too late for its proposals to train all their epochs within the budget.
 RANDOM_STARTUP_AFTER_BASELINES = 0
 
 
@@ -43,9 +41,8 @@ def make_sampler(name: str, seed: int, n_baselines: int = 0,
     if name == "tpe" and not n_baselines:  # the start-up is the random interleave's
         return RandomInterleave(tpe(seed, 0, cost_weight), seed, RANDOM_STARTUP)
     if name == "tpe":
-        # Local search needs a good point to start from: around the best of 6 random proposals
-        # it exploited a weak region (quality benchmark, BENCHMARKS.md); around a user's
-        # hand-made baseline it found the best sampled network of the 20-minute search.
+        # Local search needs a good point to start from: a user's hand-made baseline is one; the
+        # best of a few random proposals often is not, and local search exploits its region.
         startup = n_baselines + RANDOM_STARTUP_AFTER_BASELINES
         return IncumbentSearch(tpe(seed, startup, cost_weight), seed, startup)
     raise ValueError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")

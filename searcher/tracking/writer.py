@@ -1,13 +1,13 @@
 """MLflow writes off Tune's loop: a thread sends the durable outbox's writes, batched.
 
 Tune runs callbacks inline on its control loop, and a trial waits in `tune.report` until the
-driver has taken its result; one `log_batch` over HTTP costs ~50 ms. So the trial logger only
-describes each write as data (a dict) and hands it to `Writer.put`, which appends it to the
-outbox (`searcher.tracking.outbox`: one JSON line, tens of microseconds; or one committed row in the study's
-database, about a millisecond) and wakes the writer thread. The
-thread sends what has piled up in batches: a run's metrics and tags in a round (those of its end
-too) become one `log_batch`, a trial's run is created once and its best checkpoint uploaded once
-per batch.
+driver has taken its result; one `log_batch` is a request to the tracking server, long beside
+a result's turn on the loop. So the trial logger only describes each write as data (a dict) and
+hands it to `Writer.put`, which appends it to the outbox (`searcher.tracking.outbox`: one JSON
+line, or one committed row in the study's database; either far cheaper than the request) and
+wakes the writer thread. The thread sends what has piled up in batches: a run's metrics and tags
+in a round (those of its end too) become one `log_batch`, a trial's run is created once and its
+best checkpoint uploaded once per batch.
 
 Why not MLflow's own async logging (`synchronous=False`, `mlflow.utils.async_logging`): its
 queue is unbounded and in memory, a failed batch is logged and dropped, and it covers
@@ -24,7 +24,7 @@ metrics/params/tags only, not run creation, termination or artifacts. Here:
   journal only and are read back, a chunk at a time, once the thread caught up; a replay reads
   the journal a chunk at a time too. Tune's loop never waits on MLflow, in an outage either, nor
   on the reading of the journal, which is done outside the lock `put` takes; the bound on a
-  long outage is the disk, at ~0.5 kB per result;
+  long outage is the disk the journal grows on, a short JSON record per write;
 - a full disk raises nothing in Tune's callback: the write is kept in memory and `full` says
   what is wrong, for the trial logger to stop the search, resumable, once space is freed;
 - the journal is emptied whenever everything in it was accepted, so it stays small.

@@ -3,8 +3,7 @@
 A baseline is the reference the search is judged against (how far the best sampled network
 beats the tutorials' nets), so it must be trained as its author meant, not stopped at the first
 rung because the trials beside it did better there. ASHA still records every baseline result in
-its rungs, so the baselines keep setting the bar for the sampled trials. Seen in the 20-minute
-CIFAR-10 search once the costliest baseline ran first: ASHA stopped tutorial_small at epoch 1.
+its rungs, so the baselines keep setting the bar for the sampled trials.
 """
 from __future__ import annotations
 

@@ -1,10 +1,9 @@
 """The Optuna study's journal file, written without an fsync per write.
 
 Optuna's `JournalFileBackend` fsyncs the file on every write, and a search writes about ten a
-trial (its creation, each parameter, each epoch's value, its end), all on Tune's control loop.
-Measured on this project's 2-core machine (ext4): 3.2 ms of the loop per trial with the fsyncs,
-1.4 ms without; in a profile of the driver under the scale benchmark the fsync alone was 8.4% of
-its samples. On NFS, where a cluster keeps the search folder, each fsync is a round trip.
+trial (its creation, each parameter, each epoch's value, its end), all on Tune's control loop,
+where the fsyncs cost more than the writes themselves. On NFS, where a cluster keeps the search
+folder, each fsync is a round trip too.
 
 What the fsync bought: the journal surviving a crash of the machine's kernel or power. What a
 search relies on is less: a driver killed (Ctrl-C, SIGKILL, a lost terminal) leaves every write in

@@ -13,9 +13,8 @@ discount (fidelity.rung_view) weighs earlier trials and new ones alike.
 A hand-made baseline that an earlier search ran to the end on the same data (the same training
 and validation images and labels, by the digests the search logged with its datasets; the same
 epochs and metric) is known already: `WarmStart.baselines` names it, and
-the search does not run it again. Traced in the 20-minute CPU search: a warm-started search spent
-13 of its 40 slot-minutes measuring the baselines a second time (bn_cnn 9.6 minutes on one slot,
-the tutorial nets 3.4 on the other), on a seed whose split made that a new measurement.
+the search does not run it again. A baseline trains all its epochs (ASHA spares it), so a second
+measurement of it would take a large share of a small budget's slots to repeat a known score.
 """
 from __future__ import annotations
 

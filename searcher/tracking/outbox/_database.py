@@ -6,9 +6,9 @@ reaches; the writes MLflow has not accepted yet live there too, one row per writ
 another machine, in an empty working folder, `--resume`s the search and replays them.
 
 Each write is its own committed INSERT before `write` returns, so a driver killed at any moment
-loses no write it had handed over. That costs one round trip and one WAL flush on Tune's loop:
-a median of ~0.95 ms per write on a local PostgreSQL 15 (fsync and synchronous_commit on; p95
-~1.3 ms), against ~0.015 ms for the file: small beside a trial's epoch, so writes are not batched.
+loses no write it had handed over. That costs one round trip and one WAL flush per write on
+Tune's loop, more than the file's append but small beside a trial's epoch, so writes are not
+batched.
 A database that goes away stops the search, as it stops the Optuna study.
 """
 from __future__ import annotations
