@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import sys
-import warnings
 from typing import Any
 
 from searcher.errors import UserError, one_line_errors
@@ -81,50 +79,6 @@ def _champion_accuracy(client, name: str) -> tuple[str | None, float | None]:
         return None, None
     value = version.tags.get(TEST_ACC_TAG)
     return version.version, float(value) if value is not None else None
-
-
-def log_champion_model(model: Any, example: Any, classes: list[str]) -> Any:
-    """Log `model` (a searcher Classifier) in the active MLflow run as TorchScript; returns the
-    ModelInfo.
-
-    Why TorchScript and not torch.export (pt2): MLflow loads a pt2 model as the program's
-    `.module()`, whose `.eval()` and `.train()` raise NotImplementedError and whose device is
-    baked into the graph, so the first thing every PyTorch user does with it fails. A scripted
-    module keeps nn.Module's `.eval()` and `.to(device)` (the input follows the weights'
-    device), and `torch.jit.load` rebuilds it from TorchScript code and tensors: no Python
-    object is unpickled. Scripting rather than tracing keeps that device step dynamic.
-    TorchScript is deprecated in favour of torch.export; MLflow's pt2 loader is where that change
-    has to come from. The model keeps mlflow.pytorch's flavor, but its pyfunc flavor (what
-    `mlflow models serve` loads) is searcher.tracking.champion's, which reads the file with
-    `torch.jit.load` where mlflow.pytorch would `torch.load` it.
-    """
-    import torch
-    from mlflow.models import Model, ModelSignature, infer_signature
-
-    from searcher.tracking import champion
-
-    with torch.no_grad():
-        # Outputs only: a uint8 input schema would make `mlflow models serve` cast a request's
-        # float pixels (ToTensor's [0, 1]) to uint8 unseen, 0.7 to 0; the served module takes
-        # either by dtype (searcher.tracking.champion._Served), and refuses anything else.
-        outputs = infer_signature(example, model(torch.from_numpy(example)).numpy()).outputs
-        signature = ModelSignature(inputs=None, outputs=outputs)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # the deprecation, once per submodule
-        scripted = torch.jit.script(model)
-    # MLflow files a ScriptModule under its "pickle" format and warns about pickles, but it
-    # writes it with torch.jit.save: a TorchScript archive, not a pickle of Python objects.
-    quiet = logging.getLogger("mlflow.pytorch")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
-    try:
-        return Model.log(
-            artifact_path=None, name="model", flavor=champion, flavor_name="pytorch",
-            pytorch_model=scripted, signature=signature, input_example=example,
-            serialization_format="pickle",
-            metadata={"classes": classes, "image_shape": list(example.shape[1:])})
-    finally:
-        quiet.setLevel(level)
 
 
 def _candidates(client, search, k: int) -> list[Any]:
@@ -242,6 +196,7 @@ def promote(tracking_uri: str | None = None, experiment: str | None = None,
     import mlflow
     import torch
 
+    from searcher.tracking import champion
     from searcher.tracking import store as tracking
     from searcher.training.checkpoint import classifier_from_checkpoint
     from searcher.training.engine import evaluate
@@ -279,7 +234,7 @@ def promote(tracking_uri: str | None = None, experiment: str | None = None,
         result = evaluate(model, x, y, prepare=lambda batch: batch, autocast=contextlib.nullcontext)
         test_acc, test_loss = result["val_acc"], result["val_loss"]
         mlflow.log_metrics({"test_acc": test_acc, "test_loss": test_loss})
-        info = log_champion_model(model, test.x[:4], ckpt["classes"])
+        info = champion.log_champion(model, test.x[:4], ckpt["classes"])
     version = mlflow.register_model(info.model_uri, name,
                                     tags={TEST_ACC_TAG: str(test_acc), "source_run": source_run,
                                           "source_trial_run": trial.info.run_id})

@@ -11,8 +11,11 @@ flavor here). MLflow still trusts the store's `MLmodel` file, which names the lo
 """
 from __future__ import annotations
 
+import logging
 import os
+import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +50,49 @@ def load_champion(model_uri: str, device: str = "cpu") -> Any:
             raise UserError(f"cannot load the model {model_uri} ({type(exc).__name__}); promote "
                             f"one with `python -m searcher.promote`") from None
         return _jit_load(local / flavor["model_data"] / MODEL_FILE, device, model_uri)
+
+
+def log_champion(model: Any, example: Any, classes: list[str]) -> Any:
+    """Log `model` (a searcher Classifier) in the active MLflow run as TorchScript; returns the
+    ModelInfo.
+
+    Why TorchScript and not torch.export (pt2): MLflow loads a pt2 model as the program's
+    `.module()`, whose `.eval()` and `.train()` raise NotImplementedError and whose device is
+    baked into the graph, so the first thing every PyTorch user does with it fails. A scripted
+    module keeps nn.Module's `.eval()` and `.to(device)` (the input follows the weights'
+    device), and `torch.jit.load` rebuilds it from TorchScript code and tensors: no Python
+    object is unpickled. Scripting rather than tracing keeps that device step dynamic.
+    TorchScript is deprecated in favour of torch.export; MLflow's pt2 loader is where that change
+    has to come from. The model keeps mlflow.pytorch's flavor, but its pyfunc flavor (what
+    `mlflow models serve` loads) is searcher.tracking.champion's, which reads the file with
+    `torch.jit.load` where mlflow.pytorch would `torch.load` it.
+    """
+    import torch
+    from mlflow.models import Model, ModelSignature, infer_signature
+
+
+    with torch.no_grad():
+        # Outputs only: a uint8 input schema would make `mlflow models serve` cast a request's
+        # float pixels (ToTensor's [0, 1]) to uint8 unseen, 0.7 to 0; the served module takes
+        # either by dtype (searcher.tracking.champion._Served), and refuses anything else.
+        outputs = infer_signature(example, model(torch.from_numpy(example)).numpy()).outputs
+        signature = ModelSignature(inputs=None, outputs=outputs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # the deprecation, once per submodule
+        scripted = torch.jit.script(model)
+    # MLflow files a ScriptModule under its "pickle" format and warns about pickles, but it
+    # writes it with torch.jit.save: a TorchScript archive, not a pickle of Python objects.
+    quiet = logging.getLogger("mlflow.pytorch")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        return Model.log(
+            artifact_path=None, name="model", flavor=sys.modules[__name__], flavor_name="pytorch",
+            pytorch_model=scripted, signature=signature, input_example=example,
+            serialization_format="pickle",
+            metadata={"classes": classes, "image_shape": list(example.shape[1:])})
+    finally:
+        quiet.setLevel(level)
 
 
 def save_model(path: str, mlflow_model: Any, **kwargs: Any) -> None:
