@@ -92,9 +92,8 @@ def configure_tune() -> None:
 
     Tune adds a CSV, a JSON and a TensorBoard logger to every run unless told not to, and runs
     them on its control loop, where a trial waiting in `tune.report` waits for them too; MLflow
-    keeps every metric already. Measured (16 concurrent trials, logging off, 2 cores,
-    BENCHMARKS.md): without them the driver moved 1.3-2.3x the results per second; keeping only
-    the JSON one gave back most of that gain. Without result.json files, Tune's result grid
+    keeps every metric already. They take a large share of the driver's results per second, the
+    JSON one alone most of it (BENCHMARKS-LOG.md, "Scale"). Without result.json files, Tune's result grid
     warns at the end, trial by trial, that it found none: the search reads its results from the
     study and MLflow, not from the grid, so that warning is silenced.
     """
@@ -114,9 +113,9 @@ def checkpoint_config(metric: str, mode: str) -> tune.CheckpointConfig:
     Not 1: Tune snapshots the whole experiment (every trial's state as JSON, the searcher's
     pickle) whenever one trial has written `num_to_keep` checkpoints since the last snapshot,
     so that the snapshot never names a checkpoint it has deleted. With 1 that is a snapshot
-    per checkpoint, whose cost grows with the trials of the search: with 16 trials at once on
-    2 cores it was half of the driver's time, and 4 moved 1.9-2.7x the results per second
-    (BENCHMARKS.md, "Scale"). More than 4 gained nothing more there; a trial keeps at most 5.
+    per checkpoint, whose cost grows with the trials of the search until it takes over the
+    driver; 4 spaces the snapshots out, more gains nothing, and a trial keeps at most 5
+    (BENCHMARKS-LOG.md, "Scale").
     """
     return tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT, checkpoint_score_attribute=metric,
                                  checkpoint_score_order=mode)
@@ -159,9 +158,9 @@ def make_study(space: Space, folder: Path, earlier: list[optuna.trial.FrozenTria
     first, then the space's baselines queued to run first, the costliest first (by `cost`), but
     for those `measured` already on the same data by a search it learns from.
 
-    Costliest first, because the longest baseline should not be the last to start (traced in
-    the 20-minute CIFAR-10 search: bn_cnn, listed third, waited 111 s for a slot, and TPE, which
-    learns its good region from it, proposed nothing modelled until its first epoch at 183 s).
+    Costliest first, because the longest baseline should not be the last to start: while it
+    waits for a slot TPE, which learns its good region from the baselines, proposes nothing
+    modelled.
 
     Baselines go through the study rather than Tune's `points_to_evaluate`, which Ray's Optuna
     integration ignores with a define-by-run space.
