@@ -105,33 +105,12 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
 
 def _run(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     # Heavy imports after argument parsing, so --help and bad options answer at once.
-    from searcher.spec.feasibility import proposal_cost
-    from searcher.spec.space import load_space
     from searcher.tracking import store as tracking
-    from searcher.tracking.leaderboard import build_leaderboard, format_leaderboard
     from searcher.training.data import load_search_data
-    from searcher.tune import driver_lock, interrupt
-    from searcher.tune.state import check_study_storage, find_resumable, redact
-    from searcher.tune.tuner import check_cluster, init_ray, run_search
-    from searcher.tune.warm_start import load_warm_start, recorded_baselines
+    from searcher.tune.state import check_study_storage
+    from searcher.tune.tuner import check_cluster, init_ray
 
-    space = load_space(args.space, overrides_from(args))
-    resume, parent = None, None
-    if args.resume is not None:
-        resume = find_resumable(space.settings, space.name, args.resume or None)
-        # One driver per search, taken before anything of the search is read or changed.
-        held.enter_context(driver_lock.hold(resume.name, resume.folder, resume.database))
-        saved = resume.read_record()
-        check_resume_overrides(saved["settings"], overrides_from(args))
-        if MASK in saved["tracking_uri"] and args.tracking_uri is None:
-            raise UserError(f"the search's record keeps its tracking URI without its secret "
-                            f"({saved['tracking_uri']}): pass it again with --tracking-uri (or "
-                            f"the user and password in MLFLOW_TRACKING_USERNAME/PASSWORD)")
-        space = load_space(args.space, {**saved["settings"], "tracking_uri": saved["tracking_uri"],
-                                        **overrides_from(args)})
-        parent = saved["parent_run_id"]
-        where = f"study database {redact(resume.database)}" if resume.database else resume.folder
-        print(f"[searcher] resuming {resume.name} from {where} (MLflow run {parent})", flush=True)
+    space, resume, parent = _space_and_resume(args, held)
     s = space.settings
     tracking.check_server(s.tracking_uri)
     check_study_storage(s)
@@ -144,22 +123,7 @@ def _run(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     data = load_search_data(s.dataset, s.resolved_data_dir(), s.image_size, s.val_fraction, s.seed,
                             s.strict_data)
     client = tracking.connect(s.tracking_uri)
-    uri = client.tracking_uri
-    # Baselines not run again, measured by the searches learnt from: the new trials rank against
-    # them. A resumed search reads them back from its parent run; its study holds the learnt
-    # trials already.
-    warm, measured = None, recorded_baselines(client, parent) if resume else {}
-    if s.warm_start and resume is None:
-        warm = load_warm_start(client, space, s.warm_start,
-                               proposal_cost(s, len(data.classes), data.image_shape),
-                               tracking.data_digests(data))
-        print(f"[searcher] warm start from {len(warm.sources)} search(es): {len(warm.trials)} "
-              f"trials" + "".join(f", {n} skipped ({why})" for why, n in warm.skipped.items()),
-              flush=True)
-        measured = warm.baselines
-        if measured:  # measured on the same data already: the budget goes to new trials
-            print("[searcher] not run again, measured by the search(es) learnt from: " + ", ".join(
-                f"{n} ({s.metric} {b.value:.4f})" for n, b in measured.items()), flush=True)
+    warm, measured = _learnt(client, space, data, resume, parent)
     summary = {"dataset": s.dataset, "data_dir": s.resolved_data_dir(), "classes": data.classes,
                "train": len(data.train), "val": len(data.val), "image_shape": data.image_shape,
                "skipped_images": len(data.skipped)}
@@ -176,10 +140,74 @@ def _run(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         client.update_run(parent, "RUNNING")
     # Read while the server is known to answer: the closing lines must not need it.
     experiment_id = client.get_run(parent).info.experiment_id
+    result = _search(client, space, data, parent, resume, warm)
+    _close(client, space, parent, result, _measured(measured, space), experiment_id)
+    return 0
+
+
+def _space_and_resume(args: argparse.Namespace, held: contextlib.ExitStack):
+    """The space with its settings, and for --resume the search found, locked, and its parent
+    run; a new search has neither."""
+    from searcher.spec.space import load_space
+    from searcher.tune import driver_lock
+    from searcher.tune.state import find_resumable, redact
+
+    space = load_space(args.space, overrides_from(args))
+    if args.resume is None:
+        return space, None, None
+    resume = find_resumable(space.settings, space.name, args.resume or None)
+    # One driver per search, taken before anything of the search is read or changed.
+    held.enter_context(driver_lock.hold(resume.name, resume.folder, resume.database))
+    saved = resume.read_record()
+    check_resume_overrides(saved["settings"], overrides_from(args))
+    if MASK in saved["tracking_uri"] and args.tracking_uri is None:
+        raise UserError(f"the search's record keeps its tracking URI without its secret "
+                        f"({saved['tracking_uri']}): pass it again with --tracking-uri (or "
+                        f"the user and password in MLFLOW_TRACKING_USERNAME/PASSWORD)")
+    space = load_space(args.space, {**saved["settings"], "tracking_uri": saved["tracking_uri"],
+                                    **overrides_from(args)})
+    parent = saved["parent_run_id"]
+    where = f"study database {redact(resume.database)}" if resume.database else resume.folder
+    print(f"[searcher] resuming {resume.name} from {where} (MLflow run {parent})", flush=True)
+    return space, resume, parent
+
+
+def _learnt(client, space: Space, data, resume, parent: str | None):
+    """The warm start of a new search (None otherwise), and the baselines not run again because
+    the searches learnt from measured them on the same data: the new trials rank against them.
+    A resumed search reads them back from its parent run; its study holds the learnt trials."""
+    from searcher.spec.feasibility import proposal_cost
+    from searcher.tracking import store as tracking
+    from searcher.tune.warm_start import load_warm_start, recorded_baselines
+
+    s = space.settings
+    if resume is not None:
+        return None, recorded_baselines(client, parent)
+    if not s.warm_start:
+        return None, {}
+    warm = load_warm_start(client, space, s.warm_start,
+                           proposal_cost(s, len(data.classes), data.image_shape),
+                           tracking.data_digests(data))
+    print(f"[searcher] warm start from {len(warm.sources)} search(es): {len(warm.trials)} "
+          f"trials" + "".join(f", {n} skipped ({why})" for why, n in warm.skipped.items()),
+          flush=True)
+    if warm.baselines:  # measured on the same data already: the budget goes to new trials
+        print("[searcher] not run again, measured by the search(es) learnt from: " + ", ".join(
+            f"{n} ({s.metric} {b.value:.4f})" for n, b in warm.baselines.items()), flush=True)
+    return warm, warm.baselines
+
+
+def _search(client, space: Space, data, parent: str, resume, warm):
+    """Run (or resume) the search; the parent run is closed as the search ended, unless it
+    finished (then `_close` does, with its summary)."""
+    from searcher.tune import interrupt
+    from searcher.tune.tuner import run_search
+
     status = "FAILED"
     try:
-        result = run_search(space, data, uri, parent, resume, warm)
+        result = run_search(space, data, client.tracking_uri, parent, resume, warm)
         status = "FINISHED"
+        return result
     except KeyboardInterrupt:
         status = "KILLED"
         raise
@@ -191,7 +219,17 @@ def _run(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         if status != "FINISHED":
             with contextlib.suppress(Exception):  # in an outage: the error is the one to tell
                 client.set_terminated(parent, status)
-    rows = build_leaderboard(result.records + _measured(measured, space), s.metric, s.mode)
+
+
+def _close(client, space: Space, parent: str, result, learnt: list[TrialRecord],
+           experiment_id: str) -> None:
+    """The leaderboard on disk and in MLflow (what MLflow did not take, listed beside it), and
+    the closing lines."""
+    from searcher.tracking import store as tracking
+    from searcher.tracking.leaderboard import build_leaderboard, format_leaderboard
+
+    s = space.settings
+    rows = build_leaderboard(result.records + learnt, s.metric, s.mode)
     text = format_leaderboard(rows, s.metric)
     folder = Path(result.experiment_path)
     (folder / "leaderboard.txt").write_text(text + "\n")
@@ -212,9 +250,8 @@ def _run(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
           f"Leaderboard ({s.metric}, * = hand-made baseline):\n")
     print(text)
     print(f"\nMLflow:   experiment '{space.name}', run {parent}")
-    print("\n".join(tracking.how_to_browse(uri, experiment_id, parent, space.name,
+    print("\n".join(tracking.how_to_browse(client.tracking_uri, experiment_id, parent, space.name,
                                            s.resolved_data_dir())))
-    return 0
 
 
 def _measured(baselines: dict[str, MeasuredBaseline], space: Space) -> list[TrialRecord]:
