@@ -1,13 +1,13 @@
 """The search's progress while it runs: one status line, not a line per epoch per trial.
 
-    [searcher] 12m/1h, ETA 47m | 32/200 done (9 stopped, 3 failed), 32 running | best 0.51 (3f2a0011*)
+    [searcher] 3m/4m, ETA 59s | 42/96 done (28 stopped), 32 running | best val_acc 0.5750 (12bc78ff)
 
 Time used of the time budget, trials ended of `num_samples` (and how many ASHA or the budget
-stopped early, how many failed), trials running, the best value so far and its trial (as the
-leaderboard names it, * for a hand-made baseline), and when the search should end. On a terminal
-the line is redrawn in place about once a second; in a log (CI, `ray job submit`) a plain line is
-printed every 30 s, so a long search leaves a short log. The per-epoch lines stay behind
-`--verbose`, and every epoch is in MLflow either way.
+stopped early, how many failed), trials running (and made but not started), the best value so far
+and its trial (as the leaderboard names it, * for a hand-made baseline), and when the search
+should end. On a terminal the line, without its tag, is redrawn in place about once a second; in
+a log (CI, `ray job submit`) a plain line is printed every 30 s, so a long search leaves a short
+log. The per-epoch lines stay behind `--verbose`, and every epoch is in MLflow either way.
 
 The counting (`summarize`) and the line (`format_line`) are plain functions of the trial logger's
 records, testable without Ray. The trial logger drives the `Display` from Tune's loop, so a tick
@@ -21,7 +21,7 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, TextIO
+from typing import Any, Callable, Iterable, Iterator, Sequence, TextIO
 
 from searcher.objective import better
 from searcher.spec.settings import Settings
@@ -43,6 +43,7 @@ class Progress:
     best: float | None
     best_trial: str | None  # the trial's id, with * for a baseline (as in the leaderboard)
     eta_s: float | None  # None: no trial has ended yet to measure a rate by
+    pending: int = 0  # made by Tune, waiting for a worker or for resources
 
     @property
     def ended(self) -> int:
@@ -50,9 +51,10 @@ class Progress:
 
 
 def summarize(records: Iterable[TrialRecord], settings: Settings, elapsed_s: float,
-              ended_before: int = 0) -> Progress:
+              ended_before: int = 0, pending: int = 0) -> Progress:
     """Count `records` (the trial logger's) `elapsed_s` into this run of the search, whose first
-    `ended_before` ended trials ended before it (a resumed search): the rate counts from here."""
+    `ended_before` ended trials ended before it (a resumed search): the rate counts from here.
+    `pending`: the trials Tune has made that have not started (no record yet)."""
     running = completed = stopped = failed = 0
     best, best_trial = None, None
     for rec in records:
@@ -75,35 +77,38 @@ def summarize(records: Iterable[TrialRecord], settings: Settings, elapsed_s: flo
         if to_go == 0 or here > 0:  # the trials left, at the rate trials have ended so far
             left.append(elapsed_s * to_go / here if to_go else 0.0)
     return Progress(elapsed_s, running, completed, stopped, failed, best, best_trial,
-                    min(left) if left else None)
+                    min(left) if left else None, pending)
 
 
-def format_line(p: Progress, settings: Settings, width: int = WIDTH, final: bool = False) -> str:
+def format_line(p: Progress, settings: Settings, width: int = WIDTH, final: bool = False,
+                tag: bool = True) -> str:
     """The status line, at most `width` long: when the full one is wider, the metric's name goes
-    first (the header line names it), then the [searcher] tag, then the end of the line."""
+    first (the header line names it), then the [searcher] tag, then the end of the line. `tag`
+    False: none at all (a line redrawn in place needs none, and a steady width)."""
     clock = _duration(p.elapsed_s) + (f"/{_duration(settings.time_budget_s)}"
                                       if settings.time_budget_s else "")
     budget = f"/{settings.num_samples}" if settings.num_samples > 0 else ""
     cut = [f"{n} {what}" for n, what in ((p.stopped, "stopped"), (p.failed, "failed")) if n]
     trials = f"{p.ended}{budget} done" + (f" ({', '.join(cut)})" if cut else "") + \
-        f", {p.running} running"
+        f", {p.running} running" + (f", {p.pending} pending" if p.pending else "")
     value = f"{p.best:.4f} ({p.best_trial})" if p.best is not None else "-"
     if not final:
         clock += ", ETA " + (_duration(p.eta_s) if p.eta_s is not None else "?")
-    for tag, metric in (("[searcher] ", f" {settings.metric}"), ("[searcher] ", ""), ("", "")):
-        line = f"{tag}{clock} | {trials} | best{metric} {value}"
+    tags = ("[searcher] ", "[searcher] ", "") if tag else ("", "")
+    for prefix, metric in zip(tags, (f" {settings.metric}", "", "")):
+        line = f"{prefix}{clock} | {trials} | best{metric} {value}"
         if len(line) <= width:
             return line
     return line[:width - 3] + "..."
 
 
 def _duration(seconds: float) -> str:
-    """42s, 4m12s, 12m, 1h05m: seconds matter in the first minutes only (rounded down)."""
+    """42s, 4m12s, 4m, 12m, 1h05m: seconds matter in the first minutes only (rounded down)."""
     s = max(0, int(seconds))
     if s < 60:
         return f"{s}s"
     if s < 600:
-        return f"{s // 60}m{s % 60:02d}s"
+        return f"{s // 60}m" + (f"{s % 60:02d}s" if s % 60 else "")
     if s < 3600:
         return f"{s // 60}m"
     return f"{s // 3600}h" + (f"{s % 3600 // 60:02d}m" if s % 3600 >= 60 else "")
@@ -128,15 +133,15 @@ class Display:
                     f"({direction}) so far" + ("" if verbose else "; --verbose: a line per epoch")
                     + "\n")
 
-    def tick(self, records: dict[str, TrialRecord]) -> None:
-        """Draw, if a line is due; called on every step of Tune's loop."""
+    def tick(self, records: dict[str, TrialRecord], trials: Sequence[Any] = ()) -> None:
+        """Draw, if a line is due; called on every step of Tune's loop with Tune's `trials`."""
         if self._ended_before is None:  # the first call, before this run ended any trial
             self._ended_before = _ended(records)
         now = self._clock()
         if now < self._due:
             return
         self._due = now + self.every_s
-        self._draw(records, now, final=False)
+        self._draw(records, now, final=False, pending=sum(t.status == "PENDING" for t in trials))
 
     def say(self, line: str) -> None:
         """Print a line of its own (a trial's end, an epoch with --verbose) above the status."""
@@ -156,13 +161,15 @@ class Display:
             self._write("\n")
             self._drawn = False
 
-    def _draw(self, records: dict[str, TrialRecord], now: float, final: bool) -> None:
+    def _draw(self, records: dict[str, TrialRecord], now: float, final: bool,
+              pending: int = 0) -> None:
         if self._ended_before is None:
             self._ended_before = _ended(records)
-        p = summarize(records.values(), self.settings, now - self._start, self._ended_before)
+        p = summarize(records.values(), self.settings, now - self._start, self._ended_before,
+                      pending)
         if self.tty:  # one column short of the terminal: a full last column wraps on some
             width = min(WIDTH, shutil.get_terminal_size((WIDTH + 1, 24)).columns - 1)
-            self._write("\r" + format_line(p, self.settings, width, final) + "\x1b[K")
+            self._write("\r" + format_line(p, self.settings, width, final, tag=False) + "\x1b[K")
             self._drawn = True
         else:
             self._write(format_line(p, self.settings, final=final) + "\n")
@@ -196,9 +203,9 @@ def showing(display: Display) -> Iterator[Display]:
         display.end_line()
 
 
-def tick(records: dict[str, TrialRecord]) -> None:
+def tick(records: dict[str, TrialRecord], trials: Sequence[Any] = ()) -> None:
     if _SHOWN is not None:
-        _SHOWN.tick(records)
+        _SHOWN.tick(records, trials)
 
 
 def say(line: str) -> None:

@@ -187,7 +187,7 @@ class MLflowTrialLogger(tune.Callback):
                      f"train_loss={result['train_loss']:.3f} ({result['images_per_s']:.0f} img/s)")
 
     def on_step_end(self, iteration, trials, **info) -> None:
-        progress.tick(self.records)  # on every turn of Tune's loop: returns at once unless due
+        progress.tick(self.records, trials)  # on every turn of Tune's loop: at once unless due
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info) -> None:
         # Tune reports the result before saving its checkpoint, so the flag is this epoch's.

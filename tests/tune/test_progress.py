@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+from types import SimpleNamespace
 
 import pytest
 from conftest import resumable_space
@@ -152,11 +153,14 @@ def test_the_rate_counts_the_trials_ended_since_the_display_began():
     display.tick(records)  # Tune's first step: nothing has ended yet
     records.update(thirty_two_at_once().records)  # 32 end before the first line is due
     clock.now = 30.0
-    display.tick(records)
-    assert "30s, ETA 30s | 32/64 done" in out.getvalue().splitlines()[-1], out.getvalue()
+    made = [SimpleNamespace(status="PENDING")] * 2 + [SimpleNamespace(status="RUNNING")] * 32
+    display.tick(records, made)  # Tune's trials: two made, waiting for a worker
+    assert "30s, ETA 30s | 32/64 done (9 stopped, 3 failed), 32 running, 2 pending" in \
+        out.getvalue().splitlines()[-1], out.getvalue()
 
 
-def test_a_terminal_redraws_one_line_in_place_at_most_once_a_second():
+def test_a_terminal_redraws_one_line_in_place_at_most_once_a_second(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "100")
     settings = make_settings({"num_samples": 200})
     out, clock = Terminal(), Clock()
     display = Display(settings, out=out, clock=clock)
@@ -167,6 +171,9 @@ def test_a_terminal_redraws_one_line_in_place_at_most_once_a_second():
     drawn = out.getvalue()
     assert "\n" not in drawn.split("\n", 1)[-1]  # past the header: no new lines, only redraws
     assert 4 <= drawn.count("\r") <= 6
+    frame = drawn.split("\r")[-1]  # no tag: the line stays put as it is redrawn
+    assert frame.startswith("4s, ETA ? | 32/200 done"), frame  # none ended since it began
+    assert "best val_acc 0.5170" in frame and len(frame) - len("\x1b[K") < 100
     display.say("[searcher] trial 3f2a001d done: failed")  # clears the line, then goes on below
     assert out.getvalue().endswith("\r\x1b[K[searcher] trial 3f2a001d done: failed\n")
     display.close(records)
