@@ -23,9 +23,9 @@ demo: $(VENV)/.installed
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The edit-test loop: the tests that start no real service (Ray, MLflow server, PostgreSQL).
+# The edit-test loop, under a minute: the tests that start no real service and take no seconds.
 test-fast: $(VENV)/.installed
-	$(PY) -m pytest -m "not services" -q $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not services and not slow" -q $(PYTEST_ARGS)
 
 # The package's layers (.importlinter): a module importing across them fails the build.
 lint: $(VENV)/.installed

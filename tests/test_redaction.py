@@ -14,6 +14,8 @@ from mlflow.tracking import MlflowClient
 from searcher.spec.settings import Settings
 from searcher.tune.state import SEARCH_FILE, SearchState, study_database
 
+pytestmark = pytest.mark.slow  # runs the command as a process
+
 SPACE = textwrap.dedent('''
     def space(trial):
         trial.suggest_categorical("filters", [8, 16])

@@ -105,6 +105,7 @@ def test_each_warm_started_search_learns_from_another_seeds_kept_search(tmp_path
         warm_source(lone, 0)
 
 
+@pytest.mark.slow
 def test_engine_options_without_a_subcommand():
     out = subprocess.run([sys.executable, "-m", "searcher.bench", "--help"], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)

@@ -196,6 +196,7 @@ def _allowed(statements: list[dict], prefix: str) -> set[str]:
     return {a for s in statements for a in s["Action"] if a.startswith(prefix)}
 
 
+@pytest.mark.slow
 def test_the_head_role_allows_what_rays_autoscaler_calls_and_no_more():
     from ray.autoscaler._private import aws
     provider = Path(aws.__file__).parent / "node_provider.py"  # the code the head runs
@@ -290,6 +291,7 @@ def test_the_study_setting_is_the_one_the_configs_export():
         assert f"{STUDY_STORAGE_ENV}=" in (ROOT / name).read_text()
 
 
+@pytest.mark.slow
 def test_setup_node_installs_once_then_finds_the_environment_ready(tmp_path):
     # An environment that holds every requirement (this test run's own, as a baked image or a
     # restarted cached node would have it): the first run records it, the next installs nothing.

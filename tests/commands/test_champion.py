@@ -28,6 +28,8 @@ from searcher.errors import UserError
 from searcher.tracking.champion import load_champion
 from searcher.training.data import load_cifar10
 
+pytestmark = pytest.mark.slow  # promotes, serves and predicts in processes of their own
+
 
 class _CreatesFile:
     """Unpickling this calls open(path, "w"): the marker exists iff the pickle was run."""

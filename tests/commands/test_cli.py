@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from conftest import ROOT, free_port
 
+pytestmark = pytest.mark.slow  # runs the command as a process, each one importing torch and Ray
+
 
 def run(args, cwd, env=None):
     return subprocess.run([sys.executable, "-m", "searcher.run", *args], cwd=cwd,

@@ -82,6 +82,7 @@ def record_state(tmp_path: Path, name: str, parent: str, uri: str) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_list_shows_each_search_with_status_best_trials_and_where(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     done = logged_search(tmp_path, uri, "tiny", "val_acc",
@@ -100,6 +101,7 @@ def test_list_shows_each_search_with_status_best_trials_and_where(tmp_path, monk
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d", newest["STARTED"])
 
 
+@pytest.mark.slow
 def test_a_running_search_is_resumable_once_its_driver_is_gone(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     parent = logged_search(tmp_path, uri, "tiny", "val_acc", [(0.5, "n1")], None)
@@ -113,6 +115,7 @@ def test_a_running_search_is_resumable_once_its_driver_is_gone(tmp_path, monkeyp
         pass
 
 
+@pytest.mark.slow
 def test_list_of_one_experiment_and_a_limit(tmp_path, monkeypatch, capsys):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     first = logged_search(tmp_path, uri, "tiny", "val_acc", [(0.5, "n1")], "FINISHED")
@@ -126,6 +129,7 @@ def test_list_of_one_experiment_and_a_limit(tmp_path, monkeypatch, capsys):
     assert "1 older search not shown" in out
 
 
+@pytest.mark.slow
 def test_list_of_an_empty_store_says_so_in_one_line(tmp_path):
     db = tmp_path / "none.db"
     out = searcher("list", "--tracking-uri", f"sqlite:///{db}", cwd=tmp_path)
@@ -168,6 +172,7 @@ def _options_section(help_text: str, prog: str) -> str:
     return help_text[help_text.index("\n\n"):].replace(prog, "PROG")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["run", "promote", "predict"])
 def test_a_subcommand_describes_the_same_arguments_as_its_python_m_form(tmp_path, command):
     sub = searcher(command, "--help", cwd=tmp_path)
@@ -192,6 +197,7 @@ def test_run_errors_name_the_form_used(tmp_path, monkeypatch, capsys):
         assert "no `space(trial)` function" in lines[0]
 
 
+@pytest.mark.slow
 def test_bench_help_reaches_the_benchmarks(tmp_path):
     out = searcher("bench", "--help", cwd=tmp_path)
     assert out.returncode == 0, out.stderr

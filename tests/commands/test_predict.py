@@ -14,6 +14,8 @@ from searcher.commands.predict import main as predict_main
 from searcher.training.checkpoint import classifier_from_checkpoint, load_checkpoint
 from searcher.training.data import load_cifar10
 
+pytestmark = pytest.mark.slow  # promotes a model into a real store first
+
 
 def test_predict_labels_a_folder_into_a_csv_and_skips_unreadable_images(tmp_path, tiny_cifar,
                                                                        capsys):

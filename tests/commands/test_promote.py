@@ -24,6 +24,8 @@ from searcher.training.checkpoint import (
 from searcher.training.data import load_cifar10
 from searcher.training.model import build_model
 
+pytestmark = pytest.mark.slow  # promotes a model into a real store
+
 ARCH = {"stages": [{"filters": 4, "batch_norm": True, "residual": True},
                    {"filters": 8, "padding": "valid", "residual": True, "pool": "strided"}],
         "head": "gap"}

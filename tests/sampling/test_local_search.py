@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import optuna
+import pytest
 from optuna.trial import TrialState
 
 from searcher.sampling.fidelity import COST_ATTR
@@ -48,6 +49,7 @@ def run(study: optuna.Study, value, space=SPACE.sample, epochs=3,
     return study.trials[trial.number]
 
 
+@pytest.mark.slow
 def test_a_mutant_changes_one_or_two_choices_to_other_valid_values():
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     for seed in range(200):

@@ -20,6 +20,7 @@ def test_there_are_space_files():
     assert {p.name for p in SPACES} >= {"cifar10.py"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", SPACES, ids=lambda p: p.name)
 def test_sampled_points_build_and_give_finite_logits(path):
     space = load_space(path)
@@ -54,6 +55,7 @@ def test_sampled_points_build_and_give_finite_logits(path):
     assert built >= SAMPLES // 2, f"only {built} of {SAMPLES} sampled points were feasible"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", SPACES, ids=lambda p: p.name)
 def test_random_proposals_are_rarely_infeasible(path):
     # Every infeasible proposal is a trial slot spent on nothing; a space should be shaped so

@@ -4,11 +4,14 @@ from __future__ import annotations
 import json
 import tracemalloc
 
+import pytest
 from mlflow.tracking import MlflowClient
 from test_writer import parent, steps, trial_ops  # noqa: F401 (parent: a fixture)
 
 from searcher.tracking.outbox import OUTBOX_FILE, Outbox
 from searcher.tracking.writer import Writer
+
+pytestmark = pytest.mark.slow  # a real store, and a backlog of many thousand writes
 
 
 def test_a_torn_last_line_does_not_swallow_the_next_write(tracking_uri, parent, tmp_path):

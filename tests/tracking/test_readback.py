@@ -16,6 +16,8 @@ from searcher.tracking.tags import ROLE_TAG, TRIAL_ID_TAG
 from searcher.tune.trial_logger import MLflowTrialLogger
 from searcher.tune.warm_start import _search_runs
 
+pytestmark = pytest.mark.slow  # a store of 1,001 trial runs
+
 TRIALS = 1_001  # one past search_runs' default page
 
 

@@ -13,6 +13,8 @@ from searcher.spec.space import load_space
 from searcher.tracking import store as tracking
 from searcher.training.data import SearchData, Split, load_search_data
 
+pytestmark = pytest.mark.slow  # a real MLflow store per test (its schema takes seconds)
+
 SPACE = textwrap.dedent('''
     def space(trial):
         trial.suggest_int("stages", 1, 2)

@@ -19,6 +19,8 @@ from searcher.tracking import writer as mlflow_writer
 from searcher.tracking.outbox import OUTBOX_FILE, STAGE_FOLDER, FileJournal, Outbox
 from searcher.tracking.writer import Writer
 
+pytestmark = pytest.mark.slow  # a real MLflow store per test (its schema takes seconds)
+
 
 @pytest.fixture()
 def parent(tracking_uri):

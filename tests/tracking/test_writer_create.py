@@ -11,6 +11,8 @@ from searcher.tracking.outbox import OUTBOX_FILE, Outbox
 from searcher.tracking.tags import TRIAL_ID_TAG
 from searcher.tracking.writer import Writer
 
+pytestmark = pytest.mark.slow  # a real MLflow store per test (its schema takes seconds)
+
 
 @pytest.fixture()
 def parent(tracking_uri):

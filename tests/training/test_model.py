@@ -177,6 +177,7 @@ print("trained")
 """
 
 
+@pytest.mark.slow
 def test_a_strided_skip_trains_in_channels_last_without_crashing_the_process():
     # oneDNN's weight gradient of a stride-2 1x1 conv over 3 channels in channels_last killed
     # trials with a segfault or a bus error (the engine trains in channels_last); in a child
