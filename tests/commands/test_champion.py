@@ -102,7 +102,7 @@ def test_the_champion_loads_and_serves_as_torchscript(champion, tiny_cifar):
 
 def test_load_champion_refuses_a_swapped_model_file(swapped):
     _, marker = swapped
-    with pytest.raises(Exception) as refused:  # the README's load snippet
+    with pytest.raises(Exception) as refused:  # the load snippet of docs/promotion.md
         load_champion("models:/tiny@champion")
     assert not marker.exists()
     assert refused.type is UserError and "\n" not in str(refused.value)
@@ -150,7 +150,7 @@ def test_the_swap_runs_code_where_the_file_is_unpickled(champion, tmp_path):
 
 
 def test_mlflow_models_serve_stops_on_a_swapped_model_file(champion, tmp_path):
-    """The README's serving command, for real: it exits at start-up, and the pickle never ran."""
+    """The serving command of docs/promotion.md, for real: it exits at start-up, and the pickle never ran."""
     uri, model_file = champion
     original = model_file.read_bytes()
     marker = tmp_path / "pickle_ran"

@@ -34,7 +34,7 @@ pytestmark = pytest.mark.services  # starts Ray, MLflow or a search of its own
 # gone from the storage, and Tune fails that trial on resume ("does not exist on storage
 # anymore"). A trial keeps its best CHECKPOINTS_KEPT and its latest, so one of EPOCHS epochs has
 # none deleted and cannot fail so: every trial here must finish (asserted below). A longer run
-# would not test more: past CHECKPOINTS_KEPT + 1 epochs the design allows that failure (README,
+# would not test more: past CHECKPOINTS_KEPT + 1 epochs the design allows that failure (docs/resume.md,
 # "When a search is interrupted"), and it comes only in a race seen once in several runs.
 assert EPOCHS <= CHECKPOINTS_KEPT + 1
 EPOCH_KEYS = ("val_acc", "train_loss")
