@@ -63,15 +63,19 @@ def experiment_names(client: MlflowClient) -> dict[str, str]:
             return names
 
 
+def _experiment_ids(client: MlflowClient, experiment: str | None) -> list[str]:
+    """The id of the experiment named `experiment`, or of every experiment when None."""
+    if experiment is None:
+        return list(experiment_names(client))
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise UserError(f"no experiment {experiment!r} in the tracking store; run a search first")
+    return [found.experiment_id]
+
+
 def searches(client: MlflowClient, experiment: str | None = None) -> list[Any]:
     """Every search's parent run, of the experiment named `experiment` or of all, newest first."""
-    if experiment:
-        found = client.get_experiment_by_name(experiment)
-        if found is None:
-            raise UserError(f"no experiment {experiment!r} in the tracking store")
-        ids = [found.experiment_id]
-    else:
-        ids = list(experiment_names(client))
+    ids = _experiment_ids(client, experiment)
     if not ids:
         return []
     return all_runs(client, ids, f"tags.`{ROLE_TAG}` = 'search'",
@@ -143,14 +147,7 @@ def latest_search(client, experiment: str | None, run_id: str | None):
             return client.get_run(run_id)
         except Exception:
             raise UserError(f"no run {run_id} in the tracking store") from None
-    if experiment:
-        found = client.get_experiment_by_name(experiment)
-        if found is None:
-            raise UserError(f"no experiment {experiment!r} in the tracking store; run a search first")
-        ids = [found.experiment_id]
-    else:
-        ids = [e.experiment_id for e in client.search_experiments()]
-    runs = client.search_runs(ids, f"tags.`{ROLE_TAG}` = 'search'",
+    runs = client.search_runs(_experiment_ids(client, experiment), f"tags.`{ROLE_TAG}` = 'search'",
                               order_by=["attributes.start_time DESC"], max_results=1)
     if not runs:
         raise UserError("no search found in the tracking store; run python -m searcher.run first")
