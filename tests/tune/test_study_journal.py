@@ -9,14 +9,18 @@ from optuna.storages.journal import JournalFileBackend
 from searcher.tune.state import STUDY_FILE, SearchState
 
 
+def _study(state: SearchState) -> optuna.Study:
+    return optuna.create_study(study_name=state.name, storage=state.storage(),
+                               direction="maximize", sampler=optuna.samplers.RandomSampler(0))
+
+
 def test_the_study_journal_never_fsyncs_and_optuna_reads_it_back(tmp_path, monkeypatch):
     def no_fsync(fd):
         raise AssertionError("the study journal fsynced on Tune's loop")
 
     monkeypatch.setattr(os, "fsync", no_fsync)
     state = SearchState(tmp_path)
-    study = optuna.create_study(study_name=state.name, storage=state.storage(),
-                                direction="maximize", sampler=optuna.samplers.RandomSampler(0))
+    study = _study(state)
     for value in (0.3, 0.7):
         trial = study.ask()
         trial.suggest_int("stages", 1, 4)
@@ -42,8 +46,7 @@ def test_a_torn_last_line_is_cut_on_open_and_the_study_goes_on(tmp_path):
     # Optuna skips it while it is last, but a write appended after it merges with it into one
     # unreadable line, and the next read of the journal raises.
     state = SearchState(tmp_path)
-    study = optuna.create_study(study_name=state.name, storage=state.storage(),
-                                direction="maximize", sampler=optuna.samplers.RandomSampler(0))
+    study = _study(state)
     for value in (0.3, 0.7):
         trial = study.ask()
         trial.suggest_int("stages", 1, 4)
