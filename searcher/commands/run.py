@@ -42,6 +42,12 @@ OVERRIDES = {
     "sampler": (str, "Optuna sampler: tpe (default) or random (the baseline to beat)"),
     "warm_start": (str, "learn from earlier searches first: an MLflow experiment, a search's "
                         "parent run id, or 'latest' (this space's newest search)"),
+    "second_objective": (str, "search for the Pareto front of the metric and latency_ms, params "
+                              "or mmacs (minimised) instead of the metric alone"),
+    "max_latency_ms": (float, "record nets slower than this (median, timed in the trial before "
+                              "it trains) as infeasible, never trained"),
+    "latency_batch": (int, "images per forward pass when timing latency (default 1)"),
+    "max_params": (int, "record nets with more parameters as infeasible, never trained"),
     "verbose": (bool, "print a line per epoch per trial and per finished trial instead of one "
                       "progress line (MLflow records every epoch either way)"),
 }

@@ -19,6 +19,13 @@ drifts to costly networks and runs fewer trials in the same wall-clock budget. A
 search wants accuracy per second, as cost-aware Bayesian optimisation (EI per unit cost) does.
 The study itself keeps the truth (PRUNED, COMPLETE, intermediate values); only the sampler's view
 changes, rebuilt for each proposal, so the comparison epoch deepens as the search goes on.
+
+For a Pareto search (`objective`: a user attribute every measured trial carries, known before it
+trains, such as its latency) the view has two objectives, the metric at the comparison epoch and
+that attribute (minimised), and the wrapped sampler (TPE) splits good from bad by non-dominated
+sorting. Optuna cannot take intermediate values in a multi-objective study, so the study stays
+single-objective with its epochs, and only this view is multi-objective: no early-epoch value is
+ever told as a final one.
 """
 from __future__ import annotations
 
@@ -58,16 +65,21 @@ def comparison_epoch(trials: list[FrozenTrial]) -> int | None:
     return depths[min(need, len(depths)) - 1]
 
 
-def rung_view(study: Study, cost_weight: float = 0.0) -> Study:
+def rung_view(study: Study, cost_weight: float = 0.0, objective: str | None = None) -> Study:
     """A read-only study whose trials are those of `study` reframed at the comparison epoch,
     their values discounted by cost (`cost_weight` per doubling), under the same numbers (a
-    trial of `study` is found in it by number)."""
+    trial of `study` is found in it by number). With `objective`, a two-objective study: each
+    complete trial's value and its user attribute `objective`, minimised."""
     trials = study.get_trials(deepcopy=False)
     epoch = comparison_epoch(trials)
     sign = 1.0 if study.direction == StudyDirection.MAXIMIZE else -1.0
     discount = _cost_discount(trials, sign * cost_weight)
     framed = _windowed([_reframed(t, epoch, discount) for t in trials], sign)
-    storage = _Snapshot(framed, study.directions)
+    directions = list(study.directions)
+    if objective is not None:
+        framed = [_with_objective(t, objective) for t in framed]
+        directions.append(StudyDirection.MINIMIZE)
+    storage = _Snapshot(framed, directions)
     return optuna.load_study(study_name=_Snapshot.NAME, storage=storage,
                              sampler=optuna.samplers.RandomSampler())
 
@@ -115,9 +127,24 @@ def _reframed(t: FrozenTrial, epoch: int | None,
     return t if state == t.state and value == t.value else _shown_as(t, state, value)
 
 
-def _shown_as(t: FrozenTrial, state: TrialState, value: float | None) -> FrozenTrial:
-    """`t` as the view shows it: in `state` with `value`, finished, the rest shared."""
-    return FrozenTrial(number=t.number, state=state, value=value,
+def _with_objective(t: FrozenTrial, objective: str) -> FrozenTrial:
+    """A complete trial of the view with its second objective beside its value; one without it
+    (learnt from a search that did not record it) is left out, as failed."""
+    if t.state != TrialState.COMPLETE:
+        return t
+    second = t.user_attrs.get(objective)
+    if second is None:
+        return _shown_as(t, TrialState.FAIL, None)
+    return _shown_as(t, TrialState.COMPLETE, [t.value, float(second)])
+
+
+def _shown_as(t: FrozenTrial, state: TrialState,
+              value: float | list[float] | None) -> FrozenTrial:
+    """`t` as the view shows it: in `state` with `value` (a list: one per objective), finished,
+    the rest shared."""
+    values = value if isinstance(value, list) else None
+    return FrozenTrial(number=t.number, state=state, value=None if values else value,
+                       values=values,
                        datetime_start=t.datetime_start,
                        datetime_complete=t.datetime_complete or t.datetime_start,
                        params=t.params, distributions=t.distributions, user_attrs=t.user_attrs,
@@ -179,15 +206,17 @@ class _Snapshot(BaseStorage):
 
 
 class RungSampler(BaseSampler):
-    """Wraps a sampler (TPE) so that it models `rung_view(study, cost_weight)`, not the study."""
+    """Wraps a sampler (TPE) so that it models `rung_view(study, cost_weight, objective)`, not
+    the study."""
 
-    def __init__(self, inner: BaseSampler, cost_weight: float = 0.0):
-        self.inner, self.cost_weight = inner, cost_weight
+    def __init__(self, inner: BaseSampler, cost_weight: float = 0.0,
+                 objective: str | None = None):
+        self.inner, self.cost_weight, self.objective = inner, cost_weight, objective
         self._view: tuple[int, Study] | None = None  # (trial number, its view) for one proposal
 
     def _view_for(self, study: Study, trial: FrozenTrial) -> tuple[Study, FrozenTrial]:
         if self._view is None or self._view[0] != trial.number:
-            self._view = (trial.number, rung_view(study, self.cost_weight))
+            self._view = (trial.number, rung_view(study, self.cost_weight, self.objective))
         view = self._view[1]
         return view, view.get_trials(deepcopy=False)[trial.number]
 
@@ -219,4 +248,4 @@ class RungSampler(BaseSampler):
         return {**self.__dict__, "_view": None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:  # pickled before cost was weighed
-        self.__dict__.update({"cost_weight": 0.0, **state})
+        self.__dict__.update({"cost_weight": 0.0, "objective": None, **state})

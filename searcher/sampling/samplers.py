@@ -28,16 +28,22 @@ RANDOM_STARTUP = 6
 RANDOM_STARTUP_AFTER_BASELINES = 0
 
 
-def make_sampler(name: str, seed: int, n_baselines: int = 0,
-                 cost_weight: float = 0.0) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, seed: int, n_baselines: int = 0, cost_weight: float = 0.0,
+                 objective: str | None = None) -> optuna.samplers.BaseSampler:
     """A seeded sampler. TPE is multivariate over groups of parameters that occur together (a
     conditional space's branches), with the constant liar so that trials running in parallel are
     not proposed twice, and models the trials at a common epoch, their cost weighed in
     (`fidelity.RungSampler`). In a space with baselines every other proposal changes one or two
     choices of the best trial instead (`local_search.IncumbentSearch`); without them, the
-    start-up and one proposal in three after it are random (`exploration.RandomInterleave`)."""
+    start-up and one proposal in three after it are random (`exploration.RandomInterleave`).
+
+    With a second `objective` (a Pareto search) TPE models both objectives, cost is not weighed
+    in (it is an objective), and local search is not used: its incumbent is the most accurate
+    net, and changing one choice of it explores one end of the front only."""
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
+    if name == "tpe" and objective is not None:
+        return RandomInterleave(tpe(seed, 0, 0.0, objective), seed, RANDOM_STARTUP + n_baselines)
     if name == "tpe" and not n_baselines:  # the start-up is the random interleave's
         return RandomInterleave(tpe(seed, 0, cost_weight), seed, RANDOM_STARTUP)
     if name == "tpe":
@@ -48,7 +54,8 @@ def make_sampler(name: str, seed: int, n_baselines: int = 0,
     raise ValueError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")
 
 
-def tpe(seed: int | None, startup: int = RANDOM_STARTUP, cost_weight: float = 0.0) -> RungSampler:
+def tpe(seed: int | None, startup: int = RANDOM_STARTUP, cost_weight: float = 0.0,
+        objective: str | None = None) -> RungSampler:
     """The model the default sampler proposes with: TPE, multivariate over groups of parameters
     that occur together, with the constant liar, behind the rung view (and scipy's log normal
     CDF, `fast_tpe`)."""
@@ -57,4 +64,4 @@ def tpe(seed: int | None, startup: int = RANDOM_STARTUP, cost_weight: float = 0.
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return RungSampler(optuna.samplers.TPESampler(
             seed=seed, multivariate=True, group=True, constant_liar=True,
-            n_startup_trials=startup), cost_weight)
+            n_startup_trials=startup), cost_weight, objective)

@@ -14,6 +14,11 @@ from searcher.errors import UserError
 # Tune, Optuna, MLflow and promotion all read the direction from here.
 METRICS: dict[str, str] = {"val_acc": "max", "val_loss": "min"}
 
+# What a Pareto search can trade its metric against, by setting value -> the metric a trial
+# reports for it; always minimised. All three are known before a trial trains.
+SECOND_OBJECTIVES: dict[str, str] = {"latency_ms": "latency_ms", "params": "n_params",
+                                     "mmacs": "mmacs"}
+
 DATASETS = ("cifar10", "folder")
 # Optuna samplers a search can use (see searcher.sampling.samplers): TPE learns from every trial so far;
 # random is the honest baseline any search method has to beat.
@@ -38,6 +43,9 @@ class Settings:
     strict_data: bool = False  # False: unreadable images are skipped and listed; True: an error
     # --- objective ---
     metric: str = "val_acc"  # one of METRICS; the direction comes with it
+    # None: one objective. Else one of SECOND_OBJECTIVES, minimised beside the metric: the search
+    # looks for the Pareto front (see searcher.spec.objectives)
+    second_objective: str | None = None
     # --- the sampler ---
     sampler: str = "tpe"  # one of SAMPLERS; "random" is the baseline to compare against
     warm_start: str | None = None  # earlier searches to learn from: experiment, run id or "latest"
@@ -62,6 +70,13 @@ class Settings:
     max_concurrent_trials: int | None = None
     max_params: int = 5_000_000  # larger architectures are recorded infeasible, not trained
     max_mmacs: float = 200.0  # so are those over this many million multiply-adds per image
+    # Inference speed is measured in each trial before it trains, on its own device and threads
+    # (searcher.training.latency): the median latency at latency_batch images, and the
+    # throughput at throughput_batch. A net whose median latency is over max_latency_ms is
+    # recorded infeasible, not trained. None: no bound.
+    max_latency_ms: float | None = None
+    latency_batch: int = 1
+    throughput_batch: int = 64
     seed: int = 0  # seeds the sampler, the validation split and every trial
     # --- where things go (command line or environment, rarely the space file) ---
     tracking_uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db
@@ -134,6 +149,14 @@ def _check(s: Settings) -> None:
         raise bad("cost_weight", "must be 0 or more")
     if not s.max_mmacs > 0:
         raise bad("max_mmacs", "must be positive")
+    if s.max_latency_ms is not None and not s.max_latency_ms > 0:
+        raise bad("max_latency_ms", "must be positive")
+    if s.latency_batch < 1:
+        raise bad("latency_batch", "must be at least 1")
+    if s.throughput_batch < 1:
+        raise bad("throughput_batch", "must be at least 1")
+    if s.second_objective is not None and s.second_objective not in SECOND_OBJECTIVES:
+        raise bad("second_objective", f"must be one of {', '.join(SECOND_OBJECTIVES)}")
 
 
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool}

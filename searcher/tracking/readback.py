@@ -17,6 +17,7 @@ from searcher.objective import better, sql_order
 from searcher.tracking.tags import (
     BASELINE_TAG,
     EPOCH_METRICS,
+    SPEED_METRICS,
     METRIC_TAG,
     MODE_TAG,
     NODES_TAG,
@@ -101,6 +102,7 @@ class TrialRecord:
     epochs: int = 0
     n_params: int | None = None
     mmacs: float | None = None
+    speed: dict[str, float] = field(default_factory=dict)  # tags.SPEED_METRICS, once measured
     outcome: str = "running"
     history: list[dict[str, float]] = field(default_factory=list)
     new_best: bool = False  # the latest epoch is the best so far, so its checkpoint is kept
@@ -133,6 +135,8 @@ def trial_records(client: MlflowClient, parent_run_id: str, metric: str,
             if value is not None and better(value, rec.best, mode):
                 rec.best, rec.best_epoch = value, step
         rec.n_params = int(run.data.metrics["n_params"]) if "n_params" in run.data.metrics else None
+        rec.mmacs = run.data.metrics.get("mmacs")
+        rec.speed = {k: run.data.metrics[k] for k in SPEED_METRICS if k in run.data.metrics}
         rec.nodes = [n for n in tags.get(NODES_TAG, "").split(",") if n]
         rec.outcome = tags.get(OUTCOME_DETAIL_TAG, tags.get(OUTCOME_TAG, "running"))
         if run.info.end_time:

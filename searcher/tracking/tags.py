@@ -27,6 +27,9 @@ NODES_TAG = "searcher.nodes"  # the Ray nodes the trial trained on
 RESUMED_TAG = "searcher.resumed_from_epoch"
 GPUS_TAG = "searcher.gpus_per_trial"  # the GPU share Tune reserved for the trial
 CPUS_TAG = "searcher.cpus_per_trial"
+# What a trial measures of its net before it trains (searcher.training.latency), logged once on
+# its run beside n_params and mmacs: the MLflow UI charts them against the metric.
+SPEED_METRICS = ("latency_ms", "latency_p95_ms", "throughput_ips")
 EPOCH_METRICS = ("val_acc", "val_loss", "train_loss", "epoch_time_s", "eval_time_s",
                  "images_per_s", "rss_mb", "private_mb", "dataset_shared")
 

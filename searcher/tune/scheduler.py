@@ -1,17 +1,24 @@
-"""ASHA that lets the space's hand-made baselines train all their epochs.
+"""The early-stopping schedulers: ASHA for one objective, its Pareto form for two, both sparing
+the space's hand-made baselines.
 
 A baseline is the reference the search is judged against (how far the best sampled network
 beats the tutorials' nets), so it must be trained as its author meant, not stopped at the first
-rung because the trials beside it did better there. ASHA still records every baseline result in
-its rungs, so the baselines keep setting the bar for the sampled trials.
+rung because the trials beside it did better there. Its results still count in the rungs, so
+the baselines keep setting the bar for the sampled trials.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
+from searcher.pareto import minimised, order
 from searcher.spec.space import reproduces
+
+
+def _spared(config: dict[str, Any], baselines: list[dict[str, Any]]) -> bool:
+    return any(reproduces(config, point) for point in baselines)
 
 
 class BaselineASHA(ASHAScheduler):
@@ -24,9 +31,65 @@ class BaselineASHA(ASHAScheduler):
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
         action = super().on_trial_result(tune_controller, trial, result)
-        if (action == TrialScheduler.STOP
-                and any(reproduces(trial.config, point) for point in self.baselines)
+        if (action == TrialScheduler.STOP and _spared(trial.config, self.baselines)
                 and result.get(self._time_attr, 0) < self._max_t):
             self._num_stopped -= 1
             return TrialScheduler.CONTINUE
         return action
+
+
+class ParetoASHA(FIFOScheduler):
+    """Asynchronous successive halving on two objectives, as MOASHA (Schmucker et al. 2021):
+    at each rung (grace_period x reduction_factor^k epochs) a trial goes on if it ranks in the
+    top 1/reduction_factor of the trials that reached that rung so far, ranked by non-dominated
+    sorting of (the metric at the rung, the second objective), ties within a front broken by
+    crowding distance (NSGA-II), so that both ends of the front and its middle go on. The
+    second objective is known before a trial trains (its latency, size or multiply-adds), so it
+    is the same at every rung; only the metric is a rung's early value, and it is compared only
+    with other trials' values at the same rung. Saved with the experiment: plain data only."""
+
+    def __init__(self, baselines: list[dict[str, Any]], metric: str, mode: str, objective: str,
+                 max_t: int, grace_period: int = 1, reduction_factor: int = 3,
+                 time_attr: str = "training_iteration"):
+        super().__init__()
+        self.baselines, self.objective, self.time_attr = baselines, objective, time_attr
+        self._metric, self._mode = metric, mode
+        self.max_t, self.reduction_factor = max_t, reduction_factor
+        self.rungs: dict[int, dict[str, tuple[float, float]]] = {}
+        milestone = grace_period
+        while milestone < max_t:
+            self.rungs[milestone] = {}
+            milestone *= reduction_factor
+
+    def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
+        return True  # set at construction; Tune's are the same metric and mode
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        if (result.get("infeasible") or result.get("failed") or self._metric not in result
+                or self.objective not in result or self.time_attr not in result):
+            return TrialScheduler.CONTINUE
+        at = result[self.time_attr]
+        if at >= self.max_t:
+            return TrialScheduler.STOP
+        point = minimised((float(result[self._metric]), float(result[self.objective])),
+                          (self._mode, "min"))
+        for milestone in sorted(self.rungs, reverse=True):  # the highest rung it has reached
+            rung = self.rungs[milestone]
+            if at < milestone or trial.trial_id in rung:
+                continue
+            rung[trial.trial_id] = point
+            if not self.goes_on(rung, trial.trial_id) and not _spared(trial.config,
+                                                                       self.baselines):
+                return TrialScheduler.STOP
+            break
+        return TrialScheduler.CONTINUE
+
+    def goes_on(self, rung: dict[str, tuple[float, float]], trial_id: str) -> bool:
+        """Whether `trial_id` ranks in the top 1/reduction_factor of `rung` (at least first)."""
+        ids = list(rung)
+        ranked = order([rung[i] for i in ids])
+        keep = max(1, math.ceil(len(ids) / self.reduction_factor))
+        return ids.index(trial_id) in ranked[:keep]
+
+    def debug_string(self) -> str:
+        return "ParetoASHA: " + ", ".join(f"rung {m}: {len(r)}" for m, r in self.rungs.items())

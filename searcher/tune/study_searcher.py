@@ -13,7 +13,12 @@ Optuna is told what happened:
   violation of the size it missed by, so TPE counts it among the bad points, and no slot is
   spent on it; the next proposal is drawn at once;
 - a trial whose training failed (diverged, out of memory): a constraint violation too: the
-  region is bad, but no accuracy was measured there.
+  region is bad, but no accuracy was measured there;
+- a trial too slow for the latency bound (timed on its own device before it trains): a
+  constraint violation of the size it missed by, like a proposal over a size limit.
+What a trial measured of itself before training (its latency, throughput and size) goes on the
+Optuna trial as user attributes with its first result: a Pareto search's sampler models the
+second objective from them.
 Only public Tune (`Searcher`) and Optuna (ask/tell, report, set_constraint) APIs are used.
 """
 from __future__ import annotations
@@ -30,6 +35,8 @@ from searcher.spec.feasibility import Check, Cost
 
 INFEASIBLE_ATTR = "infeasible"  # user attribute: why a proposal could not be trained
 FAILED_ATTR = "failed"
+# The result keys a trial knows before it trains, kept as user attributes of the same names.
+DESCRIPTION = ("latency_ms", "latency_p95_ms", "throughput_ips", "n_params")
 MAX_PROPOSALS_IN_A_ROW = 500  # infeasible ones; past this the space is broken, not unlucky
 
 
@@ -77,12 +84,19 @@ class StudySearcher(Searcher):
         if (trial is None or self.metric not in result
                 or self._told(trial)):
             return
+        if trial_id not in self._reported:  # its first result
+            self._describe(trial, result)
         if result.get(INFEASIBLE_ATTR) or result.get(FAILED_ATTR):
             return  # chance level by construction, not a measurement
         epoch = int(result.get("epoch", 0))
         if epoch > self._reported.get(trial_id, 0):  # a restart replays epochs already told
             trial.report(float(result[self.metric]), step=epoch)
             self._reported[trial_id] = epoch
+
+    def _describe(self, trial: optuna.Trial, result: dict[str, Any]) -> None:
+        for key in DESCRIPTION:
+            if key in result and key not in trial.user_attrs:
+                trial.set_user_attr(key, float(result[key]))
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
                           error: bool = False) -> None:
@@ -113,7 +127,8 @@ class StudySearcher(Searcher):
             # a shape that only the real data shows).
             key = INFEASIBLE_ATTR if result.get(INFEASIBLE_ATTR) else FAILED_ATTR
             trial.set_user_attr(key, str(result.get("reason", "")))
-            trial.set_constraint("feasible", 1.0)
+            # by how much it missed, when the trial could tell (a latency over the bound)
+            trial.set_constraint("feasible", max(float(result.get("excess", 1.0)), 1e-3))
             self.study.tell(trial, state=TrialState.PRUNED)
         elif self._reported.get(trial_id, 0) >= self.max_epochs:
             self.study.tell(trial, float(result[self.metric]))

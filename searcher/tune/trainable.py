@@ -22,6 +22,7 @@ from searcher.spec.settings import Settings
 from searcher.training.checkpoint import load_checkpoint, save_checkpoint
 from searcher.training.data import SearchData
 from searcher.training.engine import TrainConfig, Trainer, TrainingDiverged
+from searcher.training.latency import TooSlow, check_speed, measure_speed
 from searcher.training.model import InfeasibleArchitecture, build_model, feasible_cost
 
 
@@ -78,6 +79,9 @@ def run_trial(config: dict[str, Any], data: SearchData, settings: Settings) -> N
     ended = {**chance_metrics(len(data.classes)), "epoch": 0, "node": _node()}
     try:
         _train(config, data, settings)
+    except TooSlow as exc:  # timed before training: the sampler is told by how much it missed
+        tune.report({**ended, **exc.speed.metrics(), **exc.sizes, "infeasible": 1,
+                     "excess": exc.excess, "reason": str(exc)})
     except InfeasibleArchitecture as exc:
         tune.report({**ended, "infeasible": 1, "reason": str(exc)})
     except CONFIG_ERRORS as exc:
@@ -93,11 +97,23 @@ def _train(config: dict[str, Any], data: SearchData, settings: Settings) -> None
     arch, train = split_params(config, num_classes=len(data.classes), in_channels=channels,
                                image_size=size, epochs=settings.epochs)
     cost = feasible_cost(arch, settings.max_params, settings.max_mmacs)
+    sizes = {"n_params": cost.params, "mmacs": cost.macs / 1e6}
     torch.manual_seed(settings.seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"  # Ray hides GPUs a trial did not ask for
-    trainer = Trainer(build_model(arch), TrainConfig.from_dict(train), *_tensors(data), data.mean,
-                      data.std, device=device, seed=settings.seed)
+    model = build_model(arch).to(device)
+    # Timed before the first epoch, on this trial's device and threads: untrained weights run
+    # as fast as trained ones, and a net over the bound is never trained.
+    speed = measure_speed(model, data.image_shape, settings.latency_batch,
+                          settings.throughput_batch, device)
     resumed = tune.get_checkpoint()
+    if not resumed:  # one that goes on from a checkpoint was admitted already
+        try:
+            check_speed(speed, settings.max_latency_ms)
+        except TooSlow as exc:
+            exc.sizes = sizes
+            raise
+    trainer = Trainer(model, TrainConfig.from_dict(train), *_tensors(data), data.mean,
+                      data.std, device=device, seed=settings.seed)
     if resumed:
         with resumed.as_directory() as directory:
             trainer.load_state_dict(load_checkpoint(directory, device)["trainer"])
@@ -107,8 +123,7 @@ def _train(config: dict[str, Any], data: SearchData, settings: Settings) -> None
         metrics = trainer.train_epoch()
         start = time.perf_counter()
         metrics.update(trainer.evaluate(), eval_time_s=time.perf_counter() - start,
-                       epoch=trainer.epoch, n_params=cost.params, mmacs=cost.macs / 1e6,
-                       node=_node(), start_epoch=start_epoch, dataset_shared=int(shared),
+                       epoch=trainer.epoch, **sizes, **speed.metrics(), node=_node(), start_epoch=start_epoch, dataset_shared=int(shared),
                        **_memory_mb())
         with tempfile.TemporaryDirectory() as directory:
             save_checkpoint(directory, arch=arch, train=train, metrics=metrics,

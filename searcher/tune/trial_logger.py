@@ -28,6 +28,7 @@ from searcher.tracking.tags import (
     BASELINE_TAG,
     CPUS_TAG,
     EPOCH_METRICS,
+    SPEED_METRICS,
     GPUS_TAG,
     NODES_TAG,
     OUTCOME_DETAIL_TAG,
@@ -160,6 +161,10 @@ class MLflowTrialLogger(tune.Callback):
             rec.resumed_from.append(start)
             self._send(f"trial {rec.trial_id}: its restart", "tags", rec.trial_id,
                        tags={RESUMED_TAG: ",".join(map(str, rec.resumed_from))})
+        if not rec.speed and any(k in result for k in SPEED_METRICS):  # timed before training
+            rec.speed = {k: float(result[k]) for k in SPEED_METRICS if k in result}
+            rec.n_params = int(result["n_params"]) if "n_params" in result else rec.n_params
+            rec.mmacs = float(result["mmacs"]) if "mmacs" in result else rec.mmacs
         if result.get("infeasible") or result.get("failed"):
             kind = "infeasible" if result.get("infeasible") else "failed"
             rec.outcome = f"{kind}: {result.get('reason', '')}"
@@ -210,6 +215,9 @@ class MLflowTrialLogger(tune.Callback):
             metrics += [(best_key(self.metric), rec.best, now, 0), ("best_epoch", rec.best_epoch, now, 0)]
         if rec.n_params is not None:
             metrics.append(("n_params", rec.n_params, now, 0))
+        if rec.mmacs is not None:
+            metrics.append(("mmacs", rec.mmacs, now, 0))
+        metrics += [(k, v, now, 0) for k, v in rec.speed.items()]
         self._send(f"trial {rec.trial_id}: its outcome", "close", rec.trial_id, metrics=metrics,
                    tags={OUTCOME_TAG: outcome.split(":")[0], OUTCOME_DETAIL_TAG: outcome},
                    status=status)

@@ -20,14 +20,14 @@ from searcher.objective import optuna_direction
 from searcher.sampling import fast_tpe
 from searcher.sampling.samplers import make_sampler
 from searcher.spec.feasibility import Cost, proposal_check, proposal_cost
-from searcher.spec.settings import Settings
+from searcher.spec.settings import SECOND_OBJECTIVES, Settings
 from searcher.spec.space import Space
 from searcher.training.data import SearchData
 from searcher.tune import driver_lock, interrupt, progress
 from searcher.tune.free_space import FreeSpace
 from searcher.tune.interrupt import InterruptWatch
 from searcher.tune.resources import plan
-from searcher.tune.scheduler import BaselineASHA
+from searcher.tune.scheduler import BaselineASHA, ParetoASHA
 from searcher.tune.state import SearchState, state_root, storage_root, study_database
 from searcher.tune.study_searcher import INFEASIBLE_ATTR, StudySearcher, close_unfinished
 from searcher.tune.trainable import make_trainable
@@ -169,13 +169,28 @@ def make_study(space: Space, folder: Path, earlier: list[optuna.trial.FrozenTria
     study = optuna.create_study(storage=SearchState(folder, database).storage(),
                                 study_name=folder.name,
                                 sampler=make_sampler(s.sampler, s.seed, len(space.baselines),
-                                                     s.cost_weight),
+                                                     s.cost_weight, second_objective(s)),
                                 direction=optuna_direction(s.mode))
     study.add_trials(list(earlier))
     points = [p for name, p in space.baselines.items() if name not in measured]
     for params in sorted(points, key=lambda p: -((cost(p) if cost else None) or 0.0)):
         study.enqueue_trial(params)
     return study
+
+
+def second_objective(settings: Settings) -> str | None:
+    """The trial metric a Pareto search minimises beside its metric; None for one objective."""
+    return SECOND_OBJECTIVES[settings.second_objective] if settings.second_objective else None
+
+
+def make_scheduler(space: Space) -> BaselineASHA | ParetoASHA:
+    """ASHA on the metric, or on the metric and the second objective (a Pareto search)."""
+    s, baselines = space.settings, list(space.baselines.values())
+    rungs = {"time_attr": "training_iteration", "max_t": s.epochs,
+             "grace_period": s.grace_period, "reduction_factor": s.reduction_factor}
+    if second_objective(s):
+        return ParetoASHA(baselines, s.metric, s.mode, second_objective(s), **rungs)
+    return BaselineASHA(baselines, **rungs)
 
 
 def run_search(space: Space, data: SearchData, tracking_uri: str, parent_run_id: str,
@@ -223,9 +238,7 @@ def run_search(space: Space, data: SearchData, tracking_uri: str, parent_run_id:
                             "created": time.time()})
         searcher = StudySearcher(study, space.sample, proposal_check(s, *shape), s.metric, s.mode,
                                  s.epochs, cost)
-        scheduler = BaselineASHA(list(space.baselines.values()), time_attr="training_iteration",
-                                 max_t=s.epochs, grace_period=s.grace_period,
-                                 reduction_factor=s.reduction_factor)
+        scheduler = make_scheduler(space)
         logger = MLflowTrialLogger(tracking_uri, parent_run_id, space, state_folder=state.folder)
         tuner = tune.Tuner(
             trainable,
