@@ -10,14 +10,20 @@ that answers `.eval()` and `.to(device)` like any nn.Module.
 `--confirm K` first retrains the search's top K configurations with fresh seeds (see
 searcher.tune.confirm) and promotes the best mean's best checkpoint instead of the luckiest trial;
 `--refit` retrains the chosen configuration on train+validation before the test.
+
+`--max-latency-ms` and `--max-params` promote the best trial whose net meets them
+(searcher.commands.budget); the exported model is timed again here, and its measured speed is
+recorded on the registered version whether or not a bound was given.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import sys
 from typing import Any
 
+from searcher.commands import budget as budgets
 from searcher.errors import UserError, one_line_errors
 from searcher.tracking import readback as logged
 from searcher.tracking.tags import (
@@ -58,6 +64,18 @@ def parse_args(argv: list[str] | None, prog: str = PROG) -> argparse.Namespace:
                    help="retrain the chosen configuration on train+validation before the test")
     p.add_argument("--address", help="Ray cluster for --confirm / --refit; default $RAY_ADDRESS, "
                                      "else a local Ray")
+    p.add_argument("--max-latency-ms", type=float, metavar="X",
+                   help="promote the best trial whose median latency at --batch is at most X ms, "
+                        "and refuse the champion if the exported model, timed again on this "
+                        "machine, is over it. The median of at least 50 passes after a warm-up: "
+                        "single passes are noisy on a busy machine, so the gate compares the "
+                        "median (its p95 is recorded beside it)")
+    p.add_argument("--batch", type=int, metavar="B",
+                   help="images per forward pass for the latency; default: the batch the search "
+                        "timed at (its latency_batch), else 1. At another batch the candidates "
+                        f"are timed here, the best {budgets.MAX_TIMED} at most")
+    p.add_argument("--max-params", type=int, metavar="N",
+                   help="promote the best trial with at most N parameters")
     return p.parse_args(argv)
 
 
@@ -81,14 +99,15 @@ def _champion_accuracy(client, name: str) -> tuple[str | None, float | None]:
     return version.version, float(value) if value is not None else None
 
 
-def _candidates(client, search, k: int) -> list[Any]:
-    """The top `k` distinct configurations of the search, read from their trials' checkpoints."""
+def _candidates(client, search, k: int, runs) -> list[Any]:
+    """The top `k` distinct configurations among `runs` (the search's trials in rank order), read
+    from their trials' checkpoints."""
     import json
 
     from searcher.tune.confirm import Candidate
     metric = search.data.tags[METRIC_TAG]
     found, seen = [], set()
-    for run in logged.ranked_trials(client, search):
+    for run in runs:
         ckpt = logged.download_checkpoint(client, run.info.run_id)
         key = json.dumps([ckpt["arch"], ckpt["train"]], sort_keys=True, default=str)
         if key in seen:  # a baseline the sampler proposed again: the same network, trained alike
@@ -106,7 +125,8 @@ def _candidates(client, search, k: int) -> list[Any]:
     return found
 
 
-def _confirm_step(client, search, run, k: int, seeds: int, data) -> tuple[Any, dict[str, Any]]:
+def _confirm_step(client, search, run, k: int, seeds: int, data,
+                  runs) -> tuple[Any, dict[str, Any]]:
     """Retrain the top `k` with `seeds` fresh seeds; record the table in the promotion run and
     return the winner (a confirm.Confirmed) and the table."""
     import mlflow
@@ -114,7 +134,7 @@ def _confirm_step(client, search, run, k: int, seeds: int, data) -> tuple[Any, d
     from searcher.tune import confirm
     from searcher.tune.resources import trial_resources
     metric, mode = search.data.tags[METRIC_TAG], search.data.tags[MODE_TAG]
-    candidates = _candidates(client, search, k)
+    candidates = _candidates(client, search, k, runs)
     seed_list = confirm.fresh_seeds(int(logged.setting(search, "seed", 0)), seeds)
     print(f"[searcher] confirming {len(candidates)} configuration(s) with seeds "
           f"{', '.join(map(str, seed_list))}: {len(candidates) * seeds} retrains", flush=True)
@@ -130,10 +150,11 @@ def _confirm_step(client, search, run, k: int, seeds: int, data) -> tuple[Any, d
 
 
 def _retrain_step(client, search, run, confirm_k: int | None, seeds: int, refit: bool,
-                  data) -> tuple[Any, ...]:
+                  data, runs) -> tuple[Any, ...]:
     """--confirm and/or --refit inside the promotion run: returns the checkpoint to test, the
     trial it comes from, the run that holds it, the validation figure and its wording, the
-    confirmation table (or None) and what the refit did (or None)."""
+    confirmation table (or None) and what the refit did (or None). `runs`: the trials that may
+    be chosen, best first."""
     import mlflow
 
     from searcher.tune import confirm
@@ -143,14 +164,15 @@ def _retrain_step(client, search, run, confirm_k: int | None, seeds: int, refit:
                        "refit": refit})
     record, refit_info, ckpt, source_run = None, None, None, None
     if confirm_k:
-        winner, record = _confirm_step(client, search, run, confirm_k, seeds, data)
+        winner, record = _confirm_step(client, search, run, confirm_k, seeds, data, runs)
         best = winner.best_seed(mode)
         ckpt, source_run = confirm.as_checkpoint(winner.retrains[best]), winner.run_ids[best]
         chosen, seed, val = winner.candidate, winner.retrains[best].seed, winner.mean
         val_text = (f"validation mean {winner.mean:.4f} +- {winner.std:.4f} over {seeds} "
                     f"seed(s) (search: {chosen.search_value:.4f})")
     else:
-        chosen, seed = _candidates(client, search, 1)[0], int(logged.setting(search, "seed", 0))
+        chosen = _candidates(client, search, 1, runs)[0]
+        seed = int(logged.setting(search, "seed", 0))
         val, val_text = chosen.search_value, f"validation {chosen.search_value:.4f}"
     if refit:
         result, source_run = confirm.refit(client, search.info.experiment_id, run.info.run_id,
@@ -188,11 +210,13 @@ def _a_search(client, run) -> Any:
 def promote(tracking_uri: str | None = None, experiment: str | None = None,
             run_id: str | None = None, data_dir: str | None = None,
             model_name: str | None = None, force: bool = False, confirm_k: int | None = None,
-            seeds: int | None = None, refit: bool = False,
-            address: str | None = None) -> dict[str, Any]:
+            seeds: int | None = None, refit: bool = False, address: str | None = None,
+            max_latency_ms: float | None = None, batch: int | None = None,
+            max_params: int | None = None) -> dict[str, Any]:
     """Promote the best trial of a search (or, with `confirm_k`, the best mean of its top
     configurations retrained with `seeds` fresh seeds; with `refit`, retrained on
-    train+validation); returns what happened (also printed by the CLI)."""
+    train+validation) among those that meet `max_latency_ms` at `batch` and `max_params`;
+    returns what happened (also printed by the CLI)."""
     import mlflow
     import torch
 
@@ -206,10 +230,16 @@ def promote(tracking_uri: str | None = None, experiment: str | None = None,
     client = tracking.connect(tracking_uri)
     search = _a_search(client, logged.latest_search(client, experiment, run_id))
     metric = search.data.tags[METRIC_TAG]
-    trial = logged.ranked_trials(client, search, limit=1)[0]
-    ckpt = logged.download_checkpoint(client, trial.info.run_id)
-    # first: a wrong data folder fails before any training
+    budget = budgets.budget_for(search, max_latency_ms, max_params, batch)
+    ranked = logged.ranked_trials(client, search, limit=None if confirm_k or budget else 1)
+    ckpt = logged.download_checkpoint(client, ranked[0].info.run_id)
+    # first: a wrong data folder fails before any timing or training
     test = logged.test_split(search, ckpt, data_dir)
+    fits = budgets.fitting(client, search, ranked, budget, test.x.shape[1:])
+    trial = next(fits)
+    if trial is not ranked[0]:
+        ckpt = logged.download_checkpoint(client, trial.info.run_id)
+    runs = itertools.chain([trial], fits)
     data = None
     if confirm_k or refit:
         from searcher.tune.tuner import init_ray
@@ -225,7 +255,7 @@ def promote(tracking_uri: str | None = None, experiment: str | None = None,
                                 PARENT_TAG: search.info.run_id}) as run:
         if confirm_k or refit:
             ckpt, trial, source_run, val, val_text, record, refit_info = _retrain_step(
-                client, search, run, confirm_k, seeds, refit, data)
+                client, search, run, confirm_k, seeds, refit, data, runs)
         mlflow.set_tags({"mlflow.runName": f"promote {trial.info.run_name}",
                          SOURCE_TRIAL_TAG: trial.info.run_id,
                          SOURCE_RUN_TAG: source_run})
@@ -235,10 +265,19 @@ def promote(tracking_uri: str | None = None, experiment: str | None = None,
         test_acc, test_loss = result["val_acc"], result["val_loss"]
         mlflow.log_metrics({"test_acc": test_acc, "test_loss": test_loss})
         info = champion.log_champion(model, test.x[:4], ckpt["classes"])
+        # Timed as it is served, before it is registered: a model over the budget leaves the
+        # registry and the alias as they were, and its promotion run failed with the reason.
+        speed, n_params = champion.measure_exported(info.model_uri, budget.batch,
+                                                    budget.throughput_batch, budget.device)
+        mlflow.log_metrics({**speed.metrics(), "n_params": n_params})
+        old_version, old_acc = _champion_accuracy(client, name)
+        budgets.gate(budget, speed, n_params,
+                     f"nothing registered, models:/{name}@{ALIAS} "
+                     + (f"stays at version {old_version}" if old_version else "is not set"))
     version = mlflow.register_model(info.model_uri, name,
                                     tags={TEST_ACC_TAG: str(test_acc), "source_run": source_run,
-                                          "source_trial_run": trial.info.run_id})
-    old_version, old_acc = _champion_accuracy(client, name)
+                                          "source_trial_run": trial.info.run_id,
+                                          **champion.speed_tags(speed)})
     moved = force or old_acc is None or test_acc > old_acc
     if moved:
         client.set_registered_model_alias(name, ALIAS, version.version)
@@ -246,7 +285,7 @@ def promote(tracking_uri: str | None = None, experiment: str | None = None,
             "val": val, "val_text": val_text,
             "trial": f"{trial.data.tags.get(TRIAL_ID_TAG)} ({trial.info.run_name})",
             "champion_before": old_version, "source_run": source_run, "confirm": record,
-            "refit": refit_info,
+            "refit": refit_info, "speed": speed, "n_params": n_params,
             "champion_before_acc": old_acc, "moved": moved, "promotion_run": run.info.run_id}
 
 
@@ -256,14 +295,18 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     with one_line_errors(prog):
         r = promote(args.tracking_uri, args.experiment, args.run_id, args.data_dir,
                     args.model_name, args.force, args.confirm, args.seeds, args.refit,
-                    args.address)
+                    args.address, args.max_latency_ms, args.batch, args.max_params)
         if r["confirm"]:
             from searcher.tune.confirm import format_table
             print(f"\nConfirmed by retraining ({r['confirm']['metric']}, mean over seeds):\n"
                   f"{format_table(r['confirm'])}\n")
         print(f"Trial {r['trial']}: {r['val_text']}, test accuracy {r['test_acc']:.4f} "
               f"(test loss {r['test_loss']:.4f})")
-        print(f"Registered models:/{r['model']}/{r['version']}")
+        speed = r["speed"]
+        print(f"Registered models:/{r['model']}/{r['version']}: {r['n_params']:,} parameters, "
+              f"median latency {speed.latency_ms:.3g} ms (p95 {speed.latency_p95_ms:.3g}) at "
+              f"batch {speed.batch}, {speed.throughput_ips:,.0f} images/s at batch "
+              f"{speed.throughput_batch}, on {speed.device} with {speed.threads} thread(s)")
         if r["champion_before"] is None:
             print(f"No champion before: models:/{r['model']}@{ALIAS} is now version {r['version']}")
         elif r["moved"]:

@@ -22,6 +22,12 @@ from typing import Any
 from searcher.errors import UserError
 
 MODEL_FILE = "model.pth"  # mlflow.pytorch's name for the saved module, under the flavor's data dir
+# The exported model's speed, timed by promotion as it will be served, on the registered version:
+# Speed's field -> tag. Every champion carries its measured speed and where it was timed.
+SPEED_TAGS = {"latency_ms": "searcher.latency_ms", "latency_p95_ms": "searcher.latency_p95_ms",
+              "batch": "searcher.latency_batch", "throughput_ips": "searcher.throughput_ips",
+              "throughput_batch": "searcher.throughput_batch",
+              "device": "searcher.latency_device", "threads": "searcher.latency_threads"}
 
 
 def _jit_load(file: Path, device: str, what: str) -> Any:
@@ -50,6 +56,46 @@ def load_champion(model_uri: str, device: str = "cpu") -> Any:
             raise UserError(f"cannot load the model {model_uri} ({type(exc).__name__}); promote "
                             f"one with `python -m searcher.promote`") from None
         return _jit_load(local / flavor["model_data"] / MODEL_FILE, device, model_uri)
+
+
+def measure_exported(model_uri: str, batch: int, throughput_batch: int,
+                     device: str) -> tuple[Any, int]:
+    """The logged model at `model_uri` loaded back as it is served (TorchScript, searcher's
+    loader) and timed on this machine with torch's current threads: its Speed (the median of the
+    single passes, searcher.training.latency) and its number of parameters."""
+    from searcher.training.latency import measure_speed
+
+    module = load_champion(model_uri, device)
+    shape = tuple(_metadata(model_uri)["image_shape"])
+    speed = measure_speed(module, shape, batch, throughput_batch, device)
+    return speed, sum(p.numel() for p in module.parameters())
+
+
+def _metadata(model_uri: str) -> dict[str, Any]:
+    import mlflow
+
+    return mlflow.models.get_model_info(model_uri).metadata or {}
+
+
+def speed_tags(speed: Any) -> dict[str, str]:
+    """A Speed as the registered version's tags."""
+    return {tag: (f"{getattr(speed, field):.6g}" if isinstance(getattr(speed, field), float)
+                  else str(getattr(speed, field))) for field, tag in SPEED_TAGS.items()}
+
+
+def recorded_speed(client: Any, model_uri: str) -> dict[str, str]:
+    """The speed tags of the registered version that `model_uri` names (`models:/NAME@ALIAS` or
+    `models:/NAME/VERSION`), by Speed's field names; empty when it has none or names no version."""
+    if not model_uri.startswith("models:/"):
+        return {}
+    name, _, version = model_uri[len("models:/"):].partition("/")
+    name, _, alias = name.partition("@")
+    try:
+        found = (client.get_model_version_by_alias(name, alias) if alias
+                 else client.get_model_version(name, version))
+    except Exception:  # a logged model's id, or a version the registry does not know
+        return {}
+    return {field: found.tags[tag] for field, tag in SPEED_TAGS.items() if tag in found.tags}
 
 
 def log_champion(model: Any, example: Any, classes: list[str]) -> Any:

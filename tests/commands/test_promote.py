@@ -32,27 +32,38 @@ ARCH = {"stages": [{"filters": 4, "batch_norm": True, "residual": True},
 SPACE = "def space(trial):\n    trial.suggest_int('stages', 1, 2)\n"
 
 
-def logged_search(tmp_path: Path, tiny_cifar: Path, uri: str) -> Path:
-    """A parent run as a search writes it, and one trial run holding a checkpoint."""
+def logged_search(tmp_path: Path, tiny_cifar: Path, uri: str,
+                  metrics: dict[str, float] | None = None) -> Path:
+    """A parent run as a search writes it, and one trial run holding a checkpoint (with
+    `metrics` besides its score, e.g. the speed a search records)."""
     (tmp_path / "tiny.py").write_text(SPACE)
     space = load_space(tmp_path / "tiny.py", {"data_dir": str(tiny_cifar)})
     client = tracking.connect(uri)
     parent = tracking.start_search_run(client, space, {})
+    ckpt_dir = log_trial(client, parent, tmp_path / "ckpt", ARCH, 0.5, "abc_00000",
+                         "4-8 bn res gap sgd", metrics)
+    client.set_terminated(parent)
+    return ckpt_dir
+
+
+def log_trial(client, parent: str, ckpt_dir: Path, arch: dict, score: float, trial_id: str,
+              name: str, metrics: dict[str, float] | None = None) -> Path:
+    """One trial run of the search `parent`, holding a checkpoint of `arch` scored `score`."""
     torch.manual_seed(0)
-    net = build_model(ARCH)
-    ckpt_dir = tmp_path / "ckpt"
+    net = build_model(arch)
     ckpt_dir.mkdir()
-    save_checkpoint(ckpt_dir, arch=ARCH, train={}, metrics={"val_acc": 0.5},
+    save_checkpoint(ckpt_dir, arch=arch, train={}, metrics={"val_acc": score},
                     classes=[f"class{i}" for i in range(10)], mean=[0.3, 0.4, 0.5],
                     std=[0.2, 0.2, 0.25], trainer_state={"model": net.state_dict()})
     experiment = client.get_run(parent).info.experiment_id
-    trial = client.create_run(experiment, run_name="4-8 bn res gap sgd",
+    trial = client.create_run(experiment, run_name=name,
                               tags={MLFLOW_PARENT_RUN_ID: parent, tags.ROLE_TAG: "trial",
-                                    tags.TRIAL_ID_TAG: "abc_00000"}).info.run_id
-    client.log_metric(trial, tags.best_key("val_acc"), 0.5)
+                                    tags.TRIAL_ID_TAG: trial_id}).info.run_id
+    client.log_metric(trial, tags.best_key("val_acc"), score)
+    for key, value in (metrics or {}).items():
+        client.log_metric(trial, key, value)
     client.log_artifacts(trial, str(ckpt_dir), "checkpoint")
     client.set_terminated(trial)
-    client.set_terminated(parent)
     return ckpt_dir
 
 
@@ -133,3 +144,78 @@ def test_the_champion_takes_float_images_in_0_1_as_torchvision_gives_them(tmp_pa
     torch.testing.assert_close(as_double, as_uint8, rtol=1e-4, atol=1e-4)
     with pytest.raises(Exception, match=r"\[0, 1\]"):  # floats in 0..255 would be silently wrong
         model(images.float())
+
+
+# Promotion under a budget (docs/promotion.md#promotion-under-a-budget)
+
+def _one_line_refusal(capsys, argv: list[str]) -> str:
+    capsys.readouterr()  # what came before
+    with pytest.raises(SystemExit) as exit_:
+        promote_mod.main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_a_champion_over_the_latency_bound_is_refused_and_the_alias_stays(tmp_path, tiny_cifar,
+                                                                         capsys):
+    # The search recorded a latency no machine reaches (as a faster machine's might read here):
+    # the trial is chosen by its record, and only the exported model's timing can refuse it.
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    logged_search(tmp_path, tiny_cifar, uri, {"latency_ms": 1e-9, "n_params": 562})
+    client = MlflowClient(uri)
+    assert promote_mod.promote(uri, experiment="tiny", data_dir=str(tiny_cifar))["moved"]
+    argv = ["--experiment", "tiny", "--tracking-uri", uri, "--data-dir", str(tiny_cifar),
+            "--force", "--max-latency-ms", "1e-6"]
+    line = _one_line_refusal(capsys, argv)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    assert "the exported model has a median latency of" in line, line
+    assert f"at batch 1 on {device}, over --max-latency-ms 1e-06" in line, line
+    assert "nothing registered, models:/tiny@champion stays at version 1" in line, line
+    assert [str(v.version) for v in client.search_model_versions("name='tiny'")] == ["1"]
+    assert str(client.get_model_version_by_alias("tiny", "champion").version) == "1"
+
+    # At another batch than the search timed at, the trials are timed here, before any export.
+    line = _one_line_refusal(capsys, [*argv, "--batch", "2"])
+    assert "no trial of search" in line and "1 timed here at batch 2" in line, line
+    assert "abc_00000, has a median latency of" in line, line
+    assert [str(v.version) for v in client.search_model_versions("name='tiny'")] == ["1"]
+
+
+def test_max_params_passes_over_the_best_trial_to_the_next(tmp_path, tiny_cifar):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    logged_search(tmp_path, tiny_cifar, uri, {"n_params": 562})
+    client = MlflowClient(uri)
+    search = client.search_runs([client.get_experiment_by_name("tiny").experiment_id],
+                                f"tags.`{tags.ROLE_TAG}` = 'search'")[0]
+    small = {"stages": [{"filters": 2}], "head": "gap"}  # 86 parameters
+    log_trial(client, search.info.run_id, tmp_path / "small", small, 0.4, "abc_00001",
+              "2 gap sgd", {"n_params": 86})
+    result = promote_mod.promote(uri, experiment="tiny", data_dir=str(tiny_cifar),
+                                 max_params=100)
+    assert result["trial"] == "abc_00001 (2 gap sgd)" and result["n_params"] == 86
+    version = client.get_model_version("tiny", result["version"])
+    assert version.tags["source_trial_run"] != search.info.run_id
+    assert client.get_model_version_by_alias("tiny", "champion").version == result["version"]
+
+
+def test_a_promoted_version_carries_its_measured_speed_within_the_bound(tmp_path, tiny_cifar,
+                                                                        capsys):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    logged_search(tmp_path, tiny_cifar, uri)  # an older search: no speed recorded
+    assert promote_mod.main(["--experiment", "tiny", "--tracking-uri", uri, "--data-dir",
+                             str(tiny_cifar), "--batch", "2", "--max-latency-ms", "10000"]) == 0
+    out = capsys.readouterr().out
+    assert "Registered models:/tiny/1: 562 parameters, median latency" in out, out
+    version = MlflowClient(uri).get_model_version_by_alias("tiny", "champion")
+    speed = {k[len("searcher."):]: v for k, v in version.tags.items()
+             if k.startswith("searcher.")}
+    assert set(speed) == {"latency_ms", "latency_p95_ms", "latency_batch", "throughput_ips",
+                          "throughput_batch", "latency_device", "latency_threads"}
+    assert 0 < float(speed["latency_ms"]) <= 10000
+    assert float(speed["latency_p95_ms"]) >= float(speed["latency_ms"])
+    assert speed["latency_batch"] == "2" and float(speed["throughput_ips"]) > 0
+    assert speed["latency_device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert speed["latency_threads"] == str(torch.get_num_threads())
