@@ -4,6 +4,9 @@ Writes a CSV of file (relative to FOLDER), label and confidence (the softmax pro
 label). Images are decoded and resized the way the search read its image folders; unreadable ones
 (empty, truncated) are skipped and counted. The model is any searcher model in the MLflow
 registry, by default the latest search's champion: `models:/NAME@champion`.
+
+Afterwards it says how fast that went: images per second through the model's forward passes
+alone and overall (decoding included), beside the speed promotion measured for the version.
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import argparse
 import csv
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -50,13 +54,14 @@ def _writable(output: Path) -> Path:
 
 def predict_folder(folder: str | Path, model_uri: str, output: str | Path,
                    tracking_uri: str | None = None, batch_size: int = 256) -> dict[str, Any]:
-    """Label the images under `folder` with `model_uri`; returns the counts and the CSV's path."""
+    """Label the images under `folder` with `model_uri`; returns the counts, the CSV's path,
+    the seconds spent in forward passes and overall, and the version's recorded speed."""
     import mlflow
     import numpy as np
     import torch
 
     from searcher.tracking import store as tracking
-    from searcher.tracking.champion import load_champion
+    from searcher.tracking.champion import load_champion, recorded_speed
     from searcher.training.data import IMAGE_SUFFIXES, decode_image
 
     if batch_size < 1:
@@ -66,7 +71,7 @@ def predict_folder(folder: str | Path, model_uri: str, output: str | Path,
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise UserError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {folder}")
-    tracking.connect(tracking_uri)
+    client = tracking.connect(tracking_uri)
     try:
         info = mlflow.models.get_model_info(model_uri)
     except Exception as exc:  # a missing model, alias or registry all end the same way here
@@ -80,15 +85,19 @@ def predict_folder(folder: str | Path, model_uri: str, output: str | Path,
         size = info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"][-1]
     classes = metadata.get("classes")
 
-    rows, skipped = [], []
+    rows, skipped, forward_s, began = [], [], 0.0, time.perf_counter()
     for start in range(0, len(files), batch_size):
         batch = [(f, decode_image(f, size)) for f in files[start:start + batch_size]]
         skipped += [str(f) for f, image in batch if isinstance(image, str)]
         good = [(f, image) for f, image in batch if not isinstance(image, str)]
         if not good:
             continue
+        images = torch.from_numpy(np.stack([i for _, i in good]))
         with torch.no_grad():
-            probs = torch.softmax(model(torch.from_numpy(np.stack([i for _, i in good]))), 1)
+            start_s = time.perf_counter()
+            logits = model(images)
+            forward_s += time.perf_counter() - start_s
+            probs = torch.softmax(logits, 1)
         confidence, label = probs.max(1)
         for (f, _), k, c in zip(good, label.tolist(), confidence.tolist()):
             rows.append((str(f.relative_to(folder)), classes[k] if classes else k, f"{c:.4f}"))
@@ -100,7 +109,9 @@ def predict_folder(folder: str | Path, model_uri: str, output: str | Path,
     except OSError as exc:  # the disk filled, or the folder went away during inference
         output.unlink(missing_ok=True)
         raise UserError(f"--output {output}: cannot write it ({exc.strerror or exc})") from None
-    return {"images": len(rows), "skipped": skipped, "output": str(output)}
+    return {"images": len(rows), "skipped": skipped, "output": str(output),
+            "forward_s": forward_s, "wall_s": time.perf_counter() - began,
+            "batch_size": batch_size, "recorded": recorded_speed(client, model_uri)}
 
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
@@ -112,7 +123,22 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     skipped = result["skipped"]
     print(f"{result['images']} images labelled into {result['output']}"
           + (f"; {len(skipped)} unreadable skipped, e.g. {skipped[0]}" if skipped else ""))
+    print(_speed_line(result))
     return 0
+
+
+def _speed_line(result: dict[str, Any]) -> str:
+    """Images per second over the folder, and the speed promotion recorded for the version."""
+    n, rec = result["images"], result["recorded"]
+    line = (f"Throughput: {n / max(result['forward_s'], 1e-9):,.0f} images/s in the model's forward "
+            f"passes (batches of up to {result['batch_size']}), {n / max(result['wall_s'], 1e-9):,.0f} "
+            f"images/s overall with decoding")
+    if "latency_ms" in rec:
+        line += (f"; promotion measured a median latency of {float(rec['latency_ms']):.3g} ms at "
+                 f"batch {rec.get('batch', '?')} and {float(rec.get('throughput_ips', 'nan')):,.0f} "
+                 f"images/s at batch {rec.get('throughput_batch', '?')} on "
+                 f"{rec.get('device', '?')} ({rec.get('threads', '?')} thread(s))")
+    return line
 
 
 if __name__ == "__main__":

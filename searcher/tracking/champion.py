@@ -90,10 +90,12 @@ def recorded_speed(client: Any, model_uri: str) -> dict[str, str]:
         return {}
     name, _, version = model_uri[len("models:/"):].partition("/")
     name, _, alias = name.partition("@")
+    from mlflow.exceptions import MlflowException
+
     try:
         found = (client.get_model_version_by_alias(name, alias) if alias
                  else client.get_model_version(name, version))
-    except Exception:  # a logged model's id, or a version the registry does not know
+    except MlflowException:  # a logged model's id, or a version the registry does not know
         return {}
     return {field: found.tags[tag] for field, tag in SPEED_TAGS.items() if tag in found.tags}
 

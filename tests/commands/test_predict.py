@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import re
 
 import numpy as np
 import pytest
@@ -36,6 +37,12 @@ def test_predict_labels_a_folder_into_a_csv_and_skips_unreadable_images(tmp_path
                          "--output", str(out), "--batch-size", "2"]) == 0
     said = capsys.readouterr().out
     assert f"5 images labelled into {out}; 1 unreadable skipped" in said and "empty.jpg" in said
+    # then how fast: through the model alone and overall, beside what promotion measured
+    (speed,) = [line for line in said.splitlines() if line.startswith("Throughput: ")]
+    through_model, overall = re.findall(r"([\d,]+) images/s", speed)[:2]
+    assert float(through_model.replace(",", "")) >= float(overall.replace(",", "")) > 0, speed
+    assert "in the model's forward passes (batches of up to 2)" in speed, speed
+    assert "promotion measured a median latency of" in speed and "at batch 1" in speed, speed
     with open(out) as f:
         rows = list(csv.DictReader(f))
     assert sorted(r["file"] for r in rows) == sorted(names)
