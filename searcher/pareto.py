@@ -58,14 +58,20 @@ def crowding(points: Sequence[Point]) -> list[float]:
     return distance
 
 
-def order(points: Sequence[Point]) -> list[int]:
-    """Indices from best to worst: by front, then the more isolated first within a front."""
+def ranking_keys(points: Sequence[Point]) -> list[tuple[int, float]]:
+    """Each point's (front, minus its crowding distance): smaller is better, equal is a tie."""
     rank = ranks(points)
     spread: dict[int, float] = {}
     for level in set(rank):
         members = [i for i in range(len(points)) if rank[i] == level]
         spread.update(zip(members, crowding([points[i] for i in members])))
-    return sorted(range(len(points)), key=lambda i: (rank[i], -spread[i], i))
+    return [(rank[i], -spread[i]) for i in range(len(points))]
+
+
+def order(points: Sequence[Point]) -> list[int]:
+    """Indices from best to worst: by front, then the more isolated first within a front."""
+    keys = ranking_keys(points)
+    return sorted(range(len(points)), key=lambda i: (keys[i], i))
 
 
 def hypervolume(points: Sequence[Point], reference: Point) -> float:

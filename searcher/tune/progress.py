@@ -39,15 +39,16 @@ class Progress:
     running: int
     completed: int  # trained every epoch
     stopped: int  # stopped early, by ASHA or by the time budget
-    failed: int  # failed, infeasible, or lost with a killed driver
+    failed: int  # failed, or lost with a killed driver
     best: float | None
     best_trial: str | None  # the trial's id, with * for a baseline (as in the leaderboard)
     eta_s: float | None  # None: no trial has ended yet to measure a rate by
     pending: int = 0  # made by Tune, waiting for a worker or for resources
+    infeasible: int = 0  # found over a limit by the trial itself (too slow), never trained
 
     @property
     def ended(self) -> int:
-        return self.completed + self.stopped + self.failed
+        return self.completed + self.stopped + self.failed + self.infeasible
 
 
 def summarize(records: Iterable[TrialRecord], settings: Settings, elapsed_s: float,
@@ -55,7 +56,7 @@ def summarize(records: Iterable[TrialRecord], settings: Settings, elapsed_s: flo
     """Count `records` (the trial logger's) `elapsed_s` into this run of the search, whose first
     `ended_before` ended trials ended before it (a resumed search): the rate counts from here.
     `pending`: the trials Tune has made that have not started (no record yet)."""
-    running = completed = stopped = failed = 0
+    running = completed = stopped = failed = infeasible = 0
     best, best_trial = None, None
     for rec in records:
         if rec.finished_at is None:
@@ -64,11 +65,13 @@ def summarize(records: Iterable[TrialRecord], settings: Settings, elapsed_s: flo
             completed += 1
         elif rec.outcome.startswith("stopped"):
             stopped += 1
+        elif rec.outcome.startswith("infeasible"):
+            infeasible += 1
         else:
             failed += 1
         if rec.best is not None and better(rec.best, best, settings.mode):
             best, best_trial = rec.best, rec.trial_id + ("*" if rec.baseline else "")
-    ended = completed + stopped + failed
+    ended = completed + stopped + failed + infeasible
     left = []
     if settings.time_budget_s:
         left.append(max(0.0, settings.time_budget_s - elapsed_s))
@@ -77,7 +80,7 @@ def summarize(records: Iterable[TrialRecord], settings: Settings, elapsed_s: flo
         if to_go == 0 or here > 0:  # the trials left, at the rate trials have ended so far
             left.append(elapsed_s * to_go / here if to_go else 0.0)
     return Progress(elapsed_s, running, completed, stopped, failed, best, best_trial,
-                    min(left) if left else None, pending)
+                    min(left) if left else None, pending, infeasible)
 
 
 def format_line(p: Progress, settings: Settings, width: int = WIDTH, final: bool = False,
@@ -88,7 +91,8 @@ def format_line(p: Progress, settings: Settings, width: int = WIDTH, final: bool
     clock = _duration(p.elapsed_s) + (f"/{_duration(settings.time_budget_s)}"
                                       if settings.time_budget_s else "")
     budget = f"/{settings.num_samples}" if settings.num_samples > 0 else ""
-    cut = [f"{n} {what}" for n, what in ((p.stopped, "stopped"), (p.failed, "failed")) if n]
+    cut = [f"{n} {what}" for n, what in ((p.stopped, "stopped"), (p.failed, "failed"),
+                                         (p.infeasible, "infeasible")) if n]
     trials = f"{p.ended}{budget} done" + (f" ({', '.join(cut)})" if cut else "") + \
         f", {p.running} running" + (f", {p.pending} pending" if p.pending else "")
     value = f"{p.best:.4f} ({p.best_trial})" if p.best is not None else "-"

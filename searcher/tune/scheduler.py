@@ -13,7 +13,7 @@ from typing import Any
 
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
-from searcher.pareto import minimised, order
+from searcher.pareto import minimised, ranking_keys
 from searcher.spec.space import reproduces
 
 
@@ -85,11 +85,14 @@ class ParetoASHA(FIFOScheduler):
         return TrialScheduler.CONTINUE
 
     def goes_on(self, rung: dict[str, tuple[float, float]], trial_id: str) -> bool:
-        """Whether `trial_id` ranks in the top 1/reduction_factor of `rung` (at least first)."""
+        """Whether `trial_id` ranks in the top 1/reduction_factor of `rung` (the top one at
+        least): fewer than that many trials rank strictly ahead of it. Ties go its way, as ASHA
+        lets a value equal to its cutoff go on: two nets at the two ends of a front both do."""
         ids = list(rung)
-        ranked = order([rung[i] for i in ids])
-        keep = max(1, math.ceil(len(ids) / self.reduction_factor))
-        return ids.index(trial_id) in ranked[:keep]
+        key = ranking_keys([rung[i] for i in ids])
+        mine = key[ids.index(trial_id)]
+        ahead = sum(1 for k in key if k < mine)
+        return ahead < max(1, math.ceil(len(ids) / self.reduction_factor))
 
     def debug_string(self) -> str:
         return "ParetoASHA: " + ", ".join(f"rung {m}: {len(r)}" for m, r in self.rungs.items())

@@ -20,13 +20,15 @@ from searcher.sampling.samplers import RANDOM_STARTUP, make_sampler, tpe
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-def add(study, x, values, state, mmacs=None):
+def add(study, x, values, state, mmacs=None, latency_ms=None):
     """A trial at `x` that reported `values` (epochs 1, 2, ...) and is now in `state`."""
     study.enqueue_trial({"x": x})
     trial = study.ask()
     trial.suggest_float("x", 0.0, 1.0)
     if mmacs is not None:
         trial.set_user_attr(COST_ATTR, mmacs)
+    if latency_ms is not None:
+        trial.set_user_attr("latency_ms", latency_ms)
     for epoch, value in enumerate(values, start=1):
         trial.report(value, epoch)
     if state == TrialState.COMPLETE:
@@ -158,3 +160,45 @@ def test_past_the_window_tpe_models_the_best_and_the_most_recent_trials():
     assert seen[20].state == TrialState.FAIL and seen[20].params == study.trials[20].params
     assert seen[running.number].state == TrialState.RUNNING
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) == n  # the study keeps them all
+
+
+def pareto_study(sampler):
+    """Nets at x in [0, 1], timed before training (user attribute latency_ms): x near 0.1 is
+    fast and fair, near 0.9 slow and accurate, near 0.5 slow and poor (dominated by both)."""
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    for i in range(21):
+        x = i / 20
+        acc, ms = (0.3, 8.0) if 0.35 <= x <= 0.65 else ((0.5, 1.0) if x < 0.5 else (0.8, 5.0))
+        add(study, x, [acc - 0.1, acc], TrialState.COMPLETE, latency_ms=ms)
+    return study
+
+
+def test_the_pareto_view_has_two_objectives_and_leaves_out_trials_without_the_second():
+    study = optuna.create_study(direction="maximize")
+    add(study, 0.2, [0.3, 0.4], TrialState.COMPLETE, latency_ms=2.5)
+    add(study, 0.3, [0.5, 0.6], TrialState.COMPLETE)  # learnt from a search that timed nothing
+    add(study, 0.4, [0.45], TrialState.RUNNING, latency_ms=1.0)
+    add(study, 0.5, [], TrialState.RUNNING, latency_ms=1.0)  # timed, no epoch yet
+    view = rung_view(study, objective="latency_ms")
+    assert [d.name for d in view.directions] == ["MAXIMIZE", "MINIMIZE"]
+    shown = view.get_trials(deepcopy=False)
+    # at the comparison epoch, 1 (the running trial has reached no further), and its latency
+    assert shown[0].state == TrialState.COMPLETE and shown[0].values == [0.3, 2.5]
+    assert shown[1].state == TrialState.FAIL
+    assert shown[2].state == TrialState.COMPLETE and shown[2].values == [0.45, 1.0]  # reached it
+    assert shown[3].state == TrialState.RUNNING  # for the constant liar
+    assert study.trials[0].values == [0.4]  # the study itself is untouched
+
+
+def test_tpe_through_the_pareto_view_avoids_the_dominated_region():
+    xs = proposals(pareto_study(tpe(seed=0, startup=0, objective="latency_ms")), n=30)
+    dominated = sum(1 for x in xs if 0.35 <= x <= 0.65) / len(xs)
+    assert dominated < 0.15, xs  # a third of the range, so about 0.33 at random
+    alone = proposals(pareto_study(tpe(seed=0, startup=0)), n=30)  # accuracy alone: near 0.9
+    assert statistics.mean(alone) > statistics.mean(xs)
+
+
+def test_a_pareto_search_samples_with_tpe_on_both_objectives_behind_a_random_interleave():
+    sampler = make_sampler("tpe", seed=0, n_baselines=2, objective="latency_ms")
+    assert isinstance(sampler, RandomInterleave) and sampler.startup == RANDOM_STARTUP + 2
+    assert sampler.inner.objective == "latency_ms" and sampler.inner.cost_weight == 0.0

@@ -31,7 +31,21 @@ def test_values_are_coerced_where_natural():
     ({"dataset": "cifar10", "image_size": 64}, "32x32"),
     ({"val_fraction": 1.5}, "between 0 and 1"),
     ({"cost_weight": -0.1}, "cost_weight=-0.1: must be 0 or more"),
+    ({"max_latency_ms": 0}, "max_latency_ms=0.0: must be positive"),
+    ({"latency_batch": 0}, "latency_batch=0: must be at least 1"),
+    ({"second_objective": "flops"}, "must be one of latency_ms, params, mmacs"),
 ])
 def test_impossible_settings_name_the_setting(values, words):
     with pytest.raises(SettingsError, match=words):
         make_settings(values)
+
+
+def test_the_reference_point_is_fixed_by_the_settings():
+    from searcher.spec.objectives import REFERENCE_LATENCY_MS, front_objectives, reference_point
+    assert reference_point(make_settings({}), 10) == (0.1, REFERENCE_LATENCY_MS)
+    bounded = make_settings({"max_latency_ms": 2.5})
+    assert front_objectives(bounded) == ("val_acc", "latency_ms")
+    assert reference_point(bounded, 4) == (0.25, 2.5)
+    sized = make_settings({"second_objective": "params", "max_params": 100_000})
+    assert front_objectives(sized) == ("val_acc", "n_params")
+    assert reference_point(sized, 10) == (0.1, 100_000.0)

@@ -56,7 +56,7 @@ def thirty_two_at_once(mode: str = "max") -> Search:
     for i in range(20, 29):
         search.end(tid(i), "stopped early: at epoch 1")
     search.end(tid(29), "failed: CUDA out of memory")
-    search.end(tid(30), "infeasible: 6,000,000 parameters > 5,000,000")
+    search.end(tid(30), "failed: TrainingDiverged: loss is nan")
     search.end(tid(31), "lost: in flight when the driver was killed")
     return search
 
@@ -208,3 +208,17 @@ def test_a_search_shows_progress_and_no_line_per_epoch_unless_verbose(local_ray,
     assert len(epochs) == 2 * 2, out  # every epoch of both trials
     assert len([line for line in out if " done: completed" in line]) == 2
     assert [line for line in out if re.match(r"\[searcher\] \S+ \| 2/2 done", line)]
+
+
+def test_trials_too_slow_for_the_bound_count_as_infeasible_not_failed():
+    search = Search()
+    for i in range(3):
+        search.start(tid(i))
+    search.epoch(tid(0), 0.5)
+    search.end(tid(0), "completed")
+    search.end(tid(1), "infeasible: median latency 2.1 ms at batch 1 on cpu is over max_latency_ms=1")
+    search.end(tid(2), "failed: CUDA out of memory")
+    settings = make_settings({"num_samples": 3, "epochs": 1})
+    p = summarize(search.records.values(), settings, elapsed_s=10.0)
+    assert (p.ended, p.completed, p.failed, p.infeasible) == (3, 1, 1, 1)
+    assert "3/3 done (1 failed, 1 infeasible)" in format_line(p, settings, final=True)
