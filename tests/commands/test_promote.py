@@ -176,6 +176,10 @@ def test_a_champion_over_the_latency_bound_is_refused_and_the_alias_stays(tmp_pa
     assert "nothing registered, models:/tiny@champion stays at version 1" in line, line
     assert [str(v.version) for v in client.search_model_versions("name='tiny'")] == ["1"]
     assert str(client.get_model_version_by_alias("tiny", "champion").version) == "1"
+    promotions = client.search_runs([client.get_experiment_by_name("tiny").experiment_id],
+                                    f"tags.`{tags.ROLE_TAG}` = 'promotion'",
+                                    order_by=["attributes.start_time ASC"])
+    assert [r.info.status for r in promotions] == ["FINISHED", "FAILED"]  # the refused one
 
     # At another batch than the search timed at, the trials are timed here, before any export.
     line = _one_line_refusal(capsys, [*argv, "--batch", "2"])
