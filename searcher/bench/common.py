@@ -1,17 +1,34 @@
-"""What the benchmarks share: CIFAR-shaped data on disk, the machine they ran on, their JSON, a
-real MLflow server."""
+"""What the benchmarks share: CIFAR-shaped data on disk and a fixed slice of the real one, one
+local Ray and a real search logged into a throwaway store, the machine they ran on, their JSON,
+a real MLflow server."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import pickle
 import platform
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from searcher.training.data import (
+    CIFAR_FOLDER,
+    CIFAR_TEST,
+    DataError,
+    SearchData,
+    Split,
+    load_search_data,
+)
+
+if TYPE_CHECKING:
+    from searcher.spec.space import Space
+    from searcher.tune.tuner import SearchResult
+    from searcher.tune.warm_start import WarmStart
 
 
 def synthetic_cifar(root: Path, per_batch: int, seed: int = 0, learnable: bool = False) -> Path:
@@ -39,6 +56,54 @@ def synthetic_cifar(root: Path, per_batch: int, seed: int = 0, learnable: bool =
     with open(folder / "batches.meta", "wb") as f:
         pickle.dump({"label_names": [f"c{i}" for i in range(10)]}, f)
     return root
+
+
+def reduced_task(data_dir: Path, train_images: int, val_images: int) -> SearchData:
+    """The same slice of CIFAR-10's seeded split for every search; copies, so the rest can be
+    freed."""
+    # A benchmark reads the data it is told to, never a download it was not asked for.
+    if not any((folder / CIFAR_TEST).is_file() for folder in (data_dir / CIFAR_FOLDER, data_dir)):
+        raise DataError(f"CIFAR-10 not found in {data_dir}; pass --data-dir with the folder that "
+                        f"holds {CIFAR_FOLDER}/")
+    full = load_search_data("cifar10", data_dir, 32, 0.1, 0)
+    return SearchData(Split(full.train.x[:train_images].copy(), full.train.y[:train_images].copy()),
+                      Split(full.val.x[:val_images].copy(), full.val.y[:val_images].copy()),
+                      full.classes, full.mean, full.std)
+
+
+@contextlib.contextmanager
+def one_ray() -> Iterator[None]:
+    """A local Ray for every search of a benchmark, so its start-up is in no search's budget;
+    one already running (a test's) is used and left running."""
+    import logging
+
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level=logging.WARNING)
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def logged_search(space: Space, data: SearchData, folder: Path,
+                  warm: WarmStart | None = None) -> SearchResult:
+    """One real search of `space` on `data`, as the product runs it, logged into a throwaway
+    MLflow store (sqlite) in `folder`."""
+    from searcher.tracking import store as tracking
+    from searcher.tune.tuner import run_search
+
+    client = tracking.connect(f"sqlite:///{folder / 'mlflow.db'}")
+    parent = tracking.start_search_run(client, space, {
+        "dataset": "cifar10", "train": len(data.train), "val": len(data.val),
+        "classes": data.classes, "image_shape": data.image_shape},
+        warm.summary() if warm else None)
+    result = run_search(space, data, client.tracking_uri, parent, None, warm)
+    client.set_terminated(parent, "FINISHED")
+    return result
 
 
 def machine_info(device: str, packages: tuple[str, ...] = ()) -> dict[str, Any]:

@@ -62,14 +62,6 @@ from searcher.bench.quality_report import (
 from searcher.bench.quality_search import one_search, overrides
 from searcher.errors import one_line_errors
 from searcher.spec.settings import SAMPLERS
-from searcher.training.data import (
-    CIFAR_FOLDER,
-    CIFAR_TEST,
-    DataError,
-    SearchData,
-    Split,
-    load_search_data,
-)
 
 PROG = "python -m searcher.bench quality"
 
@@ -102,20 +94,6 @@ def space(trial):
 BASELINES = {"hand_made": {"stages": 1, "stage1.filters": 8, "pool": "max", "head": "flatten",
                            "lr": 0.05}}
 '''
-
-
-# ----------------------------------------------------------------------------- data
-
-def reduced_task(data_dir: Path, train_images: int, val_images: int) -> SearchData:
-    """The same slice of the seeded split for every search; copies, so the rest can be freed."""
-    # A benchmark reads the data it is told to, never a download it was not asked for.
-    if not any((folder / CIFAR_TEST).is_file() for folder in (data_dir / CIFAR_FOLDER, data_dir)):
-        raise DataError(f"CIFAR-10 not found in {data_dir}; pass --data-dir with the folder that "
-                        f"holds {CIFAR_FOLDER}/")
-    full = load_search_data("cifar10", data_dir, 32, 0.1, 0)
-    return SearchData(Split(full.train.x[:train_images].copy(), full.train.y[:train_images].copy()),
-                      Split(full.val.x[:val_images].copy(), full.val.y[:val_images].copy()),
-                      full.classes, full.mean, full.std)
 
 
 # ----------------------------------------------------------------------------- one search
@@ -246,14 +224,11 @@ def earlier_baseline(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import logging
-    import os
     import platform
 
-    import ray
     import torch
 
-    from searcher.bench.common import machine_info, synthetic_cifar
+    from searcher.bench.common import machine_info, one_ray, reduced_task, synthetic_cifar
     from searcher.spec.space import load_space
 
     result = {**machine_info("cuda" if torch.cuda.is_available() else "cpu", VERSIONS),
@@ -272,11 +247,7 @@ def _run(args: argparse.Namespace) -> int:
             space_file.write_text(SMOKE_SPACE)
         load_space(space_file, overrides(args.samplers[0], 0, args, root))  # a bad one fails now
         data = reduced_task(data_dir, args.train_images, args.val_images)
-        started_ray = not ray.is_initialized()
-        if started_ray:  # one Ray for every search: its start-up is in no search's budget
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False,
-                     logging_level=logging.WARNING)
-        try:
+        with one_ray():
             total = args.seeds * len(args.samplers)
             for seed in seed_numbers(args):
                 for sampler in args.samplers:  # in turns: machine noise falls on both alike
@@ -289,9 +260,6 @@ def _run(args: argparse.Namespace) -> int:
                     print(f"{where}: done in {run['wall_s']:.0f} s, best {METRIC} "
                           f"{_number(run['final_best'])}, {run['trials']} trials, "
                           f"{run['infeasible']} infeasible proposals", flush=True)
-        finally:
-            if started_ray:
-                ray.shutdown()
     result["quality"] = summarise(runs, args, baseline)
     _save(result, args)  # first: forty minutes of searches are not lost to a printing error
     print(table(result["quality"]))

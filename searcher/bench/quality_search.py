@@ -30,23 +30,15 @@ def overrides(sampler: str, seed: int, args: argparse.Namespace, folder: Path) -
 def one_search(space_file: Path, sampler: str, seed: int, args: argparse.Namespace,
                data: SearchData, folder: Path) -> dict[str, Any]:
     """One real search; returns its counts and its (seconds since start, val_acc) results."""
+    from searcher.bench.common import logged_search
     from searcher.spec.space import load_space
-    from searcher.tracking import store as tracking
-    from searcher.tune.tuner import run_search
 
     folder.mkdir(parents=True)
     space = load_space(space_file, overrides(sampler, seed, args, folder))
     if not args.with_baselines:
         space = dataclasses.replace(space, baselines={})
     warm = learnt_from(space, sampler, seed, args, data)
-    client = tracking.connect(f"sqlite:///{folder / 'mlflow.db'}")
-    parent = tracking.start_search_run(client, space, {
-        "dataset": "cifar10", "train": len(data.train), "val": len(data.val),
-        "classes": data.classes, "image_shape": data.image_shape},
-        warm.found.summary() if warm else None)
-    result = run_search(space, data, client.tracking_uri, parent, None,
-                        warm.found if warm else None)
-    client.set_terminated(parent, "FINISHED")
+    result = logged_search(space, data, folder, warm.found if warm else None)
     events = [(min(h["at"] - result.started_at, args.budget), h[METRIC])
               for rec in result.records if rec.baseline is None
               for h in rec.history if METRIC in h]
