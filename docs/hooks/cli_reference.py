@@ -20,6 +20,7 @@ COMMANDS = (
     "ui",
     "bench",
     "bench quality",
+    "bench pareto",
     "bench scale",
     "bench journal",
 )

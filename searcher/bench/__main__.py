@@ -1,8 +1,10 @@
 """`python -m searcher.bench [SUBCOMMAND] [OPTIONS]`: run one benchmark.
 
 Subcommands: engine (the default: training speed and search overhead), quality (TPE against
-random sampling), scale (results/s the driver sustains with MLflow logging, Optuna's ask) and
-journal (what recording a trial in the study's journal costs Tune's loop).
+random sampling), pareto (TPE against random in a Pareto search of accuracy and latency under a
+latency bound: hypervolume and best net within the bound), scale (results/s the driver sustains
+with MLflow logging, Optuna's ask) and journal (what recording a trial in the study's journal
+costs Tune's loop).
 `python -m searcher.bench SUBCOMMAND --help` lists each one's options.
 """
 from __future__ import annotations
@@ -14,6 +16,7 @@ import sys
 SUBCOMMANDS = {
     "engine": "searcher.bench.engine",
     "quality": "searcher.bench.quality",
+    "pareto": "searcher.bench.pareto",
     "scale": "searcher.bench.scale",
     "journal": "searcher.bench.journal",
 }
