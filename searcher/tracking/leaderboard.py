@@ -1,6 +1,7 @@
 """The end-of-search leaderboard: best trials first, with the choices that matter."""
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from searcher.objective import sign
@@ -47,26 +48,35 @@ def _training(params: dict[str, Any]) -> str:
             if isinstance(lr, float) else f"{params.get('optimizer', 'sgd')}")
 
 
-def build_leaderboard(records: list[TrialRecord], metric: str, mode: str) -> list[dict[str, Any]]:
-    """One row per trial, best first; trials without a score (failed) last."""
+def build_leaderboard(records: list[TrialRecord], metric: str, mode: str,
+                      front: Collection[str] = ()) -> list[dict[str, Any]]:
+    """One row per trial, best first; trials without a score (failed) last. `front`: the trial
+    ids on the search's Pareto front (searcher.tracking.pareto), marked in the `front` column."""
     ordered = sorted(records, key=lambda r: (r.best is None, sign(mode) * (r.best or 0.0)))
     return [{"rank": i + 1, "trial": r.trial_id, "baseline": r.baseline, metric: r.best,
              "epochs": r.epochs, "n_params": r.n_params, "mmacs": r.mmacs, "outcome": r.outcome,
              "architecture": _architecture(r.params), "training": _training(r.params),
-             "run_id": r.run_id} for i, r in enumerate(ordered)]
+             "run_id": r.run_id, "front": r.trial_id in front,
+             "latency_ms": r.speed.get("latency_ms")} for i, r in enumerate(ordered)]
+
+
+FRONT_MARK = "^"  # beside a trial on the Pareto front; the closing lines' legend names it
 
 
 def format_leaderboard(rows: list[dict[str, Any]], metric: str, top: int = 10) -> str:
-    header = f"{'#':>2}  {'trial':<12} {metric:>8} {'epochs':>6} {'params':>9}  {'outcome':<24} choices"
+    header = (f"{'#':>2}    {'trial':<12} {metric:>8} {'epochs':>6} {'params':>9} {'lat_ms':>7}  "
+              f"{'outcome':<24} choices")
     lines = [header, "-" * len(header)]
     shown = rows[:top] + [r for r in rows[top:] if r["baseline"]]  # baselines always shown
     for r in shown:
         value = f"{r[metric]:.4f}" if r[metric] is not None else "-"
         params = f"{r['n_params']:,}" if r["n_params"] else "-"
+        latency = f"{r['latency_ms']:.2f}" if r.get("latency_ms") is not None else "-"
+        mark = FRONT_MARK if r.get("front") else " "
         name = r["trial"] + ("*" if r["baseline"] else "")
         outcome = r["outcome"] if len(r["outcome"]) <= 24 else r["outcome"][:21] + "..."
-        lines.append(f"{r['rank']:>2}  {name:<12} {value:>8} {r['epochs']:>6} {params:>9}  "
-                     f"{outcome:<24} {r['architecture']}; {r['training']}"
+        lines.append(f"{r['rank']:>2}  {mark} {name:<12} {value:>8} {r['epochs']:>6} {params:>9} "
+                     f"{latency:>7}  {outcome:<24} {r['architecture']}; {r['training']}"
                      + (f"  [{r['baseline']}]" if r["baseline"] else ""))
     if len(rows) > len(shown):
         lines.append(f"... and {len(rows) - len(shown)} more trials (leaderboard.json in MLflow)")
