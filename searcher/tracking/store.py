@@ -25,6 +25,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_GIT_COMMIT, 
 from searcher.errors import UserError
 from searcher.redaction import redact
 from searcher.spec.space import Space
+from searcher.tracking.pareto import log_front
 from searcher.tracking.tags import (
     METRIC_TAG,
     MODE_TAG,
@@ -238,7 +239,10 @@ def start_search_run(client: MlflowClient, space: Space, data_summary: dict[str,
 
 def finish_search_run(client: MlflowClient, run_id: str, leaderboard: list[dict[str, Any]],
                       leaderboard_text: str, study: Any, metric: str, wall_time_s: float,
-                      proposals: int = 0, infeasible: int = 0, status: str = "FINISHED") -> None:
+                      proposals: int = 0, infeasible: int = 0, status: str = "FINISHED",
+                      front: dict[str, Any] | None = None) -> None:
+    """The search's summary on its parent run, which it closes: the leaderboard, its metrics, the
+    Pareto front (`front`, from searcher.tracking.pareto.front_summary) and Optuna's plots."""
     client.log_dict(run_id, leaderboard, "leaderboard.json")
     client.log_text(run_id, leaderboard_text, "leaderboard.txt")
     scored = [row for row in leaderboard if row.get(metric) is not None]
@@ -249,6 +253,8 @@ def finish_search_run(client: MlflowClient, run_id: str, leaderboard: list[dict[
     if scored:
         metrics.append(Metric(best_key(metric), scored[0][metric], int(time.time() * 1000), 0))
     client.log_batch(run_id, metrics=metrics)
+    if front is not None:
+        log_front(client, run_id, front)
     _log_optuna_plots(client, run_id, study)
     client.set_terminated(run_id, status)
 
