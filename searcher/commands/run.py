@@ -147,7 +147,8 @@ def _run(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     # Read while the server is known to answer: the closing lines must not need it.
     experiment_id = client.get_run(parent).info.experiment_id
     result = _search(client, space, data, parent, resume, warm)
-    _close(client, space, parent, result, _measured(measured, space), experiment_id)
+    _close(client, space, parent, result, _measured(measured, space), experiment_id,
+           len(data.classes))
     return 0
 
 
@@ -228,33 +229,41 @@ def _search(client, space: Space, data, parent: str, resume, warm):
 
 
 def _close(client, space: Space, parent: str, result, learnt: list[TrialRecord],
-           experiment_id: str) -> None:
-    """The leaderboard on disk and in MLflow (what MLflow did not take, listed beside it), and
-    the closing lines."""
+           experiment_id: str, num_classes: int) -> None:
+    """The leaderboard and the Pareto front on disk and in MLflow (what MLflow did not take,
+    listed beside it), and the closing lines."""
     from searcher.tracking import store as tracking
-    from searcher.tracking.leaderboard import build_leaderboard, format_leaderboard
+    from searcher.tracking.leaderboard import FRONT_MARK, build_leaderboard, format_leaderboard
+    from searcher.tracking.pareto import front_line, front_summary
 
     s = space.settings
-    rows = build_leaderboard(result.records + learnt, s.metric, s.mode)
+    records = result.records + learnt
+    front = front_summary(records, s, num_classes)
+    rows = build_leaderboard(records, s.metric, s.mode, front["front"])
     text = format_leaderboard(rows, s.metric)
     folder = Path(result.experiment_path)
     (folder / "leaderboard.txt").write_text(text + "\n")
     unlogged = list(result.unlogged)
     try:
         tracking.finish_search_run(client, parent, rows, text, result.study, s.metric,
-                                   result.wall_time_s, result.proposals, result.infeasible)
+                                   result.wall_time_s, result.proposals, result.infeasible,
+                                   front=front)
     except Exception as exc:  # the server went away: the search's results are still on disk
-        unlogged.append(f"the search's summary, plots and leaderboard ({type(exc).__name__})")
+        unlogged.append(f"the search's summary, plots, leaderboard and Pareto front "
+                        f"({type(exc).__name__})")
     if unlogged:
         (folder / "unlogged.txt").write_text("\n".join(unlogged) + "\n")
         print(f"[searcher] MLflow did not accept {len(unlogged)} update(s), listed in "
               f"{folder / 'unlogged.txt'}; first: {unlogged[0]}", flush=True)
 
+    metric, second = front["objectives"]
     print(f"\nSearch finished ({s.sampler} sampler): {len(result.records)} trials in "
           f"{result.wall_time_s / 60:.1f} min ({result.errors} failed); {result.infeasible} of "
           f"{result.proposals} proposals were infeasible and never ran. "
-          f"Leaderboard ({s.metric}, * = hand-made baseline):\n")
+          f"Leaderboard ({s.metric}, * = hand-made baseline, {FRONT_MARK} = on the Pareto front "
+          f"of {metric} vs {second}):\n")
     print(text)
+    print(f"\n{front_line(front)}")
     print(f"\nMLflow:   experiment '{space.name}', run {parent}")
     print("\n".join(tracking.how_to_browse(client.tracking_uri, experiment_id, parent, space.name,
                                            s.resolved_data_dir())))
