@@ -28,6 +28,7 @@ def ranks(points: Sequence[Point]) -> list[int]:
     left, level = set(range(len(points))), 0
     while left:
         front = {i for i in left if not any(dominates(points[j], points[i]) for j in left)}
+        front = front or set(left)  # only a dominance with cycles (a bug) finds none: end anyway
         for i in front:
             rank[i] = level
         left -= front
