@@ -27,7 +27,7 @@ best_under_budget_difference (mean default - mean random).
 
 The JSON nests as the quality benchmark's does: `pareto.hypervolume.default` is
 result["pareto"]["hypervolume"]["default"] (nested dicts, no dotted keys), a list in seed order
-(`pareto.seeds`). Default: 3 seeds x 2 samplers x 225 s, about 25 minutes on a 2-core CPU.
+(`pareto.seeds`). Default: 3 seeds x 2 samplers x 210 s, about 25 minutes on a 2-core CPU.
 --smoke: generated data (or --data-dir's), quality's tiny space and a 0.3 ms bound, 2 seeds x
 10 s, for CI. Output: a table, --json FILE and a PNG of each seed's fronts.
 """
@@ -45,6 +45,7 @@ from typing import Any
 
 from searcher.bench.pareto_report import (
     SECOND,
+    _number,
     best_under_budget,
     front_points,
     plot,
@@ -68,8 +69,9 @@ VERSIONS = ("ray", "optuna", "mlflow", "numpy")
 SAMPLERS = (DEFAULT_SAMPLER, BASELINE)
 
 # Options that differ between the real measurement and the smoke run (an option given wins).
-# 6 searches of 225 s and their start and wind-down fit in about 25 minutes.
-FULL = {"seeds": 3, "budget": 225.0, "epochs": 4, "train_images": 10_000, "val_images": 2_000,
+# 6 searches of 210 s, each with about 40 s of start and wind-down (Tune, the store, the last
+# epochs in flight), fit in about 25 minutes on 2 cores.
+FULL = {"seeds": 3, "budget": 210.0, "epochs": 4, "train_images": 10_000, "val_images": 2_000,
         "space": "spaces/cifar10.py", "max_latency_ms": 1.0}
 # Quality's tiny space times at 0.1-0.6 ms on one thread: 0.3 ms makes some nets too slow, so
 # the smoke run exercises every figure.
@@ -216,7 +218,7 @@ def _run(args: argparse.Namespace) -> int:
                     runs.append(run)
                     print(f"{where}: done in {run['wall_s']:.0f} s, hypervolume "
                           f"{run['hypervolume']:.4f}, best {METRIC} under the bound "
-                          f"{run['best_under_budget']:.4f}, {run['trained']} of {run['trials']} "
+                          f"{_number(run['best_under_budget'])}, {run['trained']} of {run['trials']} "
                           f"trials trained, {run['too_slow']} too slow, {run['infeasible']} "
                           f"proposals never trained", flush=True)
     result["pareto"] = summarise(runs, args)
