@@ -129,7 +129,11 @@ def _reframed(t: FrozenTrial, epoch: int | None,
 
 def _with_objective(t: FrozenTrial, objective: str) -> FrozenTrial:
     """A complete trial of the view with its second objective beside its value; one without it
-    (learnt from a search that did not record it) is left out, as failed."""
+    (learnt from a search that did not record it) is left out, as failed. A pruned trial is
+    shown without its epochs: TPE ranks pruned trials by their last value in the study's one
+    direction, which a two-objective study has not (they all rank below the complete ones)."""
+    if t.state == TrialState.PRUNED and t.intermediate_values:
+        return _shown_as(t, TrialState.PRUNED, None, intermediate_values={})
     if t.state != TrialState.COMPLETE:
         return t
     second = t.user_attrs.get(objective)
@@ -138,17 +142,19 @@ def _with_objective(t: FrozenTrial, objective: str) -> FrozenTrial:
     return _shown_as(t, TrialState.COMPLETE, [t.value, float(second)])
 
 
-def _shown_as(t: FrozenTrial, state: TrialState,
-              value: float | list[float] | None) -> FrozenTrial:
+def _shown_as(t: FrozenTrial, state: TrialState, value: float | list[float] | None,
+              intermediate_values: dict[int, float] | None = None) -> FrozenTrial:
     """`t` as the view shows it: in `state` with `value` (a list: one per objective), finished,
-    the rest shared."""
+    the rest shared (its epochs too, unless `intermediate_values` is given)."""
     values = value if isinstance(value, list) else None
     return FrozenTrial(number=t.number, state=state, value=None if values else value,
                        values=values,
                        datetime_start=t.datetime_start,
                        datetime_complete=t.datetime_complete or t.datetime_start,
                        params=t.params, distributions=t.distributions, user_attrs=t.user_attrs,
-                       system_attrs=t.system_attrs, intermediate_values=t.intermediate_values,
+                       system_attrs=t.system_attrs,
+                       intermediate_values=(t.intermediate_values if intermediate_values is None
+                                            else intermediate_values),
                        trial_id=t.number)
 
 

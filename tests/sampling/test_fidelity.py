@@ -202,3 +202,15 @@ def test_a_pareto_search_samples_with_tpe_on_both_objectives_behind_a_random_int
     sampler = make_sampler("tpe", seed=0, n_baselines=2, objective="latency_ms")
     assert isinstance(sampler, RandomInterleave) and sampler.startup == RANDOM_STARTUP + 2
     assert sampler.inner.objective == "latency_ms" and sampler.inner.cost_weight == 0.0
+
+
+def test_tpe_proposes_through_the_pareto_view_with_trials_asha_stopped_early():
+    """Trials stopped at an earlier rung are pruned with epochs: Optuna's TPE ranks those by
+    their last value in the study's one direction, which a two-objective view has not."""
+    study = optuna.create_study(direction="maximize",
+                                sampler=tpe(seed=0, startup=0, objective="latency_ms"))
+    for i in range(6):
+        add(study, 0.1 * i, [0.3, 0.4 + 0.01 * i], TrialState.COMPLETE, latency_ms=1.0 + i)
+    for i in range(3):
+        add(study, 0.05 + 0.1 * i, [0.2], TrialState.PRUNED, latency_ms=2.0)
+    assert len(proposals(study, n=3)) == 3
