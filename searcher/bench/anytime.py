@@ -59,7 +59,7 @@ def plot(path: Path, t: Sequence[float], bands: dict[str, dict[str, Sequence[flo
         ax.fill_between(t, c["min"], c["max"], step="post", alpha=0.2, color=line.get_color(),
                         lw=0)
         colours[label] = line.get_color()
-    if reference and math.isfinite(reference[2]):
+    if reference and reference[2] is not None and math.isfinite(reference[2]):
         ax.axhline(reference[2], ls="--", lw=1, color=colours.get(reference[0]),
                    label=reference[1])
     ax.set_xlim(0, t[-1])
