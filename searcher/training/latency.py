@@ -7,6 +7,7 @@ eval mode without autograd, reported as percentiles of the single passes. Plain 
 """
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 from dataclasses import dataclass
@@ -40,7 +41,8 @@ class Speed:
     latency_ms: float  # median time of one forward pass at `batch`
     latency_p95_ms: float  # its 95th percentile
     batch: int  # images per pass for the latency
-    throughput_ips: float  # images per second at `throughput_batch` (median pass)
+    throughput_ips: float | None  # images per second at `throughput_batch` (median pass); None:
+    # not measured, the latency being over the bound already
     throughput_batch: int
     runs: int  # timed passes behind the latency
     device: str  # "cpu" or "cuda"
@@ -48,8 +50,9 @@ class Speed:
 
     def metrics(self) -> dict[str, float]:
         """As metrics for a trial's run (numbers only; batch and device go to tags or params)."""
-        return {"latency_ms": self.latency_ms, "latency_p95_ms": self.latency_p95_ms,
-                "throughput_ips": self.throughput_ips}
+        measured = {"latency_ms": self.latency_ms, "latency_p95_ms": self.latency_p95_ms,
+                    "throughput_ips": self.throughput_ips}
+        return {k: v for k, v in measured.items() if v is not None}
 
 
 def _timed_passes(model: nn.Module, images: torch.Tensor, device: str, warmup: int,
@@ -89,9 +92,12 @@ def check_speed(speed: Speed, bound_ms: float | None) -> None:
 
 
 def measure_speed(model: nn.Module, image_shape: tuple[int, int, int], batch: int = 1,
-                  throughput_batch: int = 64, device: str = "cpu") -> Speed:
-    """Time `model` (left in eval mode on `device`, as it was found otherwise) on random images
-    of `image_shape` (C, H, W): latency at `batch`, throughput at `throughput_batch`."""
+                  throughput_batch: int = 64, device: str = "cpu",
+                  bound_ms: float | None = None) -> Speed:
+    """Time `model` (on `device`, left in the mode it was found in) on random images of
+    `image_shape` (C, H, W): latency at `batch`, then throughput at `throughput_batch`. With
+    `bound_ms`, a median latency over it raises TooSlow before the throughput is timed: a slow
+    net's large batch would take seconds, for a net that will not be trained."""
     was_training = model.training
     model.eval()
     try:
@@ -100,12 +106,13 @@ def measure_speed(model: nn.Module, image_shape: tuple[int, int, int], batch: in
 
         passes = _timed_passes(model, images(batch), device, WARMUP, MIN_RUNS, MAX_RUNS,
                                MIN_TIME_S)
+        speed = Speed(latency_ms=statistics.median(passes) * 1e3,
+                      latency_p95_ms=percentile(passes, 95) * 1e3, batch=batch,
+                      throughput_ips=None, throughput_batch=throughput_batch, runs=len(passes),
+                      device=device.split(":")[0], threads=torch.get_num_threads())
+        check_speed(speed, bound_ms)
         bulk = _timed_passes(model, images(throughput_batch), device, THROUGHPUT_WARMUP,
                              THROUGHPUT_RUNS, THROUGHPUT_RUNS, 0.0)
     finally:
         model.train(was_training)
-    return Speed(latency_ms=statistics.median(passes) * 1e3,
-                 latency_p95_ms=percentile(passes, 95) * 1e3, batch=batch,
-                 throughput_ips=throughput_batch / statistics.median(bulk),
-                 throughput_batch=throughput_batch, runs=len(passes),
-                 device=device.split(":")[0], threads=torch.get_num_threads())
+    return dataclasses.replace(speed, throughput_ips=throughput_batch / statistics.median(bulk))

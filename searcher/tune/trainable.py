@@ -22,7 +22,7 @@ from searcher.spec.settings import Settings
 from searcher.training.checkpoint import load_checkpoint, save_checkpoint
 from searcher.training.data import SearchData
 from searcher.training.engine import TrainConfig, Trainer, TrainingDiverged
-from searcher.training.latency import TooSlow, check_speed, measure_speed
+from searcher.training.latency import TooSlow, measure_speed
 from searcher.training.model import InfeasibleArchitecture, build_model, feasible_cost
 
 
@@ -103,15 +103,14 @@ def _train(config: dict[str, Any], data: SearchData, settings: Settings) -> None
     model = build_model(arch).to(device)
     # Timed before the first epoch, on this trial's device and threads: untrained weights run
     # as fast as trained ones, and a net over the bound is never trained.
-    speed = measure_speed(model, data.image_shape, settings.latency_batch,
-                          settings.throughput_batch, device)
     resumed = tune.get_checkpoint()
-    if not resumed:  # one that goes on from a checkpoint was admitted already
-        try:
-            check_speed(speed, settings.max_latency_ms)
-        except TooSlow as exc:
-            exc.sizes = sizes
-            raise
+    try:  # one that goes on from a checkpoint was admitted already
+        speed = measure_speed(model, data.image_shape, settings.latency_batch,
+                              settings.throughput_batch, device,
+                              None if resumed else settings.max_latency_ms)
+    except TooSlow as exc:
+        exc.sizes = sizes
+        raise
     trainer = Trainer(model, TrainConfig.from_dict(train), *_tensors(data), data.mean,
                       data.std, device=device, seed=settings.seed)
     if resumed:

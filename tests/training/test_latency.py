@@ -53,3 +53,18 @@ def test_a_net_over_the_bound_is_refused_with_by_how_much():
     with pytest.raises(TooSlow, match="over max_latency_ms") as caught:
         check_speed(speed, speed.latency_ms / 4)
     assert caught.value.excess == pytest.approx(3.0)
+
+
+def test_with_a_bound_a_slow_net_is_refused_before_its_throughput_is_timed():
+    seen = []
+
+    class Probe(nn.Module):
+        def forward(self, x):
+            seen.append(x.shape[0])
+            return x.mean()
+
+    with pytest.raises(TooSlow) as caught:
+        measure_speed(Probe(), (3, 8, 8), batch=1, throughput_batch=64, bound_ms=1e-9)
+    assert set(seen) == {1}  # the batch of 64 never ran
+    assert caught.value.speed.throughput_ips is None
+    assert set(caught.value.speed.metrics()) == {"latency_ms", "latency_p95_ms"}
