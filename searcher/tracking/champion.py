@@ -20,14 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from searcher.errors import UserError
+from searcher.tracking.tags import SPEED_TAGS
 
 MODEL_FILE = "model.pth"  # mlflow.pytorch's name for the saved module, under the flavor's data dir
-# The exported model's speed, timed by promotion as it will be served, on the registered version:
-# Speed's field -> tag. Every champion carries its measured speed and where it was timed.
-SPEED_TAGS = {"latency_ms": "searcher.latency_ms", "latency_p95_ms": "searcher.latency_p95_ms",
-              "batch": "searcher.latency_batch", "throughput_ips": "searcher.throughput_ips",
-              "throughput_batch": "searcher.throughput_batch",
-              "device": "searcher.latency_device", "threads": "searcher.latency_threads"}
 
 
 def _jit_load(file: Path, device: str, what: str) -> Any:

@@ -45,6 +45,14 @@ def best_key(metric: str) -> str:
     return f"best_{metric}"
 
 
+# The exported model's speed, timed by promotion as it will be served, on the registered version:
+# Speed's field -> tag. Every champion carries its measured speed and where it was timed.
+SPEED_TAGS = {"latency_ms": "searcher.latency_ms", "latency_p95_ms": "searcher.latency_p95_ms",
+              "batch": "searcher.latency_batch", "throughput_ips": "searcher.throughput_ips",
+              "throughput_batch": "searcher.throughput_batch",
+              "device": "searcher.latency_device", "threads": "searcher.latency_threads"}
+
+
 def trial_filter(parent_run_id: str, trial_id: str | None = None) -> str:
     """The search filter for a search's trial runs, or for the run of the trial `trial_id` (which
     its trial id names alone: a retrain's or promotion's run carries none)."""
