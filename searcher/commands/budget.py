@@ -53,17 +53,22 @@ class Budget:
         return None
 
 
-def budget_for(search: Any, max_latency_ms: float | None, max_params: int | None,
-               batch: int | None) -> Budget:
-    """The budget of a promotion of `search`, its options checked."""
-    import torch
-
+def check_options(max_latency_ms: float | None, max_params: int | None,
+                  batch: int | None) -> None:
+    """One line for a budget option that cannot be met by any net, before the store is opened."""
     if max_latency_ms is not None and not max_latency_ms > 0:
         raise UserError(f"--max-latency-ms {max_latency_ms:g}: must be positive")
     if max_params is not None and max_params < 1:
         raise UserError(f"--max-params {max_params}: must be at least 1")
     if batch is not None and batch < 1:
         raise UserError(f"--batch {batch}: must be at least 1")
+
+
+def budget_for(search: Any, max_latency_ms: float | None, max_params: int | None,
+               batch: int | None) -> Budget:
+    """The budget of a promotion of `search` (its options checked by check_options)."""
+    import torch
+
     search_batch = logged.setting(search, "latency_batch", None)
     search_batch = int(search_batch) if search_batch is not None else None
     return Budget(max_latency_ms, max_params, batch or search_batch or 1,

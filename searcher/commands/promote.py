@@ -226,6 +226,7 @@ def promote(tracking_uri: str | None = None, experiment: str | None = None,
     from searcher.training.engine import evaluate
 
     _check_options(confirm_k, seeds)
+    budgets.check_options(max_latency_ms, max_params, batch)
     seeds = seeds or DEFAULT_SEEDS
     client = tracking.connect(tracking_uri)
     search = _a_search(client, logged.latest_search(client, experiment, run_id))

@@ -223,3 +223,19 @@ def test_a_promoted_version_carries_its_measured_speed_within_the_bound(tmp_path
     assert speed["latency_batch"] == "2" and float(speed["throughput_ips"]) > 0
     assert speed["latency_device"] == ("cuda" if torch.cuda.is_available() else "cpu")
     assert speed["latency_threads"] == str(torch.get_num_threads())
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--max-latency-ms", "0"], "--max-latency-ms 0: must be positive"),
+    (["--max-params", "0"], "--max-params 0: must be at least 1"),
+    (["--batch", "0"], "--batch 0: must be at least 1"),
+])
+def test_bad_budget_options_are_one_line_before_the_store_is_touched(tmp_path, capsys, args,
+                                                                     says):
+    from searcher.commands.promote import main as promote_main
+    with pytest.raises(SystemExit) as exit_:
+        promote_main(["--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}", *args])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and says in err[0]
+    assert not (tmp_path / "m.db").exists()
