@@ -72,20 +72,20 @@ def how_to_browse(uri: str, experiment_id: str, run_id: str, experiment: str,
     uri = redact(uri)  # printed: a password it carries is the user's to give again
     head_config = RAY_UP_CONFIG.expanduser()
     if uri.startswith("sqlite:"):
-        return [f"Browse:   mlflow ui --backend-store-uri {uri}, then open "
+        return [f"Browse:   searcher ui --tracking-uri {uri}, then open "
                 f"http://127.0.0.1:{MLFLOW_PORT}/{page}",
-                f"Promote:  python -m searcher.promote --experiment {experiment} "
+                f"Promote:  searcher promote --experiment {experiment} "
                 f"--tracking-uri {uri} --data-dir {data_dir}"]
     if urlsplit(uri).hostname in ("127.0.0.1", "localhost") and head_config.is_file():
         name = yaml.safe_load(head_config.read_text()).get("cluster_name", "")
         local = f"http://127.0.0.1:{MLFLOW_PORT}"
         return [f"Promote:  on your machine, with the forward up: MLFLOW_TRACKING_URI={local} "
-                f"python -m searcher.promote --experiment {experiment} --data-dir DATA",
+                f"searcher promote --experiment {experiment} --data-dir DATA",
                 f"Browse:   on your machine (cluster '{name}'): ray dashboard --port {MLFLOW_PORT} "
                 f"--remote-port {urlsplit(uri).port or MLFLOW_PORT} CLUSTER.yaml (left running), "
                 f"then open {local}/{page}"]
     return [f"Browse:   open {uri.rstrip('/')}/{page}",
-            f"Promote:  python -m searcher.promote --experiment {experiment} --tracking-uri {uri} "
+            f"Promote:  searcher promote --experiment {experiment} --tracking-uri {uri} "
             f"--data-dir {data_dir}"]
 
 

@@ -174,9 +174,9 @@ def test_the_sampler_flag_picks_the_sampler_and_the_parent_run_says_which(local_
     mine = [line for line in out if line.startswith("[searcher]")]
     assert mine[0].startswith("[searcher] local Ray: 2 CPUs, 0 GPUs")
     assert mine[1] == f"[searcher] MLflow: local store {uri} (a server: --tracking-uri or MLFLOW_TRACKING_URI)"
-    assert out[-2].startswith(f"Browse:   mlflow ui --backend-store-uri {uri}, then open "
+    assert out[-2].startswith(f"Browse:   searcher ui --tracking-uri {uri}, then open "
                               f"http://127.0.0.1:5000/#/experiments/")
-    assert out[-1].startswith("Promote:  python -m searcher.promote --experiment")
+    assert out[-1].startswith("Promote:  searcher promote --experiment")
     (parent,) = runs_of(MlflowClient(uri), "search")
     assert parent.data.params["sampler"] == "random"
     assert parent.data.tags["searcher.sampler"] == "random"
