@@ -25,6 +25,10 @@ its tutorial nets (about 0.3 ms on one thread of a 2-core CPU) and its batch-nor
 and hypervolume_ratio (mean default / mean random: above 1 supports the claim) and
 best_under_budget_difference (mean default - mean random).
 
+--variants one_objective's id (`tpe-one-objective`) adds or runs instead the default sampler in a
+one-objective search under the same bound (TPE on accuracy alone, plain ASHA), under the label
+`one_objective`: what the Pareto search itself adds over a bound alone.
+
 The JSON nests as the quality benchmark's does: `pareto.hypervolume.default` is
 result["pareto"]["hypervolume"]["default"] (nested dicts, no dotted keys), a list in seed order
 (`pareto.seeds`). Default: 3 seeds x 2 samplers x 210 s, about 25 minutes on a 2-core CPU.
@@ -44,6 +48,8 @@ from pathlib import Path
 from typing import Any
 
 from searcher.bench.pareto_report import (
+    LABELS,
+    ONE_OBJECTIVE,
     SECOND,
     _number,
     best_under_budget,
@@ -66,7 +72,7 @@ PROG = "python -m searcher.bench pareto"
 # ----------------------------------------------------------------------------- setup
 
 VERSIONS = ("ray", "optuna", "mlflow", "numpy")
-SAMPLERS = (DEFAULT_SAMPLER, BASELINE)
+SAMPLERS = (DEFAULT_SAMPLER, BASELINE)  # what --variants runs unless told
 
 # Options that differ between the real measurement and the smoke run (an option given wins).
 # 6 searches of 210 s, each with about 40 s of start and wind-down (Tune, the store, the last
@@ -82,10 +88,12 @@ SMOKE_BOUND = {**SMOKE, "max_latency_ms": 0.3}
 
 def search_overrides(sampler: str, seed: int, args: argparse.Namespace,
                      folder: Path) -> dict[str, Any]:
-    """Quality's settings for one search, made a Pareto search against latency at batch 1."""
-    return {**overrides(sampler, seed, args, folder), "experiment": f"pareto-{sampler}-{seed}",
-            "second_objective": SECOND, "max_latency_ms": args.max_latency_ms,
-            "latency_batch": 1}
+    """Quality's settings for one search, made a Pareto search against latency at batch 1 (the
+    one-objective variant: the default sampler on accuracy alone, under the same bound)."""
+    one = sampler == ONE_OBJECTIVE
+    return {**overrides(DEFAULT_SAMPLER if one else sampler, seed, args, folder),
+            "experiment": f"pareto-{sampler}-{seed}", "second_objective": None if one else SECOND,
+            "max_latency_ms": args.max_latency_ms, "latency_batch": 1}
 
 
 def one_search(space_file: Path, sampler: str, seed: int, args: argparse.Namespace,
@@ -140,6 +148,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help=f"training images, the first of the split (default {FULL['train_images']})")
     p.add_argument("--val-images", type=int,
                    help=f"validation images (default {FULL['val_images']})")
+    p.add_argument("--variants", default=",".join(SAMPLERS),
+                   help=f"comma-separated, run in this order for each seed: "
+                        f"{', '.join(LABELS)} ({ONE_OBJECTIVE}: the default sampler on accuracy "
+                        f"alone, plain ASHA, under the same bound; default "
+                        f"{','.join(SAMPLERS)})")
     p.add_argument("--with-baselines", action="store_true",
                    help="keep the space's hand-made baselines: they run first in every search; "
                         "the figures still count sampled networks only")
@@ -156,6 +169,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for key, value in {**FULL, **(SMOKE_BOUND if args.smoke else {})}.items():
         if getattr(args, key) is None and not (args.smoke and key == "space"):
             setattr(args, key, value)
+    args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if not args.variants or set(args.variants) - set(LABELS):
+        p.error(f"--variants: choose from {', '.join(LABELS)}")
     if not args.smoke and not args.data_dir:
         p.error(f"--data-dir is required (the folder holding cifar-10-batches-py/; or set "
                 f"${DATA_DIR_ENV}), or use --smoke")
@@ -207,9 +223,9 @@ def _run(args: argparse.Namespace) -> int:
         load_space(space_file, search_overrides(SAMPLERS[0], 0, args, root))  # a bad one fails now
         data = reduced_task(data_dir, args.train_images, args.val_images)
         with one_ray():
-            total = args.seeds * len(SAMPLERS)
+            total = args.seeds * len(args.variants)
             for seed in seed_numbers(args):
-                for sampler in SAMPLERS:  # in turns: machine noise falls on both alike
+                for sampler in args.variants:  # in turns: machine noise falls on all alike
                     where = f"[pareto] {len(runs) + 1}/{total} {sampler} seed {seed}"
                     print(f"{where}: started, {args.budget:g} s budget, bound "
                           f"{args.max_latency_ms:g} ms ({time.strftime('%H:%M:%S')})", flush=True)

@@ -18,7 +18,11 @@ if TYPE_CHECKING:
 
 SECOND = "latency_ms"  # the median latency at the search's latency_batch, timed in the trial
 DIRECTIONS = ("max", "min")  # val_acc up, latency down
-LABELS = {DEFAULT_SAMPLER: "default", BASELINE: "random"}  # the JSON's names for the two
+# A variant the benchmark can add (--variants): the default sampler in a one-objective search
+# under the same bound (TPE on accuracy, plain ASHA), to tell what the Pareto search itself adds.
+ONE_OBJECTIVE = "tpe-one-objective"
+# A run's sampler (or variant) -> its name in the JSON
+LABELS = {DEFAULT_SAMPLER: "default", BASELINE: "random", ONE_OBJECTIVE: "one_objective"}
 
 
 def trained_points(records: Sequence[TrialRecord]) -> list[tuple[float, float]]:
@@ -61,15 +65,17 @@ def _mean(values: list[float]) -> float:
 
 
 def _ratio(a: float, b: float) -> float:
-    return round(a / b, 4) if b > 0 and math.isfinite(a) else math.nan
+    return round(a / b, 4) if b > 0 and math.isfinite(a) and math.isfinite(b) else math.nan
 
 
 def summarise(runs: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
     """`pareto`: per sampler label (default, random), a list with one entry per seed."""
+    ran = [s for s in LABELS if any(r["sampler"] == s for r in runs)]
+
     def per_seed(key: str) -> dict[str, list[Any]]:
         return {LABELS[s]: [r[key] for r in sorted((r for r in runs if r["sampler"] == s),
                                                   key=lambda r: r["seed"])]
-                for s in (DEFAULT_SAMPLER, BASELINE)}
+                for s in ran}
 
     hv, best = per_seed("hypervolume"), per_seed("best_under_budget")
     mean_hv = {k: _mean(v) for k, v in hv.items()}
@@ -79,12 +85,14 @@ def summarise(runs: list[dict[str, Any]], args: argparse.Namespace) -> dict[str,
     return {
         "seeds": seed_numbers(args), "budget_s": args.budget, "bound_ms": args.max_latency_ms,
         "metric": METRIC, "second_objective": SECOND,
-        "samplers": {label: sampler for sampler, label in LABELS.items()},
+        "samplers": {LABELS[sampler]: sampler for sampler in ran},
         "reference_point": list(runs[0]["reference_point"]),
         "hypervolume": hv, "mean_hypervolume": mean_hv,
-        "hypervolume_ratio": _ratio(mean_hv["default"], mean_hv["random"]),
+        "hypervolume_ratio": _ratio(mean_hv.get("default", math.nan),
+                                    mean_hv.get("random", math.nan)),
         "best_under_budget": best, "mean_best_under_budget": mean_best,
-        "best_under_budget_difference": round(mean_best["default"] - mean_best["random"], 4),
+        "best_under_budget_difference": round(mean_best.get("default", math.nan)
+                                              - mean_best.get("random", math.nan), 4),
         "trials": per_seed("trials"), "trained": per_seed("trained"),
         "too_slow": per_seed("too_slow"), "infeasible": per_seed("infeasible"),
         "runs": [{k: v for k, v in r.items() if k != "settings"} for r in runs],
@@ -124,8 +132,8 @@ def table(p: dict[str, Any]) -> str:
         lines.append(f"  {name:<{width - 2}}" + "   ".join(f"{a}/{b}/{c}" for a, b, c in counts))
     lines += ["", (f"hypervolume_ratio {_number(p['hypervolume_ratio'])} (default / random, "
                    f"means over seeds); best under the bound: default "
-                   f"{_number(p['mean_best_under_budget']['default'])}, random "
-                   f"{_number(p['mean_best_under_budget']['random'])} "
+                   f"{_number(p['mean_best_under_budget'].get('default'))}, random "
+                   f"{_number(p['mean_best_under_budget'].get('random'))} "
                    f"(difference {_number(p['best_under_budget_difference'])})")]
     return "\n".join(lines)
 

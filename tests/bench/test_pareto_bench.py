@@ -72,3 +72,26 @@ def test_hypervolume_of_a_search_counts_its_sampled_nets_from_the_reference():
     # from (0.1, 1.0): 0.4 x 0.7 for the 0.3 ms net, and 0.1 x 0.2 more for the 0.8 ms one
     assert search_hypervolume(points, (0.1, 1.0)) == pytest.approx(0.4 * 0.7 + 0.1 * 0.2)
     assert search_hypervolume([], (0.1, 1.0)) == 0.0
+
+
+def test_a_one_objective_variant_is_summarised_beside_the_default_without_random():
+    import argparse
+
+    from searcher.bench.pareto import search_overrides
+    from searcher.bench.pareto_report import ONE_OBJECTIVE, summarise
+
+    args = argparse.Namespace(seeds=2, first_seed=0, budget=10.0, max_latency_ms=1.0,
+                              epochs=1, grace_period=1, reduction_factor=2, space=None,
+                              data_dir=None, smoke=True, train_images=10, val_images=10,
+                              with_baselines=False)
+    one = search_overrides(ONE_OBJECTIVE, 0, args, __import__("pathlib").Path("/tmp/x"))
+    assert one["sampler"] == "tpe" and one["second_objective"] is None
+    assert one["max_latency_ms"] == 1.0
+    runs = [{"sampler": s, "seed": seed, "hypervolume": hv, "best_under_budget": 0.5,
+             "trials": 3, "trained": 2, "too_slow": 1, "infeasible": 1,
+             "reference_point": [0.1, 1.0], "settings": {}}
+            for seed in (0, 1) for s, hv in (("tpe", 0.3), (ONE_OBJECTIVE, 0.2))]
+    p = summarise(runs, args)
+    assert p["hypervolume"] == {"default": [0.3, 0.3], "one_objective": [0.2, 0.2]}
+    assert p["samplers"] == {"default": "tpe", "one_objective": ONE_OBJECTIVE}
+    assert math.isnan(p["hypervolume_ratio"])  # no random run to divide by
