@@ -75,3 +75,52 @@ def test_a_net_over_the_latency_bound_is_never_trained_and_optuna_is_told(local_
     # Tune's own folders: checkpoints of the fast trial only
     checkpoints = {p.parent.name for p in Path(folder).glob("trial_*/checkpoint_*")}
     assert checkpoints == {f"trial_{fast.data.tags['searcher.trial_id']}"}
+
+
+PARETO_SPACE = textwrap.dedent('''
+    SETTINGS = {"epochs": 2, "num_samples": 16, "grace_period": 1, "reduction_factor": 2,
+                "second_objective": "latency_ms", "seed": 0}
+
+    def space(trial):
+        stages = trial.suggest_int("stages", 1, 2)
+        for i in range(1, stages + 1):
+            trial.suggest_categorical(f"stage{i}.filters", [4, 8, 16, 32])
+        trial.suggest_float("lr", 1e-3, 0.3, log=True)
+        return {"batch_size": 32, "head": "flatten"}
+''')
+
+
+def test_a_pareto_search_stops_trials_early_models_both_objectives_and_logs_its_front(
+        local_ray, tiny_cifar, tmp_path):
+    import json
+
+    space = tmp_path / "twofold.py"
+    space.write_text(PARETO_SPACE)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert run_main([str(space), "--data-dir", str(tiny_cifar), "--tracking-uri", uri,
+                     "--storage-path", str(tmp_path / "ray")]) == 0
+
+    (folder,) = [p for p in (tmp_path / "ray").iterdir() if p.name.startswith("twofold-")]
+    study = load_study(folder)
+    # 16 trials, the last 10 proposed by TPE on both objectives after ParetoASHA stopped some:
+    # pruned trials with epochs in the study, never told as complete
+    assert len(study.trials) == 16
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
+    assert pruned and all(len(t.intermediate_values) == 1 for t in pruned)
+    assert all(len(t.intermediate_values) == 2 for t in study.trials
+               if t.state == TrialState.COMPLETE)
+    assert all("latency_ms" in t.user_attrs for t in study.trials)
+
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("twofold")
+    (parent,) = client.search_runs([experiment.experiment_id], "tags.`searcher.role` = 'search'")
+    front = json.loads(Path(client.download_artifacts(parent.info.run_id, "pareto.json",
+                                                      str(tmp_path))).read_text())
+    points = {(p["val_acc"], p["latency_ms"]) for p in front["points"] if p["on_front"]}
+    others = [(p["val_acc"], p["latency_ms"]) for p in front["points"]]
+    assert points and parent.data.metrics["front_size"] == len(front["front"])
+    for acc, ms in points:  # no point beats a front member in both
+        assert not any(a >= acc and m <= ms and (a, m) != (acc, ms) for a, m in others)
+    board = json.loads(Path(client.download_artifacts(parent.info.run_id, "leaderboard.json",
+                                                      str(tmp_path))).read_text())
+    assert {r["trial"] for r in board if r["front"]} == set(front["front"])
