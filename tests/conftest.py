@@ -3,10 +3,14 @@ a real PostgreSQL."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import io
 import os
 import pickle
+import re
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import uuid
@@ -79,10 +83,14 @@ def free_port() -> int:
 
 def kill_matching(text: str) -> None:
     """Kill the processes whose command line mentions `text`, and all their descendants (Ray's
-    agents rename themselves, so only their parents carry the session folder)."""
+    agents rename themselves, so only their parents carry the session folder). `text` must end
+    there, not run on into more digits: tests run side by side (pytest-xdist), and another
+    worker's `/tmp/rayf1234` or `127.0.0.1:41235` must survive a kill of `/tmp/rayf123` or
+    `127.0.0.1:4123`."""
+    mention = re.compile(re.escape(text) + r"(?!\d)")
     doomed = []
     for proc in psutil.process_iter(["cmdline"]):
-        if any(text in part for part in (proc.info["cmdline"] or [])):
+        if any(mention.search(part) for part in (proc.info["cmdline"] or [])):
             try:
                 doomed += [proc, *proc.children(recursive=True)]
             except psutil.Error:
@@ -193,6 +201,90 @@ def postgres(postgres_server):
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+# -- a finished search, shared by the whole run ------------------------------------------------
+
+SHARED_SAMPLES, SHARED_EPOCHS = 7, 3
+SHARED_SPACE = """\
+SETTINGS = {"epochs": 3, "num_samples": 7, "grace_period": 1, "reduction_factor": 2,
+            "max_mmacs": 5, "seed": 0}
+
+def space(trial):
+    stages = trial.suggest_int("stages", 1, 2)
+    for i in range(1, stages + 1):
+        trial.suggest_categorical(f"stage{i}.filters", [4, 8, 96])
+    trial.suggest_categorical("batch_norm", [True, False])
+    trial.suggest_float("lr", 1e-3, 0.3, log=True)
+    return {"batch_size": 32, "head": "flatten"}
+
+BASELINES = {"tiny_tutorial": {"stages": 1, "stage1.filters": 8, "batch_norm": False,
+                               "lr": 0.05}}
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class FinishedSearch:
+    """A real search of SHARED_SPACE (`tiny.py`, experiment "tiny") that ran to its end: a
+    baseline, ASHA's early stops and an infeasible proposal, on tiny CIFAR-10 in `data`."""
+    root: Path  # mlflow.db and mlartifacts/ (the store), ray/ (Tune's storage), tiny.py, data/
+
+    @property
+    def uri(self) -> str:
+        return f"sqlite:///{self.root / 'mlflow.db'}"
+
+    @property
+    def space(self) -> Path:
+        return self.root / "tiny.py"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def output(self) -> list[str]:
+        """What the search printed (a log, not a terminal: no line redrawn)."""
+        return (self.root / "output.txt").read_text().splitlines()
+
+    def copy(self, dest: Path) -> FinishedSearch:
+        """A copy of the whole search at `dest`, its store's artifact locations moved with it,
+        for tests that add to the store (a warm-started search, a promotion)."""
+        shutil.copytree(self.root, dest)
+        with contextlib.closing(sqlite3.connect(dest / "mlflow.db")) as db, db:
+            for table, column in (("experiments", "artifact_location"), ("runs", "artifact_uri")):
+                db.execute(f"UPDATE {table} SET {column} = replace({column}, ?, ?)",
+                           (self.root.as_uri(), dest.as_uri()))
+        return FinishedSearch(dest)
+
+
+@pytest.fixture(scope="session")
+def finished_search(tmp_path_factory, request) -> FinishedSearch:
+    """The run's one finished search, for the tests that read what a search leaves behind. Under
+    pytest-xdist the first worker to ask runs it and the others wait for it and read it (a file
+    lock in the run's shared temporary folder); nobody writes to it afterwards: a test that adds
+    to it takes a copy (`FinishedSearch.copy`)."""
+    from filelock import FileLock
+
+    from searcher.commands.run import main as run_main
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    search = FinishedSearch(shared / "finished-search")
+    with FileLock(str(shared / "finished-search.lock")):
+        if not (search.root / "output.txt").is_file():
+            request.getfixturevalue("local_ray")
+            shutil.rmtree(search.root, ignore_errors=True)  # a try that failed on another worker
+            search.root.mkdir()
+            write_cifar(search.data, per_batch=80)
+            search.space.write_text(SHARED_SPACE)
+            printed = io.StringIO()
+            with contextlib.redirect_stdout(printed):
+                code = run_main([str(search.space), "--data-dir", str(search.data),
+                                 "--tracking-uri", search.uri,
+                                 "--storage-path", str(search.root / "ray")])
+            assert code == 0, printed.getvalue()[-3000:]
+            (search.root / "output.txt").write_text(printed.getvalue())
+    return search
+
+
 RESUMABLE_BASELINE = {"stages": 1, "filters": 8, "lr": 0.05}
 
 
@@ -219,10 +311,31 @@ def runs_with_role(client, role: str, experiment: str = "resumable") -> list:
 
 # Tests that take one of these start a real service; they are marked `services` here, so that
 # `make test-fast` (-m "not services") leaves them out without each test saying so.
-SERVICE_FIXTURES = {"local_ray", "head", "postgres", "postgres_server"}
+SERVICE_FIXTURES = {"local_ray", "head", "postgres", "postgres_server", "finished_search"}
+
+
+# The suite runs on both cores (pytest-xdist, `make test`): each worker takes whole modules
+# (--dist loadscope), so that a module-scoped fixture (a finished search, a promoted champion, a
+# store of a thousand runs) is paid once, and it takes them longest first (--no-loadscope-reorder
+# keeps this order), so that no worker is left with a minutes-long test at the end: the cluster
+# walk on namespace hosts, then the modules with a test of a minute or more, then those that
+# start real services, then the ones that take seconds, then the rest.
+_LONGEST_FIRST = ("cluster", "long", "services", "slow")
+
+
+def _tier(item) -> int:
+    return next((i for i, mark in enumerate(_LONGEST_FIRST) if item.get_closest_marker(mark)),
+                len(_LONGEST_FIRST))
 
 
 def pytest_collection_modifyitems(items) -> None:
     for item in items:
         if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.services)
+    modules: dict[str, int] = {}
+    for item in items:
+        key = item.nodeid.split("::")[0]
+        modules[key] = min(modules.get(key, len(_LONGEST_FIRST)), _tier(item))
+    order = {key: n for n, key in enumerate(modules)}
+    items.sort(key=lambda item: (modules[item.nodeid.split("::")[0]],
+                                 order[item.nodeid.split("::")[0]]))

@@ -15,6 +15,7 @@ from searcher.bench.__main__ import main
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.long
 def test_quality_smoke_writes_the_figures(local_ray, tmp_path):
     out = tmp_path / "q.json"
     assert main(["quality", "--smoke", "--keep", str(tmp_path / "kept"), "--json", str(out)]) == 0
@@ -58,6 +59,7 @@ def test_quality_smoke_writes_the_figures(local_ray, tmp_path):
         assert parent.data.metrics["warm_start_trials"] == learnt
 
 
+@pytest.mark.long
 def test_quality_smoke_with_the_spaces_baselines_counts_sampled_networks_only(local_ray,
                                                                                tmp_path):
     out = tmp_path / "q.json"

@@ -23,6 +23,7 @@ def _record(best, latency_ms, baseline=None, outcome="completed"):
                        outcome=outcome)
 
 
+@pytest.mark.long
 def test_pareto_bench_writes_the_figures_per_seed(local_ray, tiny_cifar, tmp_path):
     out = tmp_path / "p.json"
     assert main(["pareto", "--smoke", "--data-dir", str(tiny_cifar), "--seeds", "2",

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from conftest import SHARED_SAMPLES
 from mlflow.tracking import MlflowClient
 from ray.tune.execution.placement_groups import PlacementGroupFactory
 
@@ -95,27 +96,21 @@ def test_trial_runs_are_named_by_architecture_and_carry_the_datasets(space, tiny
     assert inputs_of(second) == inputs_of(client.get_run(parent))
 
 
-def test_a_real_search_logs_datasets_on_parent_and_children(local_ray, tiny_cifar, tmp_path):
-    """Needs Ray: a two-trial search through the CLI, then what the MLflow UI would show."""
-    from searcher.commands.run import main as run_main
-    path = tmp_path / "tiny.py"
-    path.write_text(SPACE + 'SETTINGS = {"epochs": 1, "num_samples": 2, "seed": 0}\n')
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    assert run_main([str(path), "--data-dir", str(tiny_cifar), "--tracking-uri", uri,
-                     "--storage-path", str(tmp_path / "ray")]) == 0
-    client = MlflowClient(uri)
+def test_a_real_search_logs_datasets_on_parent_and_children(finished_search):
+    """The run's finished search (Ray, the CLI's own path), as the MLflow UI would show it."""
+    client = MlflowClient(finished_search.uri)
     exp = client.get_experiment_by_name("tiny").experiment_id
     (parent,) = client.search_runs([exp], "tags.`searcher.role` = 'search'")
     parent = client.get_run(parent.info.run_id)  # get_run, which surely carries the inputs
     children = [client.get_run(r.info.run_id) for r in client.search_runs(
         [exp], "tags.`searcher.role` = 'trial'", order_by=["attributes.start_time ASC"])]
-    assert len(children) == 2
+    assert len(children) == SHARED_SAMPLES
     datasets = inputs_of(parent)
     assert set(datasets) == {"train", "validation"} and datasets["train"].name == "cifar10"
     for child in children:
         assert inputs_of(child) == datasets
         assert child.data.tags["searcher.trial_id"] not in child.info.run_name
-        assert child.info.run_name.endswith("bn gap sgd") and len(child.info.run_name) <= 40
+        assert child.info.run_name.endswith(" fc sgd") and len(child.info.run_name) <= 40
     # two trials start at once; the baseline is the one named after it
-    baseline = [c for c in children if c.data.tags.get("searcher.baseline") == "small"]
-    assert [c.info.run_name for c in baseline] == ["small: 8 bn gap sgd"]
+    baseline = [c for c in children if c.data.tags.get("searcher.baseline") == "tiny_tutorial"]
+    assert [c.info.run_name for c in baseline] == ["tiny_tutorial: 8 fc sgd"]

@@ -20,7 +20,7 @@ import yaml
 from conftest import RAY_ENV, TESTS, free_port, kill_matching, ray_head, write_cifar
 from mlflow.tracking import MlflowClient
 
-pytestmark = pytest.mark.services  # starts Ray, MLflow or a search of its own
+pytestmark = [pytest.mark.services, pytest.mark.long]  # real services and a search of its own
 
 NUM_SAMPLES, EPOCHS, SLOTS = 9, 3, 6  # fake_cluster.yaml: 3 workers x 2 trial slots
 BUSY_WITHIN_S = 120  # the goal: every slot busy within 2 minutes of the search's start

@@ -16,7 +16,7 @@ import requests
 from conftest import BIN, RAY_ENV, free_port, kill_matching, ray_head, write_cifar
 from mlflow.tracking import MlflowClient
 
-pytestmark = pytest.mark.services  # starts Ray, MLflow or a search of its own
+pytestmark = [pytest.mark.services, pytest.mark.long]  # real services and a search of its own
 
 SPACE = textwrap.dedent('''
     SETTINGS = {"epochs": 4, "num_samples": 4, "grace_period": 4, "seed": 0}

@@ -12,7 +12,7 @@ import sent_metrics
 from conftest import resumable_space, write_cifar
 from mlflow.tracking import MlflowClient
 
-pytestmark = pytest.mark.services  # starts Ray, MLflow or a search of its own
+pytestmark = [pytest.mark.services, pytest.mark.long]  # real services and a search of its own
 
 NUM_SAMPLES, EPOCHS = 6, 3
 # Trials in flight at once: the `head` fixture's 2 CPUs at the default cpus_per_trial of 1. Tune

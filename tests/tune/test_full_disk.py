@@ -28,7 +28,7 @@ from searcher.tracking.outbox import CHUNK, OUTBOX_FILE, FileJournal
 from searcher.tracking.tags import ROLE_TAG, TRIAL_ID_TAG
 from searcher.tune.free_space import MIN_FREE_ENV
 
-pytestmark = pytest.mark.services  # starts Ray, MLflow and a search of its own
+pytestmark = [pytest.mark.services, pytest.mark.long]  # real services and a search of its own
 
 HEADROOM_MB, FILLER_MB = 2048, 3072  # the driver's margin below the free space; what fills it
 

@@ -12,7 +12,7 @@ import pytest
 from conftest import resumable_space, runs_with_role, write_cifar
 from mlflow.tracking import MlflowClient
 
-pytestmark = pytest.mark.services  # starts Ray, MLflow or a search of its own
+pytestmark = [pytest.mark.services, pytest.mark.long]  # real services and a search of its own
 
 NUM_SAMPLES, EPOCHS = 5, 3
 

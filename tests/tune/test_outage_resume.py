@@ -27,7 +27,7 @@ from searcher.tracking.outbox import CHUNK, OUTBOX_FILE, DatabaseJournal, FileJo
 from searcher.tracking.writer import Writer
 from searcher.tune.tuner import CHECKPOINTS_KEPT
 
-pytestmark = pytest.mark.services  # starts Ray, MLflow or a search of its own
+pytestmark = [pytest.mark.services, pytest.mark.long]  # real services and a search of its own
 
 # With a URI storage Tune uploads its experiment snapshot after the fact, while a trial's older
 # checkpoints are deleted at once; a driver killed in between leaves a snapshot naming a checkpoint

@@ -24,7 +24,7 @@ from searcher.spec.settings import SettingsError, make_settings
 from searcher.tracking.outbox import OUTBOX_FILE, STAGE_FOLDER, open_outbox
 from searcher.tune.state import RECORD_ATTR, SEARCH_FILE, STUDY_FILE, find_resumable
 
-pytestmark = pytest.mark.services  # starts Ray, MLflow or a search of its own
+pytestmark = [pytest.mark.services, pytest.mark.long]  # real services and a search of its own
 
 BIN = Path(sys.executable).parent
 NUM_SAMPLES, EPOCHS = 5, 2

@@ -7,7 +7,7 @@ import re
 from types import SimpleNamespace
 
 import pytest
-from conftest import resumable_space
+from conftest import SHARED_SAMPLES, resumable_space
 
 from searcher.commands.run import main as run_main
 from searcher.spec.settings import make_settings
@@ -192,12 +192,13 @@ def _search(tmp_path, data, *extra: str) -> None:
                      str(tmp_path / "ray"), *extra]) == 0
 
 
-def test_a_search_shows_progress_and_no_line_per_epoch_unless_verbose(local_ray, tiny_cifar,
-                                                                        tmp_path, capsys):
-    _search(tmp_path / "quiet", tiny_cifar)
-    out = capsys.readouterr().out.splitlines()
+def test_a_search_shows_progress_and_no_line_per_epoch_unless_verbose(finished_search, local_ray,
+                                                                        tiny_cifar, tmp_path,
+                                                                        capsys):
+    out = finished_search.output  # a search without --verbose
     assert not [line for line in out if EPOCH_LINE.match(line)], out
-    status = [line for line in out if re.match(r"\[searcher\] \S+ \| 2/2 done", line)]
+    done = f"{SHARED_SAMPLES}/{SHARED_SAMPLES} done"
+    status = [line for line in out if re.match(rf"\[searcher\] \S+ \| {done}", line)]
     assert status, out  # the last state of the display
     assert "0 running" in status[-1] and "ETA" not in status[-1]
     assert not [line for line in out if " done: completed" in line]  # trial lines: --verbose

@@ -9,7 +9,7 @@ import mlflow
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, SHARED_EPOCHS, SHARED_SAMPLES, SHARED_SPACE
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
@@ -29,23 +29,8 @@ from searcher.tune.warm_start import WARM_START_ATTR, load_warm_start
 
 pytestmark = pytest.mark.services  # starts Ray, MLflow or a search of its own
 
-NUM_SAMPLES, EPOCHS = 7, 3
-
-TINY_SPACE = textwrap.dedent('''
-    SETTINGS = {"epochs": 3, "num_samples": 7, "grace_period": 1, "reduction_factor": 2,
-                "max_mmacs": 5, "seed": 0}
-
-    def space(trial):
-        stages = trial.suggest_int("stages", 1, 2)
-        for i in range(1, stages + 1):
-            trial.suggest_categorical(f"stage{i}.filters", [4, 8, 96])
-        trial.suggest_categorical("batch_norm", [True, False])
-        trial.suggest_float("lr", 1e-3, 0.3, log=True)
-        return {"batch_size": 32, "head": "flatten"}
-
-    BASELINES = {"tiny_tutorial": {"stages": 1, "stage1.filters": 8, "batch_norm": False,
-                                   "lr": 0.05}}
-''')
+NUM_SAMPLES, EPOCHS = SHARED_SAMPLES, SHARED_EPOCHS
+TINY_SPACE = SHARED_SPACE
 
 BAD_SPACE = textwrap.dedent('''
     SETTINGS = {"epochs": 1, "num_samples": 1, "seed": 0}
@@ -60,19 +45,26 @@ BAD_SPACE = textwrap.dedent('''
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    return tmp_path_factory.mktemp("store")
+def copied_search(finished_search, tmp_path_factory):
+    """The run's finished search, copied: this module's tests add searches and models to it."""
+    return finished_search.copy(tmp_path_factory.mktemp("tuner") / "store")
 
 
 @pytest.fixture(scope="module")
-def first_search(local_ray, tiny_cifar, store):
-    space = store / "tiny.py"
-    space.write_text(TINY_SPACE)
-    uri = f"sqlite:///{store / 'mlflow.db'}"
-    code = run_main([str(space), "--data-dir", str(tiny_cifar), "--tracking-uri", uri,
-                     "--storage-path", str(store / "ray")])
-    assert code == 0
-    return uri
+def store(copied_search):
+    return copied_search.root
+
+
+@pytest.fixture(scope="module")
+def first_search(copied_search, local_ray):
+    """The first search's store; the tests run more searches on it."""
+    return copied_search.uri
+
+
+@pytest.fixture(scope="module")
+def tiny_cifar(copied_search):
+    """The first search's own data (the same images as the session's tiny_cifar)."""
+    return copied_search.data
 
 
 def runs_of(client: MlflowClient, role: str, experiment: str = "tiny"):
