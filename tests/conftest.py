@@ -203,7 +203,7 @@ def postgres(postgres_server):
 
 # -- a finished search, shared by the whole run ------------------------------------------------
 
-SHARED_SAMPLES, SHARED_EPOCHS = 7, 3
+SHARED_SAMPLES, SHARED_EPOCHS = 7, 3  # as SHARED_SPACE's SETTINGS say
 SHARED_SPACE = """\
 SETTINGS = {"epochs": 3, "num_samples": 7, "grace_period": 1, "reduction_factor": 2,
             "max_mmacs": 5, "seed": 0}
@@ -223,8 +223,9 @@ BASELINES = {"tiny_tutorial": {"stages": 1, "stage1.filters": 8, "batch_norm": F
 
 @dataclasses.dataclass(frozen=True)
 class FinishedSearch:
-    """A real search of SHARED_SPACE (`tiny.py`, experiment "tiny") that ran to its end: a
-    baseline, ASHA's early stops and an infeasible proposal, on tiny CIFAR-10 in `data`."""
+    """A real search of SHARED_SPACE (`tiny.py`, experiment "tiny") that ran to its end on tiny
+    CIFAR-10 in `data`: a baseline first, trials that ASHA stopped early and trials it let
+    finish."""
     root: Path  # mlflow.db and mlartifacts/ (the store), ray/ (Tune's storage), tiny.py, data/
 
     @property
