@@ -20,8 +20,9 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	$(PY) -m searcher.run spaces/cifar10.py --data-dir $(DATA_DIR) $(DEMO_ARGS)
 
-# The suite on TEST_WORKERS processes (pytest-xdist; tests/conftest.py groups and orders them),
-# ending with its 20 slowest tests. TEST_WORKERS=0 runs it in this one process.
+# The suite on TEST_WORKERS processes (pytest-xdist), each taking whole test files in the order
+# tests/conftest.py gives them, longest first; it ends with the 20 slowest tests.
+# TEST_WORKERS=0 runs it in this one process.
 TEST_WORKERS ?= 2
 test: lint
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder --durations=20 $(PYTEST_ARGS)

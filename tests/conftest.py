@@ -329,14 +329,16 @@ def _tier(item) -> int:
                 len(_LONGEST_FIRST))
 
 
+def _module(item) -> str:
+    return item.nodeid.split("::")[0]
+
+
 def pytest_collection_modifyitems(items) -> None:
     for item in items:
         if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.services)
-    modules: dict[str, int] = {}
+    tier: dict[str, int] = {}  # a module's: that of its longest test
     for item in items:
-        key = item.nodeid.split("::")[0]
-        modules[key] = min(modules.get(key, len(_LONGEST_FIRST)), _tier(item))
-    order = {key: n for n, key in enumerate(modules)}
-    items.sort(key=lambda item: (modules[item.nodeid.split("::")[0]],
-                                 order[item.nodeid.split("::")[0]]))
+        tier[_module(item)] = min(tier.get(_module(item), len(_LONGEST_FIRST)), _tier(item))
+    order = {module: n for n, module in enumerate(tier)}
+    items.sort(key=lambda item: (tier[_module(item)], order[_module(item)]))  # stable
