@@ -30,6 +30,9 @@ pytestmark = [pytest.mark.cluster, pytest.mark.services]
 DB_PASSWORD = "test-db-password"  # throwaway secrets of throwaway hosts
 ADMIN_PASSWORD = "test-admin-password"
 EPOCHS = 8  # baselines train all of them: long enough to lose a worker under one
+ENDED = ("SUCCEEDED", "FAILED", "STOPPED")  # a Ray job's final states
+# A Tune trial's process (its actor, named after the function trainable Tune wraps).
+TRIAL_PROCESS = "^ray::ImplicitFunc"
 PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), None)
 
 
@@ -96,6 +99,10 @@ def test_ray_up_submit_forward_promote_down(network):
 
 def _walk(network) -> None:
     started = time.monotonic()
+
+    def phase(name: str) -> None:  # where the walk's minutes go, for -s or a failure's report
+        print(f"cluster walk: {name} at {time.monotonic() - started:.0f} s", file=sys.stderr)
+
     folder = network.folder
     hosts = {name: network.add(name) for name in ("db", "head", "worker1", "worker2")}
     laptop = network.add("laptop", sshd=False)
@@ -116,8 +123,14 @@ def _walk(network) -> None:
     laptop.run("ray get-auth-token --generate >/dev/null 2>&1", **on_laptop)
     up = laptop.run(f"ray up -y --no-config-cache {config}", **on_laptop)
     assert "setup-node: Python 3.11" in up.stdout + up.stderr
+    phase("ray up")
     deadline = time.monotonic() + 240
-    while True:  # both workers join: the head's autoscaler runs their set-up over SSH
+    # Both workers join: the head's autoscaler runs their set-up over SSH. Each `ray exec` costs
+    # a CLI start here and on the head, so the user's check waits for both workers' raylets.
+    while not all(any("raylet" in p for p in w.processes()) for w in (worker1, worker2)):
+        assert time.monotonic() < deadline, "no raylet started on the workers"
+        time.sleep(2)
+    while True:
         status = laptop.run(f"ray exec {config} 'ray status'", check=False, **on_laptop).stdout
         if sum(int(n) for n in re.findall(r"^ (\d+) local\.cluster\.node", status, re.M)) == 3:
             break
@@ -143,34 +156,54 @@ def _walk(network) -> None:
     out = laptop.run(submit, **on_laptop).stdout
     job = re.search(r"raysubmit_\w+", out).group(0)
 
+    phase("submitted")
+
     def job_status() -> str:
-        done = laptop.run(f"RAY_AUTH_MODE=token ray job status --address http://127.0.0.1:8265 "
-                          f"{job}", check=False)
-        found = re.search(r"Job '\S+' (succeeded|failed|was stopped)", done.stdout + done.stderr)
-        return found.group(1).split()[-1].upper() if found else "RUNNING"
+        """The job's status from the jobs API (what `ray job status` asks, without a CLI start
+        each poll)."""
+        done = laptop.run("curl -s -H \"Authorization: Bearer $(cat ~/.ray/auth_token)\" "
+                          f"http://127.0.0.1:8265/api/jobs/{job}", check=False)
+        try:
+            return json.loads(done.stdout)["status"]
+        except (ValueError, KeyError):
+            return "RUNNING"  # the forward or the dashboard busy for a moment
 
     # A worker host lost mid-search, while a hand-made baseline (ASHA stops none of them) that
-    # has reported an epoch on it still has epochs to go, as MLflow's store on the db host
-    # shows: that trial must go on on the other worker.
+    # has reported an epoch on it still has epochs to go: that trial must go on on the other
+    # worker. MLflow's store on the db host says which baseline runs where, but it hears of an
+    # epoch a moment after it happens, longer on a busy machine: once it shows such a baseline,
+    # worker2's trials are frozen (SIGSTOP) until the store has caught up, and the host is lost
+    # only if the store still shows one then; a frozen trial cannot finish in the meantime.
     address = json.loads(head.run(f"source ~/searcher-env/bin/activate && RAY_AUTH_MODE=token "
                                   f"python -c {_q(_NODES)}").stdout)
     (on_worker2,) = [node for node, ip in address.items() if ip == worker2.ip]
     deadline, polls = time.monotonic() + 300, 0
-    while not _baselines_in_flight(hosts["db"], folder / "db", on_worker2):
+    while True:
         polls += 1
         if polls % 10 == 0:  # the job's status costs a CLI start; the store's answer does not
-            assert job_status() == "RUNNING", "the search ended before a baseline trained there"
+            assert job_status() not in ENDED, "the search ended before a baseline trained there"
         assert time.monotonic() < deadline, "no baseline ever reported from worker2"
+        if _in_flight(_baselines_on(hosts["db"], folder / "db", on_worker2)):
+            worker2.run(f"pkill -STOP -f {_q(TRIAL_PROCESS)}", check=False)
+            if _in_flight(_settled(lambda: _baselines_on(hosts["db"], folder / "db",
+                                                         on_worker2))):
+                break
+            worker2.run(f"pkill -CONT -f {_q(TRIAL_PROCESS)}", check=False)
         time.sleep(0.3)
     worker2.kill()
+    phase("worker2 lost")
     deadline = time.monotonic() + 600
-    while (state := job_status()) not in ("SUCCEEDED", "FAILED", "STOPPED"):
+    while (state := job_status()) not in ENDED:
         assert time.monotonic() < deadline, "the search did not end"
         time.sleep(3)
+    phase("search ended")
     logs = laptop.run(f"RAY_AUTH_MODE=token ray job logs --address http://127.0.0.1:8265 {job}",
                       check=False).stdout
     (folder / "job.log").write_text(logs)
     assert state == "SUCCEEDED", logs[-5000:]
+    status = laptop.run(f"RAY_AUTH_MODE=token ray job status --address http://127.0.0.1:8265 "
+                        f"{job}", check=False)  # as the user asks
+    assert f"Job '{job}' succeeded" in status.stdout + status.stderr, status
     lines = [line for line in logs.splitlines() if line.startswith("[searcher]")]
     assert re.search(rf"Ray cluster at {head.ip}:6379: 3 nodes", lines[0]), lines[:3]
     assert "ray dashboard" in logs.splitlines()[-1] or any(
@@ -196,6 +229,7 @@ def _walk(network) -> None:
     assert head.ip not in {ip for ips in ran_on for ip in ips}  # the head takes no trials
     assert [worker2.ip, worker1.ip] in ran_on, ran_on  # lost its host, went on on the other
 
+    phase("MLflow read")
     # -- promote from the laptop -------------------------------------------------------------------
     promote = laptop.run(f"python -m searcher.promote --data-dir {shared}/data", env=tracking,
                          **on_laptop)
@@ -207,6 +241,7 @@ def _walk(network) -> None:
     for forward in forwards:  # the user closes the terminals that held the forwards
         os.killpg(forward.pid, signal.SIGHUP)
         forward.wait(timeout=30)
+    phase("promoted")
     laptop.run(f"ray down -y {config}", **on_laptop)
     deadline = time.monotonic() + 150
     while left := {h.name: h.processes() for h in (head, worker1) if h.processes()}:
@@ -215,17 +250,33 @@ def _walk(network) -> None:
     print(f"cluster walk: {time.monotonic() - started:.0f} s", file=sys.stderr)
 
 
-def _baselines_in_flight(db: nshosts.Host, folder: Path, node: str) -> int:
-    """Baseline trial runs still running that reported an epoch from `node` and have at least
-    3 to go (MLflow hears of epochs a moment after they happen)."""
-    sql = ("SELECT count(*) FROM runs r "
+def _baselines_on(db: nshosts.Host, folder: Path, node: str) -> list[tuple[str, str, int]]:
+    """(run, status, last epoch) of the baseline trial runs that reported an epoch from `node`,
+    as MLflow's store has them."""
+    sql = ("SELECT r.run_uuid, r.status, m.step FROM runs r "
            "JOIN tags n ON n.run_uuid = r.run_uuid AND n.key = 'searcher.nodes' "
            "JOIN tags b ON b.run_uuid = r.run_uuid AND b.key = 'searcher.baseline' "
            "JOIN latest_metrics m ON m.run_uuid = r.run_uuid AND m.key = 'val_acc' "
-           f"WHERE r.status = 'RUNNING' AND n.value LIKE '%{node}%' AND m.step <= {EPOCHS - 3}")
-    out = db.run(f"runuser -u postgres -- {PG_BIN}/psql -At -h {folder}/pgsock -d mlflow "
-                 f"-c \"{sql}\"").stdout
-    return int(out.strip() or 0)
+           f"WHERE n.value LIKE '%{node}%' ORDER BY r.run_uuid")
+    out = db.run(f"runuser -u postgres -- {PG_BIN}/psql -At -F ' ' -h {folder}/pgsock "
+                 f"-d mlflow -c \"{sql}\"").stdout
+    return [(run, status, int(step)) for run, status, step in map(str.split, out.splitlines())]
+
+
+def _in_flight(baselines: list[tuple[str, str, int]]) -> bool:
+    """Whether one of `baselines` is running with at least 3 epochs to go."""
+    return any(status == "RUNNING" and step <= EPOCHS - 3 for _, status, step in baselines)
+
+
+def _settled(read, still_s: float = 5.0, limit_s: float = 120.0):
+    """What `read()` returns once it has not changed for `still_s` seconds."""
+    last, since, deadline = read(), time.monotonic(), time.monotonic() + limit_s
+    while time.monotonic() - since < still_s:
+        assert time.monotonic() < deadline, f"the store did not settle: {last}"
+        time.sleep(1)
+        if (now := read()) != last:
+            last, since = now, time.monotonic()
+    return last
 
 
 def _q(code: str) -> str:
