@@ -17,8 +17,11 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 @pytest.mark.long
 def test_quality_smoke_writes_the_figures(local_ray, tmp_path):
+    """The smoke run with the space's baselines, then a warm-started run learning from it: the
+    figures of both, the baselines' runs left out of them, and what each warm start learnt."""
     out = tmp_path / "q.json"
-    assert main(["quality", "--smoke", "--keep", str(tmp_path / "kept"), "--json", str(out)]) == 0
+    assert main(["quality", "--smoke", "--with-baselines", "--keep", str(tmp_path / "kept"),
+                 "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     q = result["quality"]
     seeds = q["seeds"]
@@ -42,12 +45,14 @@ def test_quality_smoke_writes_the_figures(local_ray, tmp_path):
     for key in ("date", "machine", "cpus", "torch", "ray", "optuna", "mlflow"):
         assert key in result
     assert out.with_suffix(".png").read_bytes()[:8] == PNG_MAGIC
+    _baselines_are_not_counted(q, tmp_path / "kept")
 
     # A second run whose default sampler learns from the first run's kept searches, each from
     # the other seed's, against the first run's random figures.
     warm = tmp_path / "warm.json"
-    assert main(["quality", "--smoke", "--warm-start", str(tmp_path / "kept"), "--baseline-from",
-                 str(out), "--keep", str(tmp_path / "warm"), "--json", str(warm)]) == 0
+    assert main(["quality", "--smoke", "--with-baselines", "--warm-start", str(tmp_path / "kept"),
+                 "--baseline-from", str(out), "--keep", str(tmp_path / "warm"),
+                 "--json", str(warm)]) == 0
     w = json.loads(warm.read_text())["quality"]
     assert w["warm_start"]["from_seed"] == [1, 0]
     assert w["random"] == q["random"]  # random sampling ignores history: not run again
@@ -59,27 +64,25 @@ def test_quality_smoke_writes_the_figures(local_ray, tmp_path):
         assert parent.data.metrics["warm_start_trials"] == learnt
 
 
-@pytest.mark.long
-def test_quality_smoke_with_the_spaces_baselines_counts_sampled_networks_only(local_ray,
-                                                                               tmp_path):
-    out = tmp_path / "q.json"
-    assert main(["quality", "--smoke", "--seeds", "1", "--with-baselines", "--keep",
-                 str(tmp_path / "kept"), "--json", str(out)]) == 0
-    q = json.loads(out.read_text())["quality"]
+def _baselines_are_not_counted(q, kept):
+    """With --with-baselines the space's baseline runs first in every search, for both samplers,
+    and neither its score nor its epochs count in the figures."""
     assert q["settings"]["with_baselines"] is True
     for sampler, name in (("tpe", "default"), ("random", "random")):
-        trials = _runs(tmp_path / "kept" / f"{sampler}-0", "trial")
-        baseline = [r for r in trials if r.data.tags.get("searcher.baseline") == "hand_made"]
-        assert len(baseline) == 1  # ran first, for both samplers
-        sampled = [r.data.metrics["best_val_acc"] for r in trials
-                   if r.info.run_id != baseline[0].info.run_id and "best_val_acc" in r.data.metrics]
-        # the baseline's score is not counted (a busy machine may leave no sampled score: null)
-        assert q[name]["final_best"] == [round(max(sampled), 4) if sampled else None]
-        client = MlflowClient(f"sqlite:///{tmp_path / 'kept' / f'{sampler}-0' / 'mlflow.db'}")
-        epochs = {r.info.run_id: len(client.get_metric_history(r.info.run_id, "val_acc"))
-                  for r in trials}
-        (run,) = [r for r in q["runs"] if r["sampler"] == sampler]
-        assert run["epoch_results"] == sum(epochs.values()) - epochs[baseline[0].info.run_id]
+        for i, seed in enumerate(q["seed_numbers"]):
+            trials = _runs(kept / f"{sampler}-{seed}", "trial")
+            baseline = [r for r in trials if r.data.tags.get("searcher.baseline") == "hand_made"]
+            assert len(baseline) == 1  # ran first, for both samplers
+            sampled = [r.data.metrics["best_val_acc"] for r in trials
+                       if r.info.run_id != baseline[0].info.run_id
+                       and "best_val_acc" in r.data.metrics]
+            # the baseline's score is not counted (a busy machine may leave no sampled score)
+            assert q[name]["final_best"][i] == (round(max(sampled), 4) if sampled else None)
+            client = MlflowClient(f"sqlite:///{kept / f'{sampler}-{seed}' / 'mlflow.db'}")
+            epochs = {r.info.run_id: len(client.get_metric_history(r.info.run_id, "val_acc"))
+                      for r in trials}
+            (run,) = [r for r in q["runs"] if r["sampler"] == sampler and r["seed"] == seed]
+            assert run["epoch_results"] == sum(epochs.values()) - epochs[baseline[0].info.run_id]
 
 
 def _runs(kept, role):
