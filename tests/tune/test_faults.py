@@ -32,7 +32,7 @@ def finished_children(client: MlflowClient) -> list:
 
 
 def test_killed_driver_resumes_the_same_search(head, tmp_path):
-    data = write_cifar(tmp_path / "data", per_batch=1200)
+    data = write_cifar(tmp_path / "data", per_batch=600)
     space = tmp_path / "resumable.py"
     space.write_text(SPACE)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

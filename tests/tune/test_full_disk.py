@@ -44,7 +44,7 @@ def trial_runs(client: MlflowClient) -> list:
 
 
 def test_a_full_disk_in_an_outage_stops_the_search_in_one_line_and_it_resumes(head, tmp_path):
-    data = write_cifar(tmp_path / "data", per_batch=1200)
+    data = write_cifar(tmp_path / "data", per_batch=600)
     space = tmp_path / "resumable.py"
     space.write_text(SPACE)
     server = MlflowServer(tmp_path).start()

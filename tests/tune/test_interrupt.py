@@ -18,7 +18,7 @@ NUM_SAMPLES, EPOCHS = 5, 3
 
 
 def test_ctrl_c_stops_a_search_that_resume_finishes(tmp_path):
-    data = write_cifar(tmp_path / "data", per_batch=1200)
+    data = write_cifar(tmp_path / "data", per_batch=600)
     space = tmp_path / "resumable.py"
     space.write_text(resumable_space(EPOCHS, NUM_SAMPLES))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

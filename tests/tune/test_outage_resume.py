@@ -75,7 +75,7 @@ def kill_in_an_outage_and_resume(head: str, tmp_path: Path, storage: str, extra:
                                  on_head: Path, resume_in: Path, journal_of) -> None:
     """Run a search from `on_head`, stop MLflow, SIGKILL the driver once its outbox (`journal_of`
     the search's name) holds 3 epochs, then resume from `resume_in` and check MLflow got them."""
-    data = write_cifar(tmp_path / "data", per_batch=1200)
+    data = write_cifar(tmp_path / "data", per_batch=600)
     space = tmp_path / "resumable.py"
     space.write_text(SPACE)
     server = MlflowServer(tmp_path).start()

@@ -17,7 +17,7 @@ NUM_SAMPLES, EPOCHS = 4, 3
 
 
 def test_a_second_driver_on_a_running_search_is_refused(head, tmp_path):
-    data = write_cifar(tmp_path / "data", per_batch=1200)
+    data = write_cifar(tmp_path / "data", per_batch=600)
     space = tmp_path / "resumable.py"
     space.write_text(resumable_space(EPOCHS, NUM_SAMPLES))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
