@@ -74,8 +74,9 @@ def trial_runs(client: MlflowClient) -> list:
     return client.search_runs([exp.experiment_id], "tags.`searcher.role` = 'trial'")
 
 
-def start_search(tmp_path: Path, cluster: dict) -> subprocess.Popen:
-    data = write_cifar(tmp_path / "data", per_batch=1000)
+def start_search(tmp_path: Path, cluster: dict, per_batch: int = 500) -> subprocess.Popen:
+    """The search, on `per_batch` images per CIFAR batch file (more: longer epochs to act in)."""
+    data = write_cifar(tmp_path / "data", per_batch=per_batch)
     space = tmp_path / "twonode.py"
     space.write_text(SPACE)
     return subprocess.Popen(
@@ -112,7 +113,7 @@ def test_trials_land_on_both_nodes_and_log_over_http(cluster, tmp_path):
 def test_a_node_that_stops_mid_search_costs_only_a_restart(cluster, tmp_path):
     which = nodes(cluster["address"])
     second = next(n for n, name in which.items() if name == "second")
-    driver = start_search(tmp_path, cluster)
+    driver = start_search(tmp_path, cluster, per_batch=1000)  # the kill lands mid-trial
     client = MlflowClient(cluster["uri"])
     deadline = time.time() + 300
     victim = None

@@ -83,7 +83,7 @@ def count_rows(url: str, table: str) -> int:
 
 def test_a_search_whose_head_is_lost_resumes_elsewhere_from_postgres(postgres, tmp_path):
     tracking_db, study_db = postgres("mlflow"), postgres("optuna")
-    data = write_cifar(tmp_path / "data", per_batch=800)
+    data = write_cifar(tmp_path / "data", per_batch=600)
     shared = tmp_path / "shared"  # what every node mounts (NFS): Tune's state and checkpoints
     shared.mkdir()
     space = shared / "pgsearch.py"
