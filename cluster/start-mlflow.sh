@@ -22,8 +22,11 @@ test -s "$password_file" || { echo "start-mlflow: put the MLflow admin password 
 umask 077
 # CSRF key of the auth app: any random value, the same for every worker of this server.
 test -s "$state/mlflow-secret-key" || python -c 'import secrets; print(secrets.token_hex(32))' > "$state/mlflow-secret-key"
-# Users live beside the runs (MLflow's auth tables keep their own schema version).
-printf '[mlflow]\ndefault_permission = READ\ndatabase_uri = %s\nadmin_username = admin\n' "$backend" > "$state/mlflow-auth.ini"
+# Users live beside the runs (MLflow's auth tables keep their own schema version). A checked
+# password is remembered for 60 s by each server worker: checking it costs a scrypt hash, 0.1 s
+# of CPU on every request otherwise, and a search's driver sends several per epoch. The price: a
+# password changed or a user deleted stops working on the other workers within 60 s, not at once.
+printf '[mlflow]\ndefault_permission = READ\ndatabase_uri = %s\nadmin_username = admin\nauth_cache_ttl_seconds = 60\n' "$backend" > "$state/mlflow-auth.ini"
 printf '[mlflow]\nmlflow_tracking_username = admin\nmlflow_tracking_password = %s\n' "$(cat "$password_file")" > "$HOME/.mlflow/credentials"
 
 line="export MLFLOW_TRACKING_URI=http://127.0.0.1:$port"
