@@ -33,7 +33,7 @@ The JSON nests as the quality benchmark's does: `pareto.hypervolume.default` is
 result["pareto"]["hypervolume"]["default"] (nested dicts, no dotted keys), a list in seed order
 (`pareto.seeds`). Default: 3 seeds x 2 samplers x 210 s, about 25 minutes on a 2-core CPU.
 --smoke: generated data (or --data-dir's), quality's tiny space and a 0.3 ms bound, 2 seeds x
-20 s, for CI. Output: a table, --json FILE and a PNG of each seed's fronts.
+15 s, for CI. Output: a table, --json FILE and a PNG of each seed's fronts.
 """
 from __future__ import annotations
 
@@ -179,6 +179,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             or args.val_images < 1 or not args.max_latency_ms > 0):
         p.error("--first-seed must be >= 0; --seeds, --budget, --train-images, --val-images "
                 "and --max-latency-ms must be positive")
+    # Stores and artifact locations are URIs, which take absolute paths.
+    args.keep = args.keep and str(Path(args.keep).resolve())
     return args
 
 
