@@ -167,6 +167,12 @@ def _space_and_resume(args: argparse.Namespace, held: contextlib.ExitStack):
     held.enter_context(driver_lock.hold(resume.name, resume.folder, resume.database))
     saved = resume.read_record()
     check_resume_overrides(saved["settings"], overrides_from(args))
+    # Tune's saved state holds the space as the search first ran it: an edited file would be
+    # shown and logged as the space while the old one is what runs.
+    if saved.get("space_sha256", space.sha256) != space.sha256:
+        raise UserError(f"--resume: {args.space} is not the space file {resume.name} ran "
+                        f"({saved.get('space_file')}); it changed since: resume with the file as "
+                        f"it was, or start a new search")
     if MASK in saved["tracking_uri"] and args.tracking_uri is None:
         raise UserError(f"the search's record keeps its tracking URI without its secret "
                         f"({saved['tracking_uri']}): pass it again with --tracking-uri (or "

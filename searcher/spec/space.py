@@ -14,6 +14,7 @@ Everything wrong with it ends as one SpaceError line naming the file.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import inspect
 import logging
 import warnings
@@ -44,6 +45,11 @@ class Space:
     fn: Callable[[Any], dict[str, Any] | None]
     settings: Settings
     baselines: dict[str, dict[str, Any]]
+
+    @property
+    def sha256(self) -> str:
+        """The space file's text's digest: what a resumed search checks it was given again."""
+        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
 
     def sample(self, trial: Any) -> dict[str, Any]:
         """Run the space on an Optuna trial; return all its parameters plus the constants."""

@@ -13,6 +13,9 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
+import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -164,6 +167,18 @@ def _records(database: str) -> dict[str, dict[str, Any]]:
             for s in _database(database).get_all_studies() if RECORD_ATTR in s.user_attrs}
 
 
+def new_search_name(space_name: str) -> str:
+    """A new search's name (its folder's, its study's, its Tune experiment's): the space's name,
+    when it started, and 4 random hex digits."""
+    return f"{space_name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
+
+
+def is_search_of(name: str, space_name: str) -> bool:
+    """Whether `name` is a search of `space_name` as new_search_name made it; space `tiny`'s
+    searches are not those of `tiny-big`."""
+    return re.fullmatch(rf"{re.escape(space_name)}-\d{{8}}-\d{{6}}-[0-9a-f]{{4}}", name) is not None
+
+
 def find_resumable(settings, space_name: str, path: str | None) -> SearchState:
     """The search to resume: `path` (a search folder, or with a database also a search's name),
     else this space's latest unfinished search (in the database when there is one)."""
@@ -173,7 +188,8 @@ def find_resumable(settings, space_name: str, path: str | None) -> SearchState:
     if database is None:
         if path:
             raise UserError(f"{path} is not a searcher experiment folder (no {SEARCH_FILE})")
-        candidates = sorted(state_root(settings).glob(f"{space_name}-*/{SEARCH_FILE}"),
+        candidates = sorted((marker for marker in state_root(settings).glob(f"*/{SEARCH_FILE}")
+                             if is_search_of(marker.parent.name, space_name)),
                             key=lambda p: p.stat().st_mtime, reverse=True)
         for marker in candidates:
             if not _read_record_file(marker).get("finished"):
@@ -188,7 +204,7 @@ def find_resumable(settings, space_name: str, path: str | None) -> SearchState:
                             f"--resume takes a search's name (its experiment folder's name)")
     else:
         open_ = [(r.get("created", 0.0), n) for n, r in records.items()
-                 if n.startswith(f"{space_name}-") and not r.get("finished")]
+                 if is_search_of(n, space_name) and not r.get("finished")]
         if not open_:
             raise UserError(f"no unfinished search of {space_name} in the study database "
                             f"{redact(database)}; pass the search's name to --resume")

@@ -6,7 +6,6 @@ import logging
 import os
 import socket
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Container
@@ -28,7 +27,8 @@ from searcher.tune.free_space import FreeSpace
 from searcher.tune.interrupt import InterruptWatch
 from searcher.tune.resources import plan
 from searcher.tune.scheduler import BaselineASHA, ParetoASHA
-from searcher.tune.state import SearchState, state_root, storage_root, study_database
+from searcher.tune.state import (SearchState, new_search_name, state_root, storage_root,
+                                 study_database)
 from searcher.tune.study_searcher import INFEASIBLE_ATTR, StudySearcher, close_unfinished
 from searcher.tune.trainable import make_trainable
 from searcher.tune.trial_logger import MLflowTrialLogger, active_logger, outbox_folder
@@ -223,7 +223,7 @@ def run_search(space: Space, data: SearchData, tracking_uri: str, parent_run_id:
             raise UserError(f"{resume.folder.name} was saved by searcher 0.1, whose modules "
                             f"have moved ({exc.name}); resume it with searcher 0.1") from None
         return _fit(tuner, resume, s)
-    study_name = f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
+    study_name = new_search_name(space.name)
     storage_path = storage_root(s)
     state = SearchState(state_root(s) / study_name, study_database(s))
     state.folder.mkdir(parents=True, exist_ok=False)
@@ -234,7 +234,8 @@ def run_search(space: Space, data: SearchData, tracking_uri: str, parent_run_id:
                            warm.baselines if warm else ())
         state.write_record({"parent_run_id": parent_run_id, "tracking_uri": tracking_uri,
                             "tune_path": f"{storage_path.rstrip('/')}/{study_name}",
-                            "space_file": str(space.path), "settings": s.to_dict(),
+                            "space_file": str(space.path), "space_sha256": space.sha256,
+                            "settings": s.to_dict(),
                             "created": time.time()})
         searcher = StudySearcher(study, space.sample, proposal_check(s, *shape), s.metric, s.mode,
                                  s.epochs, cost)

@@ -1,4 +1,5 @@
 """Bad input ends with one clear line and exit status 2, before Ray starts and with nothing written."""
+import json
 import os
 import sqlite3
 import subprocess
@@ -90,6 +91,24 @@ def test_resume_with_another_seed_or_data_dir_is_one_line(tmp_path, tiny_cifar, 
     assert f"--{setting.replace('_', '-')}" in lines[0] and str(recorded) in lines[0], lines[0]
     assert (folder / "searcher_search.json").read_text() == record
     assert not (tmp_path / "m.db").exists() or _runs(tmp_path / "m.db") == 0
+
+
+def test_resume_with_an_edited_space_file_is_one_line(tmp_path, tiny_cifar):
+    # Tune's saved state runs the space as the search began it; an edited file must not pass
+    # for it.
+    import hashlib
+    folder, _ = _recorded_search(tmp_path, tiny_cifar)
+    record = json.loads((folder / "searcher_search.json").read_text())
+    record["space_sha256"] = hashlib.sha256(GOOD.encode()).hexdigest()
+    (folder / "searcher_search.json").write_text(json.dumps(record))
+    (tmp_path / "space.py").write_text(GOOD.replace("1, 2", "1, 3"))  # a stage more
+    out = run([str(tmp_path / "space.py"), "--resume", "--address", f"127.0.0.1:{free_port()}"],
+              tmp_path)
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
+    assert "is not the space file space-20250101-000000-abcd ran" in lines[0], lines[0]
+    assert "changed since" in lines[0]
 
 
 def test_resume_may_repeat_the_recorded_seed_and_data_dir(tmp_path, tiny_cifar):

@@ -65,3 +65,30 @@ def test_a_write_cut_short_leaves_the_previous_record(tmp_path, settings, monkey
     assert str(raised) == "killed"  # and the driver hears of it
     assert find_resumable(settings, "tiny", None).folder == state.folder
     assert [p.name for p in state.folder.iterdir()] == [SEARCH_FILE]
+
+
+@pytest.mark.parametrize("kept_in", ["file", "database"])
+def test_resume_takes_only_its_own_spaces_searches(tmp_path, monkeypatch, kept_in):
+    """Space `tiny`'s --resume never picks a search of space `tiny-big`, even a newer one."""
+    import optuna
+
+    monkeypatch.delenv(STUDY_STORAGE_ENV, raising=False)
+    database = f"sqlite:///{tmp_path / 'optuna.db'}" if kept_in == "database" else None
+    settings = make_settings({"storage_path": str(tmp_path / "ray"), "study_storage": database})
+
+    def search(name: str, created: float) -> SearchState:
+        state = SearchState(tmp_path / "ray" / name, database)
+        state.folder.mkdir(parents=True)
+        if database:
+            optuna.create_study(study_name=name, storage=database)
+        state.write_record({**RECORD, "created": created})
+        if database is None:  # files are ordered by their time
+            os.utime(state.folder / SEARCH_FILE, (created, created))
+        return state
+
+    other = search("tiny-big-20300101-000001-beef", 2.0)
+    with pytest.raises(UserError, match="no unfinished search of tiny"):
+        find_resumable(settings, "tiny", None)
+    own = search("tiny-20300101-000000-abcd", 1.0)  # older than tiny-big's
+    assert find_resumable(settings, "tiny", None).name == own.name
+    assert find_resumable(settings, "tiny-big", None).name == other.name
