@@ -101,6 +101,9 @@ def predict_folder(folder: str | Path, model_uri: str, output: str | Path,
         confidence, label = probs.max(1)
         for (f, _), k, c in zip(good, label.tolist(), confidence.tolist()):
             rows.append((str(f.relative_to(folder)), classes[k] if classes else k, f"{c:.4f}"))
+    if not rows:  # nothing to write: an earlier CSV there stays as it was
+        raise UserError(f"none of the {len(files)} images under {folder} could be read (e.g. "
+                        f"{skipped[0]}); {output} not written")
     try:
         with open(output, "w", newline="") as out:
             writer = csv.writer(out)

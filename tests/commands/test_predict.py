@@ -127,3 +127,17 @@ def test_an_output_that_cannot_be_written_is_one_line_before_any_inference(champ
     _refused(capsys, [str(folder), "--model", "models:/tiny@champion", "--tracking-uri", uri,
                       "--output", str(out)], words)
     assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_a_folder_where_nothing_decodes_is_one_line_and_keeps_an_earlier_csv(champion, tmp_path,
+                                                                               capsys):
+    uri, _ = champion
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(b"")
+    (folder / "b.jpg").write_bytes(b"not a jpeg")
+    out = tmp_path / "predictions.csv"
+    out.write_text("file,label,confidence\nold.png,cat,0.9\n")
+    _refused(capsys, [str(folder), "--model", "models:/tiny@champion", "--tracking-uri", uri,
+                      "--output", str(out)], "none of the 2 images")
+    assert out.read_text() == "file,label,confidence\nold.png,cat,0.9\n"
