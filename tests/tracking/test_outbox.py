@@ -63,3 +63,26 @@ def test_a_long_backlog_is_read_in_bounded_chunks(tracking_uri, parent, tmp_path
         tracemalloc.stop()
     assert not Outbox(path).owes()  # all marked accepted
     assert peak < size / 4, (peak, size)  # loaded whole, the parsed writes are ~5x the file
+
+
+@pytest.mark.parametrize("name", ["../victim", "/tmp/x/../victim", ".."])
+def test_a_staged_name_outside_the_stage_folder_is_refused_and_nothing_is_deleted(tmp_path,
+                                                                                  name):
+    # Whoever can write the journal must not make the driver delete (or upload) anything
+    # outside the stage folder beside it.
+    from searcher.errors import UserError
+
+    state = tmp_path / "state"
+    state.mkdir()
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("mine")
+    path = state / OUTBOX_FILE
+    path.write_text(json.dumps({"op": "checkpoint", "trial": "a", "what": "a: checkpoint",
+                                "staged": name, "seq": 1}) + "\n")
+    with pytest.raises(UserError, match=rf"{OUTBOX_FILE}: write 1 names its staged checkpoint"):
+        Outbox(path)  # opening it (--resume) refuses it in one line
+    path.write_text("")
+    with pytest.raises(UserError, match="not a folder name in the stage folder"):
+        Outbox(path).release({"op": "checkpoint", "staged": name, "seq": 2})
+    assert (victim / "keep.txt").read_text() == "mine"

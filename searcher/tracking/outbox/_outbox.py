@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from searcher.errors import UserError
 from searcher.tracking.outbox._base import Journal
 from searcher.tracking.outbox._database import DatabaseJournal
 from searcher.tracking.outbox._file import FileJournal
@@ -47,8 +48,8 @@ class Outbox:
         self._unwritten: list[dict[str, Any]] = []
         self._acked: set[int] = set()
         self._seq = self.journal.last() if self.journal else 0
-        self._drop_stale_stages({op["staged"] for chunk in self.chunks() for op in chunk
-                                 if op.get("staged")})
+        self._drop_stale_stages({self._staged_name(op) for chunk in self.chunks()
+                                 for op in chunk if op.get("staged")})
         self._cleared_at: int | None = None  # the last write when the journal was last emptied
 
     @property
@@ -138,15 +139,34 @@ class Outbox:
     def source(self, op: dict[str, Any]) -> str:
         """Where a checkpoint write's files are now: staged, else (its links lost with a head)
         where Tune put them."""
-        staged = self._stage_folder(op.get("uri")) / op["staged"] if op.get("staged") else None
+        staged = self._staged(op)
         if staged and (staged.is_dir() or "uri" not in op):
             return str(staged)
         return op["uri"]
 
     def release(self, op: dict[str, Any]) -> None:
         """The write was accepted (and the journal says so): its staged files can go."""
-        if op.get("staged"):
-            shutil.rmtree(self._stage_folder(op.get("uri")) / op["staged"], ignore_errors=True)
+        staged = self._staged(op)
+        if staged:
+            shutil.rmtree(staged, ignore_errors=True)
+
+    def _staged(self, op: dict[str, Any]) -> Path | None:
+        """The folder a checkpoint write's files are staged in, if any."""
+        name = self._staged_name(op)
+        return self._stage_folder(op.get("uri")) / name if name else None
+
+    def _staged_name(self, op: dict[str, Any]) -> str | None:
+        """The name of a write's staged folder, as the journal gives it. Whoever can write the
+        journal must not make this process read or delete anything outside the stage folder: a
+        name that is not one plain folder name is refused, in one line."""
+        name = op.get("staged")
+        if not name:
+            return None
+        if not isinstance(name, str) or name == ".." or Path(name).name != name:
+            raise UserError(f"{self.journal}: write {op.get('seq', '?')} names its staged "
+                            f"checkpoint {str(name)[:80]!r}, which is not a folder name in the "
+                            f"stage folder; refusing to read or delete it")
+        return name
 
     def _stage_folder(self, uri: str | None) -> Path:
         if self.stage_root is None:
