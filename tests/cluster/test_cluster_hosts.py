@@ -29,7 +29,8 @@ pytestmark = [pytest.mark.cluster, pytest.mark.services]
 
 DB_PASSWORD = "test-db-password"  # throwaway secrets of throwaway hosts
 ADMIN_PASSWORD = "test-admin-password"
-EPOCHS = 8  # baselines train all of them: long enough to lose a worker under one
+EPOCHS = 6  # baselines train all of them: long enough to lose a worker under one (the
+# host is lost while one has 3 or more to go, its trials frozen until the store shows that)
 ENDED = ("SUCCEEDED", "FAILED", "STOPPED")  # a Ray job's final states
 # A Tune trial's process (its actor, named after the function trainable Tune wraps).
 TRIAL_PROCESS = "^ray::ImplicitFunc"
