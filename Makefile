@@ -24,21 +24,11 @@ demo: $(VENV)/.installed
 	$(PY) -m searcher.run spaces/cifar10.py --data-dir $(DATA_DIR) $(DEMO_ARGS)
 
 # The suite on TEST_WORKERS processes (pytest-xdist), each taking whole test files in the order
-# tests/conftest.py gives them, longest first, and ending with its 20 slowest tests. Beside them,
-# in a pytest of its own, the cluster walk on namespace hosts: it spends most of its minutes
-# waiting on SSH, `ray up` and `ray down` (under a core of CPU), so it takes no worker's place;
-# its output is shown once it ends. TEST_WORKERS=0: the rest in one process. (pytest's status 5,
-# nothing selected, is fine for either part: PYTEST_ARGS may pick one file.)
+# tests/conftest.py gives them, longest first (the cluster walk on namespace hosts leads), and
+# ending with its 20 slowest tests. TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
 test: lint
-	@walk_log=$$(mktemp); \
-	$(PY) -m pytest --durations=5 -m cluster $(PYTEST_ARGS) > $$walk_log 2>&1 & walk=$$!; \
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder --durations=20 \
-	  -m "not cluster" $(PYTEST_ARGS); rest=$$?; \
-	wait $$walk; cluster=$$?; \
-	echo "---- the cluster walk (tests/cluster/test_cluster_hosts.py), run beside the rest:"; \
-	cat $$walk_log; rm -f $$walk_log; \
-	{ [ $$rest -eq 0 ] || [ $$rest -eq 5 ]; } && { [ $$cluster -eq 0 ] || [ $$cluster -eq 5 ]; }
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder --durations=20 $(PYTEST_ARGS)
 
 # The edit-test loop, under a minute: the tests that start no real service and take no seconds.
 test-fast: $(VENV)/.installed
