@@ -33,7 +33,7 @@ The JSON nests as the quality benchmark's does: `pareto.hypervolume.default` is
 result["pareto"]["hypervolume"]["default"] (nested dicts, no dotted keys), a list in seed order
 (`pareto.seeds`). Default: 3 seeds x 2 samplers x 210 s, about 25 minutes on a 2-core CPU.
 --smoke: generated data (or --data-dir's), quality's tiny space and a 0.3 ms bound, 2 seeds x
-15 s, for CI. Output: a table, --json FILE and a PNG of each seed's fronts.
+20 s, for CI. Output: a table, --json FILE and a PNG of each seed's fronts.
 """
 from __future__ import annotations
 
