@@ -36,6 +36,14 @@ SECRETS = ("s3cret-pw", "s3cret-tok")
     ("http://h:5000/?token=pw&secret=pw&key=pw&access_key=pw",
      "http://h:5000/?token=***&secret=***&key=***&access_key=***"),
     ("http://u:pw@h:5000", "http://u:***@h:5000"),
+    # unescaped /, ?, #, @ and escaped % in a password: all of it masked
+    ("postgresql://u:pa/ss@db/x", "postgresql://u:***@db/x"),
+    ("postgresql://u:pa?ss@db/x", "postgresql://u:***@db/x"),
+    ("postgresql://u:pa#ss@db/x", "postgresql://u:***@db/x"),
+    ("postgresql://u:p@ss@db/x", "postgresql://u:***@db/x"),
+    ("postgresql+psycopg://u:p%40s%2Fs@db:5432/x", "postgresql+psycopg://u:***@db:5432/x"),
+    ("http://u:pa/ss@h:5000", "http://u:***@h:5000"),
+    ("s3://bucket/a:b@c", "s3://bucket/a:b@c"),  # an @ in a path, no user part
     ("postgresql://u@db:5432/optuna", "postgresql://u@db:5432/optuna"),  # nothing secret
     ("sqlite:////tmp/keys/mlflow.db?timeout=5", "sqlite:////tmp/keys/mlflow.db?timeout=5"),
 ])
