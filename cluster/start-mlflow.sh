@@ -16,7 +16,7 @@ artifacts=${2:?usage: start-mlflow.sh BACKEND_STORE_URI ARTIFACTS_DESTINATION}
 source "${SEARCHER_ENV:-$HOME/searcher-env}/bin/activate"
 state=$HOME/.searcher
 port=5000
-mkdir -p "$state" "$HOME/.mlflow" && chmod 700 "$state"
+mkdir -p "$state" "$HOME/.mlflow" && chmod 700 "$state" "$HOME/.mlflow"
 password_file=$state/mlflow-admin-password
 test -s "$password_file" || { echo "start-mlflow: put the MLflow admin password in $password_file on the head (chmod 600)" >&2; exit 1; }
 umask 077
@@ -26,8 +26,11 @@ test -s "$state/mlflow-secret-key" || python -c 'import secrets; print(secrets.t
 # password is remembered for 60 s by each server worker: checking it costs a scrypt hash, 0.1 s
 # of CPU on every request otherwise, and a search's driver sends several per epoch. The price: a
 # password changed or a user deleted stops working on the other workers within 60 s, not at once.
-printf '[mlflow]\ndefault_permission = READ\ndatabase_uri = %s\nadmin_username = admin\nauth_cache_ttl_seconds = 60\n' "$backend" > "$state/mlflow-auth.ini"
-printf '[mlflow]\nmlflow_tracking_username = admin\nmlflow_tracking_password = %s\n' "$(cat "$password_file")" > "$HOME/.mlflow/credentials"
+# MLflow reads both files with ConfigParser, where % starts an interpolation: a % in the
+# password or the URL is written %%, or MLflow fails on it and prints part of the value.
+percents() { sed 's/%/%%/g'; }
+printf '[mlflow]\ndefault_permission = READ\ndatabase_uri = %s\nadmin_username = admin\nauth_cache_ttl_seconds = 60\n' "$(printf '%s' "$backend" | percents)" > "$state/mlflow-auth.ini"
+printf '[mlflow]\nmlflow_tracking_username = admin\nmlflow_tracking_password = %s\n' "$(percents < "$password_file")" > "$HOME/.mlflow/credentials"
 
 line="export MLFLOW_TRACKING_URI=http://127.0.0.1:$port"
 grep -qxF "$line" "$HOME/.bashrc" || echo "$line" >> "$HOME/.bashrc"

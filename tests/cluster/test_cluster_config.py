@@ -306,3 +306,44 @@ def test_setup_node_installs_once_then_finds_the_environment_ready(tmp_path):
     assert "Ray 2.60.0" in runs[1].stdout
     bashrc = (tmp_path / ".bashrc").read_text().splitlines()
     assert bashrc == [f"source {tmp_path / 'env'}/bin/activate; export RAY_AUTH_MODE=token"]
+
+
+def test_start_mlflow_writes_files_mlflow_reads_back_whatever_the_password_holds(tmp_path,
+                                                                                 monkeypatch):
+    """The head's credentials and auth config, as start-mlflow.sh writes them (run for real up
+    to its check for a running server, which a stand-in process answers), read back by
+    MLflow's own readers, with a password and a database URL holding `%` and the like; the
+    folders and files only their owner can read."""
+    import os
+    import stat
+
+    from mlflow.server.auth.config import read_auth_config
+    from mlflow.utils.credentials import _read_mlflow_creds_from_file
+
+    home, env = tmp_path / "home", tmp_path / "env"
+    (env / "bin").mkdir(parents=True)
+    (env / "bin" / "activate").write_text("")
+    (home / ".searcher").mkdir(parents=True)
+    password = "p%w/d?#@x%%y%(z)s"
+    (home / ".searcher" / "mlflow-admin-password").write_text(password + "\n")
+    backend = "postgresql://mlflow:p%40ss%25@db:5432/mlflow"
+    stand_in = subprocess.Popen(["bash", "-c", "exec -a 'mlflow server stand-in --port 5000' "
+                                 "sleep 60"])
+    try:
+        done = subprocess.run(
+            ["bash", str(ROOT / "cluster" / "start-mlflow.sh"), backend, str(tmp_path / "art")],
+            capture_output=True, text=True, timeout=60,
+            env={"HOME": str(home), "SEARCHER_ENV": str(env),
+                 "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"})
+    finally:
+        stand_in.kill()
+        stand_in.wait()
+    assert done.returncode == 0 and "already running" in done.stdout, done.stderr
+    monkeypatch.setenv("HOME", str(home))
+    assert _read_mlflow_creds_from_file() == ("admin", password)
+    monkeypatch.setenv("MLFLOW_AUTH_CONFIG_PATH", str(home / ".searcher" / "mlflow-auth.ini"))
+    assert read_auth_config().database_uri == backend
+    for folder in (home / ".mlflow", home / ".searcher"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+    for file in (home / ".mlflow" / "credentials", home / ".searcher" / "mlflow-auth.ini"):
+        assert stat.S_IMODE(file.stat().st_mode) == 0o600, file
