@@ -8,7 +8,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from test_writer import parent, steps, trial_ops  # noqa: F401 (parent: a fixture)
 
-from searcher.tracking.outbox import OUTBOX_FILE, Outbox
+from searcher.errors import UserError
+from searcher.tracking.outbox import OUTBOX_FILE, Outbox, open_outbox
 from searcher.tracking.writer import Writer
 
 pytestmark = pytest.mark.slow  # a real store, and a backlog of many thousand writes
@@ -86,3 +87,55 @@ def test_a_staged_name_outside_the_stage_folder_is_refused_and_nothing_is_delete
     with pytest.raises(UserError, match="not a folder name in the stage folder"):
         Outbox(path).release({"op": "checkpoint", "staged": name, "seq": 2})
     assert (victim / "keep.txt").read_text() == "mine"
+
+
+CHANGED = [  # a line put in the middle of a journal by someone other than searcher, and the words
+    ('{"op":"metrics","trial":"a","what":"a epo', "line 2 is not JSON"),
+    ("[1, 2]", "line 2 is not a write of searcher's outbox (a JSON list, not an object)"),
+    ('{"op":"drop_runs","trial":"a","what":"x","seq":2}', "no known kind of write: op 'drop_runs'"),
+    ('{"op":"metrics","trial":"a","what":"x","seq":2,"metrics":"{[]: 1}"}',
+     "a metrics write whose metrics is not a list"),
+    ('{"op":"tags","trial":"a","what":"x","tags":{}}', "no sequence number"),
+    ('{"ack": ["1; drop"]}', "a mark of acceptance that is not a list of numbers"),
+]
+
+
+@pytest.mark.parametrize("line, words", CHANGED, ids=range(len(CHANGED)))
+def test_a_file_journal_changed_outside_searcher_is_one_line_and_keeps_every_write(tmp_path,
+                                                                                  line, words):
+    path = tmp_path / OUTBOX_FILE
+    ops = trial_ops("a", 2)
+    first = Outbox(path)
+    first.append(ops[0])
+    first.close()
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line + "\n")
+    second = Outbox(path.with_name("other.jsonl"))  # a second line after it, as a resume writes
+    for op in ops[1:]:
+        second.append(op)
+    second.close()
+    with open(path, "ab") as f:
+        f.write(path.with_name("other.jsonl").read_bytes())
+    before = path.read_bytes()
+    with pytest.raises(UserError) as refused:
+        Outbox(path)  # what a resumed driver opens first
+    message = str(refused.value)
+    assert "\n" not in message and message.startswith(f"{path}: line 2 "), message
+    assert words in message and "changed outside searcher" in message, message
+    assert path.read_bytes() == before  # nothing cut, dropped or sent
+
+
+def test_a_database_journal_row_changed_outside_searcher_is_one_line(tmp_path):
+    import sqlalchemy as sa
+
+    database = f"sqlite:///{tmp_path / 'study.db'}"
+    outbox = open_outbox(tmp_path / "tiny-a", database)
+    for op in trial_ops("a", 2):
+        outbox.append(op)
+    with sa.create_engine(database).begin() as conn:
+        conn.execute(sa.text("UPDATE searcher_outbox SET op = 'not json' WHERE seq = 2"))
+    with pytest.raises(UserError) as refused:
+        open_outbox(tmp_path / "tiny-a", database)
+    message = str(refused.value)
+    assert "\n" not in message and ": row 2 is not JSON" in message, message
+    assert "search tiny-a" in message, message

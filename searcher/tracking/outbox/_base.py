@@ -8,6 +8,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, Iterator
 
+from searcher.errors import UserError
+
+# A write's kind -> the fields it carries besides seq, op, trial and what
+# (searcher.tune.trial_logger writes them, searcher.tracking.sending sends them).
+_FIELDS = {"create": {"name": str, "tags": dict, "params": list},
+           "metrics": {"metrics": list}, "tags": {"tags": dict},
+           "checkpoint": {}, "close": {"status": str, "metrics": list, "tags": dict}}
+
 
 class Journal(ABC):
     """Writes numbered by the outbox (`op["seq"]`), appended in order, marked accepted by number."""
@@ -36,3 +44,34 @@ class Journal(ABC):
 
     def close(self) -> None:
         """Release the file or connection."""
+
+
+def checked(entry: Any, where: str) -> dict[str, Any]:
+    """`entry` as read back from a journal, if it is a write (or a mark of acceptance) this
+    package wrote; else a one-line UserError naming `where` (a file's line, a database's row).
+    A journal is the only record of writes MLflow has not taken: one changed outside searcher
+    stops the search rather than losing its writes, or sending something else, silently."""
+    why = _why_not(entry)
+    if why:
+        raise UserError(f"{where} is not a write of searcher's outbox ({why}): the journal was "
+                        f"changed outside searcher; nothing was sent from it. Restore it, or move "
+                        f"it aside to go on without the writes it holds")
+    return entry
+
+
+def _why_not(entry: Any) -> str | None:
+    if not isinstance(entry, dict):
+        return f"a JSON {type(entry).__name__}, not an object"
+    if "ack" in entry:
+        ok = (len(entry) == 1 and isinstance(entry["ack"], list)
+              and all(type(s) is int for s in entry["ack"]))
+        return None if ok else "a mark of acceptance that is not a list of numbers"
+    kind = entry.get("op")
+    if kind not in _FIELDS:
+        return f"no known kind of write: op {str(kind)[:40]!r}"
+    if type(entry.get("seq")) is not int or entry["seq"] < 1:
+        return "no sequence number"
+    for field, kind_of in {"trial": str, "what": str, **_FIELDS[kind]}.items():
+        if not isinstance(entry.get(field), kind_of):
+            return f"a {kind} write whose {field} is not a {kind_of.__name__}"
+    return None

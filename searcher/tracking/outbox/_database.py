@@ -20,7 +20,8 @@ from typing import Any, Iterator
 import sqlalchemy as sa
 
 from searcher.redaction import redact
-from searcher.tracking.outbox._base import Journal
+from searcher.errors import UserError
+from searcher.tracking.outbox._base import Journal, checked
 
 _META = sa.MetaData()
 _OUTBOX = sa.Table(
@@ -74,18 +75,27 @@ class DatabaseJournal(Journal):
         """See `outbox.Outbox.chunks`: a query per chunk, so a long backlog is never in memory
         whole."""
         while True:
-            query = (sa.select(_OUTBOX.c.op)
+            query = (sa.select(_OUTBOX.c.seq, _OUTBOX.c.op)
                      .where(_OUTBOX.c.search == self.search, _OUTBOX.c.seq > after)
                      .order_by(_OUTBOX.c.seq).limit(size))
             if upto is not None:
                 query = query.where(_OUTBOX.c.seq <= upto)
             with self._engine.connect() as conn:
-                chunk = [json.loads(row) for row in conn.execute(query).scalars()]
+                chunk = [self._parsed(seq, text) for seq, text in conn.execute(query)]
             if chunk:
                 yield chunk
             if len(chunk) < size:
                 return
             after = chunk[-1]["seq"]
+
+    def _parsed(self, seq: int, text: str) -> dict[str, Any]:
+        where = f"{self}: row {seq}"
+        try:
+            return checked(json.loads(text), where)
+        except ValueError as exc:  # not JSON: a change made outside searcher, as in checked()
+            raise UserError(f"{where} is not JSON ({exc}): the journal was changed outside "
+                            f"searcher; nothing was sent from it. Restore it, or delete its "
+                            f"rows to go on without the writes they hold") from None
 
     def close(self) -> None:
         pass  # the engine is shared by the process

@@ -6,7 +6,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
-from searcher.tracking.outbox._base import Journal
+from searcher.errors import UserError
+from searcher.tracking.outbox._base import Journal, checked
 
 
 class FileJournal(Journal):
@@ -59,18 +60,29 @@ class FileJournal(Journal):
             yield chunk
 
     def _lines(self, acks_only: bool = False) -> Iterator[dict[str, Any]]:
+        """Each entry, checked (`checked`). A last line that is not JSON is a write cut short
+        (see cut_torn_tail), which never returned: skipped. Anywhere else it is a change made
+        outside searcher, and a one-line UserError."""
         try:
             f = open(self.path, "rb")
         except FileNotFoundError:
             return
         with f:
-            for line in f:
+            torn = None
+            for number, line in enumerate(f, 1):
+                if torn:
+                    raise torn
                 if acks_only and not line.startswith(b'{"ack"'):
                     continue
                 try:
-                    yield json.loads(line)
-                except ValueError:  # cut short (see cut_torn_tail): it never returned
+                    entry = json.loads(line)
+                except ValueError as exc:
+                    torn = UserError(f"{self.path}: line {number} is not JSON ({exc}): the "
+                                     f"journal was changed outside searcher; nothing was sent "
+                                     f"from it. Restore it, or move it aside to go on without "
+                                     f"the writes it holds")
                     continue
+                yield checked(entry, f"{self.path}: line {number}")
 
     def close(self) -> None:
         self._file.close()
