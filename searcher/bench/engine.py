@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -119,27 +120,29 @@ def plain_epoch(arch: dict, x: torch.Tensor, y: torch.Tensor, batch: int,
     return epoch
 
 
-def tutorial_epoch(model: nn.Module, data_dir: Path, n: int, batch: int,
+def tutorial_epoch(model: nn.Module, images: np.ndarray, labels: np.ndarray, batch: int,
                    device: torch.device) -> Callable[[], int]:
-    """The tutorials' pipeline: a torchvision Dataset with per-image transforms and a DataLoader."""
-    from torch.utils.data import DataLoader, Subset
+    """The tutorials' pipeline: a Dataset with per-image transforms and a DataLoader. The images
+    are the ones searcher's loader read (its restricted unpickler: torchvision's CIFAR10 would
+    `pickle.load` the files, which runs whatever a planted one holds); each is turned into a
+    PIL image per item, as torchvision's CIFAR10 does."""
+    from PIL import Image
+    from torch.utils.data import DataLoader, Dataset
     from torchvision import transforms
-    from torchvision.datasets import CIFAR10
 
-    class Cifar10Folder(CIFAR10):  # the same reading; copies without the official MD5s pass
-        def _check_integrity(self) -> bool:
-            return True
+    class Cifar10Arrays(Dataset):
+        def __init__(self, transform: Callable[[Any], torch.Tensor]) -> None:
+            self.transform = transform
 
-        def _load_meta(self) -> None:
-            import pickle
-            with open(Path(self.root) / self.base_folder / self.meta["filename"], "rb") as f:
-                self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
-            self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
+        def __len__(self) -> int:
+            return len(images)
+
+        def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+            return self.transform(Image.fromarray(images[i].transpose(1, 2, 0))), int(labels[i])
 
     tf = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
                              transforms.ToTensor(), transforms.Normalize((0.5,) * 3, (0.25,) * 3)])
-    dataset = Subset(Cifar10Folder(str(data_dir), train=True, transform=tf), range(n))
-    loader = DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True, num_workers=0)
+    loader = DataLoader(Cifar10Arrays(tf), batch_size=batch, shuffle=True, drop_last=True, num_workers=0)
     model = model.to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
 
@@ -185,7 +188,7 @@ def bench_engine(data_dir: Path, n: int, batch: int, threads: int, repeats: int,
             "engine": engine_epoch(arch, x, y, batch, device, augment=False),
             "plain": plain_epoch(arch, x, y, batch, device),
             "engine_aug": engine_epoch(arch, x, y, batch, device, augment=True),
-            "tutorial": tutorial_epoch(hand(), data_dir, n, batch, device),
+            "tutorial": tutorial_epoch(hand(), split.x[:n], split.y[:n], batch, device),
         }, repeats, device)
         macs = measure(arch).macs
         out[name] = {**{f"{k}_images_per_s": round(v, 1) for k, v in rates.items()},
