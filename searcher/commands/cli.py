@@ -27,6 +27,8 @@ COMMANDS = {
                 "test a search's best checkpoint and make it the champion model"),
     "predict": ("searcher.commands.predict",
                 "label every image in a folder with a registered model"),
+    "export": ("searcher.commands.export",
+               "write a registered model as ONNX, checked against PyTorch and timed"),
     "ui": ("searcher.commands.ui", "the MLflow UI on the search's tracking store"),
     "bench": ("searcher.bench.__main__", "run a benchmark (engine, quality, scale, journal)"),
 }

@@ -3,7 +3,9 @@
 Writes a CSV of file (relative to FOLDER), label and confidence (the softmax probability of that
 label). Images are decoded and resized the way the search read its image folders; unreadable ones
 (empty, truncated) are skipped and counted. The model is any searcher model in the MLflow
-registry, by default the latest search's champion: `models:/NAME@champion`.
+registry, by default the latest search's champion: `models:/NAME@champion`, NAME being the latest
+search's experiment (what `searcher promote` names the model), whatever its space. Its files are
+checked against the SHA-256 the registry recorded before any of them is read as a model.
 
 Afterwards it says how fast that went: images per second through the model's forward passes
 alone and overall (decoding included), beside the speed promotion measured for the version.
@@ -26,8 +28,8 @@ PROG = "python -m searcher.predict"
 def parse_args(argv: list[str] | None, prog: str = PROG) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0].split(": ", 1)[1])
     p.add_argument("folder", help="a folder of images (.png, .jpg, ...), searched recursively")
-    p.add_argument("--model", default="models:/cifar10@champion",
-                   help="an MLflow model URI (default models:/cifar10@champion)")
+    p.add_argument("--model", help="a registered model, models:/NAME@ALIAS or models:/NAME/VERSION "
+                                   "(default: the latest search's champion)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI; default $MLFLOW_TRACKING_URI, "
                                           "else sqlite:///mlflow.db in this folder")
     p.add_argument("--output", default="predictions.csv", help="the CSV to write")
@@ -52,16 +54,15 @@ def _writable(output: Path) -> Path:
     return output
 
 
-def predict_folder(folder: str | Path, model_uri: str, output: str | Path,
+def predict_folder(folder: str | Path, model_uri: str | None, output: str | Path,
                    tracking_uri: str | None = None, batch_size: int = 256) -> dict[str, Any]:
     """Label the images under `folder` with `model_uri`; returns the counts, the CSV's path,
     the seconds spent in forward passes and overall, and the version's recorded speed."""
-    import mlflow
     import numpy as np
     import torch
 
     from searcher.tracking import store as tracking
-    from searcher.tracking.champion import load_champion, recorded_speed
+    from searcher.tracking.champion import latest_champion, read_champion, recorded_speed
     from searcher.training.data import IMAGE_SUFFIXES, decode_image
 
     if batch_size < 1:
@@ -72,18 +73,10 @@ def predict_folder(folder: str | Path, model_uri: str, output: str | Path,
     if not files:
         raise UserError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {folder}")
     client = tracking.connect(tracking_uri)
-    try:
-        info = mlflow.models.get_model_info(model_uri)
-    except Exception as exc:  # a missing model, alias or registry all end the same way here
-        raise UserError(f"cannot load the model {model_uri} ({type(exc).__name__}); promote "
-                        f"one with `python -m searcher.promote` or pass --model") from None
-    model = load_champion(model_uri)  # TorchScript only: a file swapped for a pickle is refused
-    metadata = info.metadata or {}
-    if "image_shape" in metadata:
-        size = metadata["image_shape"][-1]
-    else:  # promoted before the metadata said it: the input schema did
-        size = info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"][-1]
-    classes = metadata.get("classes")
+    model_uri = model_uri or latest_champion(client)
+    # data only, checked against the registry's SHA-256 before a byte is parsed
+    model, card = read_champion(model_uri)
+    size, classes = card["image_shape"][-1], card["classes"]
 
     rows, skipped, forward_s, began = [], [], 0.0, time.perf_counter()
     for start in range(0, len(files), batch_size):
@@ -100,7 +93,7 @@ def predict_folder(folder: str | Path, model_uri: str, output: str | Path,
             probs = torch.softmax(logits, 1)
         confidence, label = probs.max(1)
         for (f, _), k, c in zip(good, label.tolist(), confidence.tolist()):
-            rows.append((str(f.relative_to(folder)), classes[k] if classes else k, f"{c:.4f}"))
+            rows.append((str(f.relative_to(folder)), classes[k], f"{c:.4f}"))
     if not rows:  # nothing to write: an earlier CSV there stays as it was
         raise UserError(f"none of the {len(files)} images under {folder} could be read (e.g. "
                         f"{skipped[0]}); {output} not written")
@@ -136,9 +129,13 @@ def _speed_line(result: dict[str, Any]) -> str:
     line = (f"Throughput: {n / max(result['forward_s'], 1e-9):,.0f} images/s in the model's forward "
             f"passes (batches of up to {result['batch_size']}), {n / max(result['wall_s'], 1e-9):,.0f} "
             f"images/s overall with decoding")
-    if "latency_ms" in rec:
-        line += (f"; promotion measured a median latency of {float(rec['latency_ms']):.3g} ms at "
-                 f"batch {rec.get('batch', '?')} and {float(rec.get('throughput_ips', 'nan')):,.0f} "
+    if "unreadable" in rec:
+        line += (f"; the version's speed tag {rec['unreadable']} is not a number, so what "
+                 f"promotion measured is left out")
+    elif "latency_ms" in rec:
+        line += (f"; promotion measured a median latency of {rec['latency_ms']:.3g} ms at "
+                 f"batch {rec.get('batch', '?')} and "
+                 f"{rec.get('throughput_ips', float('nan')):,.0f} "
                  f"images/s at batch {rec.get('throughput_batch', '?')} on "
                  f"{rec.get('device', '?')} ({rec.get('threads', '?')} thread(s))")
     return line

@@ -1,9 +1,10 @@
 """`python -m searcher.promote`: test a search's best checkpoint and make it the champion model.
 
 It takes the best trial of a search (by default the latest), evaluates its checkpoint on the test
-split (the only step that ever touches it), logs it as an MLflow PyTorch model, registers a
-version, and moves the alias `champion` there only if it beats the current champion's test
-accuracy (or with --force). Afterwards `searcher.tracking.champion.load_champion("models:/NAME@champion")`
+split (the only step that ever touches it), logs it as an MLflow model of data only (weights in
+safetensors, the architecture in JSON: searcher.tracking.champion), registers a version with
+each file's SHA-256, and moves the alias `champion` there only if it beats the current
+champion's test accuracy (or with --force). Afterwards `searcher.tracking.champion.load_champion("models:/NAME@champion")`
 gives a module that takes uint8 images (N x C x H x W), whose `argmax(1)` is the class label, and
 that answers `.eval()` and `.to(device)` like any nn.Module.
 
@@ -96,7 +97,13 @@ def _champion_accuracy(client, name: str) -> tuple[str | None, float | None]:
     except Exception:  # no such model or no alias yet
         return None, None
     value = version.tags.get(TEST_ACC_TAG)
-    return version.version, float(value) if value is not None else None
+    try:
+        return version.version, float(value) if value is not None else None
+    except ValueError:  # a tag set by hand: nothing to compare the new model with
+        raise UserError(f"models:/{name}@{ALIAS} (version {version.version}) has the tag "
+                        f"{TEST_ACC_TAG} = {value[:40]!r}, not a number; set it to the version's "
+                        f"test accuracy, or delete the tag to have the new model replace it"
+                        ) from None
 
 
 def _candidates(client, search, k: int, runs) -> list[Any]:
@@ -250,6 +257,7 @@ def promote(tracking_uri: str | None = None, experiment: str | None = None,
     val_text, source_run, record, refit_info = f"validation {val:.4f}", trial.info.run_id, None, None
 
     name = model_name or client.get_experiment(search.info.experiment_id).name
+    old_version, old_acc = _champion_accuracy(client, name)  # before anything is logged
     mlflow.set_tracking_uri(client.tracking_uri)
     with mlflow.start_run(experiment_id=search.info.experiment_id, run_name=f"promote {trial.info.run_name}",
                           tags={ROLE_TAG: "promotion",
@@ -265,20 +273,20 @@ def promote(tracking_uri: str | None = None, experiment: str | None = None,
         result = evaluate(model, x, y, prepare=lambda batch: batch, autocast=contextlib.nullcontext)
         test_acc, test_loss = result["val_acc"], result["val_loss"]
         mlflow.log_metrics({"test_acc": test_acc, "test_loss": test_loss})
-        info = champion.log_champion(model, test.x[:4], ckpt["classes"])
+        info, digests = champion.log_champion(model, ckpt["arch"], test.x[:4])
         # Timed as it is served, before it is registered: a model over the budget leaves the
         # registry and the alias as they were, and its promotion run failed with the reason.
-        speed, n_params = champion.measure_exported(info.model_uri, budget.batch,
+        speed, n_params = champion.measure_exported(info.model_uri, digests, budget.batch,
                                                     budget.throughput_batch, budget.device)
         mlflow.log_metrics({**speed.metrics(), "n_params": n_params})
-        old_version, old_acc = _champion_accuracy(client, name)
         budgets.gate(budget, speed, n_params,
                      f"nothing registered, models:/{name}@{ALIAS} "
                      + (f"stays at version {old_version}" if old_version else "is not set"))
     version = mlflow.register_model(info.model_uri, name,
                                     tags={TEST_ACC_TAG: str(test_acc), "source_run": source_run,
                                           "source_trial_run": trial.info.run_id,
-                                          **champion.speed_tags(speed)})
+                                          **champion.speed_tags(speed),
+                                          **champion.digest_tags(digests)})
     moved = force or old_acc is None or test_acc > old_acc
     if moved:
         client.set_registered_model_alias(name, ALIAS, version.version)

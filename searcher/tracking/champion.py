@@ -1,75 +1,192 @@
-"""The promoted model's file, saved and loaded as TorchScript only: nothing in the store is unpickled.
+"""The promoted model in MLflow as data: logged, registered and loaded with nothing unpickled.
 
-`mlflow.pytorch` writes a scripted module with `torch.jit.save`, but reads `data/model.pth` back
-with `torch.load(weights_only=False)`, both in `mlflow.pytorch.load_model` and in the pyfunc that
-`mlflow models serve` runs: whoever can write to the store can swap that file for a pickle that
-runs code on every machine that loads the champion. `torch.jit.load` reads TorchScript code and
-tensors with its own unpickler, which knows no Python globals, so it refuses such a file.
-Hence `load_champion` for Python, and this module as the champion's pyfunc loader for serving
-(`save_model` is the MLflow flavor hook that writes the pytorch flavor and points the pyfunc
-flavor here). MLflow still trusts the store's `MLmodel` file, which names the loader.
+A champion's files are `data/model.json` and `data/weights.safetensors`
+(searcher.training.portable): the architecture and preprocessing as JSON, rebuilt by searcher's
+own model builder, and the weights as tensors. When it is registered, the version records each
+file's SHA-256 (tags `searcher.sha256.<file>`) in the tracking database, apart from the
+artifact store that holds the files; `load_champion` and `searcher predict` check them before
+a byte of a file is parsed. The model's pyfunc flavor names this module as its loader, for
+`mlflow models serve`, which knows no registered version: it checks the digests the model's
+`MLmodel` file records, in the same store as the files (whoever can write one can write the
+other, so there it finds mistakes, not an attacker; what it loads still cannot run code).
+Champions of searcher 0.2 and before were TorchScript, which is a program: they are refused in
+one line that says how to promote again, never loaded.
 """
 from __future__ import annotations
 
-import logging
+import math
 import os
 import sys
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 
 from searcher.errors import UserError
-from searcher.tracking.tags import SPEED_TAGS
+from searcher.tracking.tags import DIGEST_TAG_PREFIX, SOURCE_TRIAL_TAG, SPEED_TAGS
+from searcher.training import portable
 
-MODEL_FILE = "model.pth"  # mlflow.pytorch's name for the saved module, under the flavor's data dir
+DATA = "data"  # the model's files, under the logged model's folder (the pyfunc flavor's data)
+FLAVOR = "searcher"  # the MLmodel flavor that records the files' format and digests
+OLD_FILE = "model.pth"  # a TorchScript champion's file (searcher 0.2 and before), never read
 
 
-def _jit_load(file: Path, device: str, what: str) -> Any:
+def digest_tags(digests: dict[str, str]) -> dict[str, str]:
+    """The registered version's tags for its files' SHA-256."""
+    return {f"{DIGEST_TAG_PREFIX}{name}": digest for name, digest in digests.items()}
+
+
+def log_champion(model: Any, arch: dict[str, Any], example: Any) -> tuple[Any, dict[str, str]]:
+    """Log `model` (a searcher Classifier built from `arch`) in the active MLflow run as data;
+    returns the ModelInfo and its files' SHA-256 by name (what `register` records)."""
     import torch
+    from mlflow.models import Model, ModelSignature, infer_signature
+
+    with torch.no_grad():
+        # Outputs only: a uint8 input schema would make `mlflow models serve` cast a request's
+        # float pixels (ToTensor's [0, 1]) to uint8 unseen, 0.7 to 0; the served module takes
+        # either by dtype (_Served), and refuses anything else.
+        outputs = infer_signature(example, model(torch.from_numpy(example)).numpy()).outputs
+    with tempfile.TemporaryDirectory() as tmp:
+        digests = portable.write_model(tmp, model, arch, list(example.shape[1:]))
+        info = Model.log(artifact_path=None, name="model", flavor=sys.modules[__name__],
+                         files=tmp, digests=digests, input_example=example,
+                         signature=ModelSignature(inputs=None, outputs=outputs),
+                         metadata={"classes": list(model.classes),
+                                   "image_shape": list(example.shape[1:])})
+    return info, digests
+
+
+def save_model(path: str, mlflow_model: Any, files: str, digests: dict[str, str],
+               signature: Any = None, input_example: Any = None, **_: Any) -> None:
+    """The flavor hook `mlflow.models.Model.log(flavor=searcher.tracking.champion, ...)` calls:
+    the model's files under data/, a pyfunc flavor served by `_load_pyfunc` below, and a
+    `searcher` flavor with the files' digests."""
+    import shutil
+
+    import mlflow.pyfunc
+    from mlflow.models.utils import _save_example
+
+    os.makedirs(path, exist_ok=True)
+    mlflow_model.signature = signature
+    _save_example(mlflow_model, input_example, path)
+    shutil.copytree(files, os.path.join(path, DATA))
+    mlflow.pyfunc.add_to_model(mlflow_model, loader_module=__name__, data=DATA)
+    mlflow_model.add_flavor(FLAVOR, format=portable.FORMAT, version=portable.VERSION,
+                            sha256=dict(digests))
+    mlflow_model.save(os.path.join(path, "MLmodel"))
+
+
+def _registered(model_uri: str) -> tuple[str, str, str] | None:
+    """(name, alias, version) of a registry URI, models:/NAME@ALIAS or models:/NAME/VERSION."""
+    if not model_uri.startswith("models:/"):
+        return None
+    name, _, version = model_uri[len("models:/"):].partition("/")
+    name, _, alias = name.partition("@")
+    return (name, alias, version) if name and (alias or version.isdigit()) else None
+
+
+def registered_version(client: Any, model_uri: str) -> Any:
+    """The registry's ModelVersion that `model_uri` names; None where it names none."""
+    registered = _registered(model_uri)
+    if registered is None:
+        return None
+    name, alias, version = registered
+    from mlflow.exceptions import MlflowException
 
     try:
-        return torch.jit.load(str(file), map_location=device).eval()
-    except Exception as exc:  # a pickle, a truncated file, anything but a TorchScript archive
-        reason = str(exc).strip().split("\n", 1)[0].split(". ", 1)[0][:120]
-        raise UserError(f"{what}: {file.name} is not a TorchScript archive ({reason}); refusing "
-                        f"to load it: promote the model again with `python -m searcher.promote`"
-                        ) from None
+        return (client.get_model_version_by_alias(name, alias) if alias
+                else client.get_model_version(name, version))
+    except MlflowException:
+        return None
 
 
-def load_champion(model_uri: str, device: str = "cpu") -> Any:
-    """The registered model at `model_uri` (e.g. `models:/cifar10@champion`) as a scripted
-    nn.Module in eval mode on `device`: it takes uint8 images N x C x H x W and returns logits."""
+def expected_digests(client: Any, model_uri: str) -> dict[str, str]:
+    """The SHA-256 the registry recorded for each file of the version `model_uri` names; a
+    one-line UserError where it names none, or a version registered without them."""
+    found = registered_version(client, model_uri)
+    if found is None:
+        if _registered(model_uri) is None:
+            raise UserError(f"{model_uri} is not a registered version, so nothing says what its "
+                            f"files must be: load models:/NAME@ALIAS or models:/NAME/VERSION")
+        raise UserError(f"cannot load the model {model_uri} (no such model, alias or version); "
+                        f"promote one with `searcher promote` or pass another --model")
+    digests = {k[len(DIGEST_TAG_PREFIX):]: v for k, v in found.tags.items()
+               if k.startswith(DIGEST_TAG_PREFIX)}
+    if not digests:
+        raise UserError(_old_champion(model_uri, found.tags.get("source_trial_run")
+                                      or found.tags.get(SOURCE_TRIAL_TAG)))
+    return digests
+
+
+def _old_champion(what: str, trial_run: str | None = None) -> str:
+    return (f"{what} is a TorchScript champion (searcher 0.2 and before): TorchScript is a "
+            f"program, so it is not loaded; promote the search again with `searcher promote`"
+            + (f" (it came from trial run {trial_run})" if trial_run else "")
+            + ", which registers the model as data")
+
+
+def read_champion(model_uri: str, device: str = "cpu",
+                  digests: dict[str, str] | None = None) -> tuple[Any, dict[str, Any]]:
+    """The model at `model_uri` and its card (model.json: classes, image_shape, arch), once its
+    files match `digests`, by default those its registered version recorded."""
     import mlflow
+
+    if digests is None:
+        digests = expected_digests(mlflow.MlflowClient(), model_uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=tmp))
+        except Exception as exc:  # the store went away, or the files with it
+            raise UserError(f"cannot download the model {model_uri} ({type(exc).__name__}); "
+                            f"is the tracking server up?") from None
+        return portable.read_model(local / DATA, digests, model_uri, device)
+
+
+def load_champion(model_uri: str, device: str = "cpu",
+                  digests: dict[str, str] | None = None) -> Any:
+    """The registered model at `model_uri` (e.g. `models:/cifar10@champion`) as an nn.Module in
+    eval mode on `device`: it takes uint8 images N x C x H x W and returns logits."""
+    return read_champion(model_uri, device, digests)[0]
+
+
+def latest_champion(client: Any) -> str:
+    """`models:/NAME@champion` for the latest search in the store, NAME its experiment's (what
+    `searcher promote` names the model by default), whatever its space."""
+    from searcher.tracking import readback as logged
+
+    search = logged.latest_search(client, None, None)
+    return f"models:/{client.get_experiment(search.info.experiment_id).name}@champion"
+
+
+def example_images(model_uri: str, image_shape: list[int]) -> Any:
+    """The images logged with the model as its input example (at promotion, the first test
+    images), as uint8 N x C x H x W; None where it has none, or they are not such images."""
+    import mlflow
+    import numpy as np
     from mlflow.models import Model
 
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            local = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=tmp))
-            flavor = Model.load(str(local / "MLmodel")).flavors["pytorch"]
-        except Exception as exc:  # no such model, alias or store; not a pytorch model
-            raise UserError(f"cannot load the model {model_uri} ({type(exc).__name__}); promote "
-                            f"one with `python -m searcher.promote`") from None
-        return _jit_load(local / flavor["model_data"] / MODEL_FILE, device, model_uri)
+            local = mlflow.artifacts.download_artifacts(model_uri, dst_path=tmp)
+            x = np.asarray(Model.load(os.path.join(local, "MLmodel")).load_input_example(local))
+        except Exception:  # no example, or not one numpy reads: the caller makes its own
+            return None
+    if (x.ndim != 4 or list(x.shape[1:]) != list(image_shape) or x.dtype.kind not in "iu"
+            or x.min() < 0 or x.max() > 255):
+        return None
+    return x.astype(np.uint8)
 
 
-def measure_exported(model_uri: str, batch: int, throughput_batch: int,
-                     device: str) -> tuple[Any, int]:
-    """The logged model at `model_uri` loaded back as it is served (TorchScript, searcher's
-    loader) and timed on this machine with torch's current threads: its Speed (the median of the
-    single passes, searcher.training.latency) and its number of parameters."""
+def measure_exported(model_uri: str, digests: dict[str, str], batch: int,
+                     throughput_batch: int, device: str) -> tuple[Any, int]:
+    """The logged model at `model_uri` loaded back as it is served (its files, checked against
+    `digests`) and timed on this machine with torch's current threads: its Speed (the median of
+    the single passes, searcher.training.latency) and its number of parameters."""
     from searcher.training.latency import measure_speed
 
-    module = load_champion(model_uri, device)
-    shape = tuple(_metadata(model_uri)["image_shape"])
-    speed = measure_speed(module, shape, batch, throughput_batch, device)
+    module, card = read_champion(model_uri, device, digests)
+    speed = measure_speed(module, tuple(card["image_shape"]), batch, throughput_batch, device)
     return speed, sum(p.numel() for p in module.parameters())
-
-
-def _metadata(model_uri: str) -> dict[str, Any]:
-    import mlflow
-
-    return mlflow.models.get_model_info(model_uri).metadata or {}
 
 
 def speed_tags(speed: Any) -> dict[str, str]:
@@ -78,77 +195,27 @@ def speed_tags(speed: Any) -> dict[str, str]:
                   else str(getattr(speed, field))) for field, tag in SPEED_TAGS.items()}
 
 
-def recorded_speed(client: Any, model_uri: str) -> dict[str, str]:
+def recorded_speed(client: Any, model_uri: str) -> dict[str, Any]:
     """The speed tags of the registered version that `model_uri` names (`models:/NAME@ALIAS` or
-    `models:/NAME/VERSION`), by Speed's field names; empty when it has none or names no version."""
-    if not model_uri.startswith("models:/"):
-        return {}
-    name, _, version = model_uri[len("models:/"):].partition("/")
-    name, _, alias = name.partition("@")
-    from mlflow.exceptions import MlflowException
-
-    try:
-        found = (client.get_model_version_by_alias(name, alias) if alias
-                 else client.get_model_version(name, version))
-    except MlflowException:  # a logged model's id, or a version the registry does not know
-        return {}
-    return {field: found.tags[tag] for field, tag in SPEED_TAGS.items() if tag in found.tags}
-
-
-def log_champion(model: Any, example: Any, classes: list[str]) -> Any:
-    """Log `model` (a searcher Classifier) in the active MLflow run as TorchScript; returns the
-    ModelInfo.
-
-    Why TorchScript and not torch.export (pt2): MLflow loads a pt2 model as the program's
-    `.module()`, whose `.eval()` and `.train()` raise NotImplementedError and whose device is
-    baked into the graph, so the first thing every PyTorch user does with it fails. A scripted
-    module keeps nn.Module's `.eval()` and `.to(device)` (the input follows the weights'
-    device), and `torch.jit.load` rebuilds it from TorchScript code and tensors: no Python
-    object is unpickled. Scripting rather than tracing keeps that device step dynamic.
-    TorchScript is deprecated in favour of torch.export; MLflow's pt2 loader is where that change
-    has to come from. The model keeps mlflow.pytorch's flavor, but its pyfunc flavor (what
-    `mlflow models serve` loads) is searcher.tracking.champion's, which reads the file with
-    `torch.jit.load` where mlflow.pytorch would `torch.load` it.
-    """
-    import torch
-    from mlflow.models import Model, ModelSignature, infer_signature
-
-
-    with torch.no_grad():
-        # Outputs only: a uint8 input schema would make `mlflow models serve` cast a request's
-        # float pixels (ToTensor's [0, 1]) to uint8 unseen, 0.7 to 0; the served module takes
-        # either by dtype (searcher.tracking.champion._Served), and refuses anything else.
-        outputs = infer_signature(example, model(torch.from_numpy(example)).numpy()).outputs
-        signature = ModelSignature(inputs=None, outputs=outputs)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # the deprecation, once per submodule
-        scripted = torch.jit.script(model)
-    # MLflow files a ScriptModule under its "pickle" format and warns about pickles, but it
-    # writes it with torch.jit.save: a TorchScript archive, not a pickle of Python objects.
-    quiet = logging.getLogger("mlflow.pytorch")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
-    try:
-        return Model.log(
-            artifact_path=None, name="model", flavor=sys.modules[__name__], flavor_name="pytorch",
-            pytorch_model=scripted, signature=signature, input_example=example,
-            serialization_format="pickle",
-            metadata={"classes": classes, "image_shape": list(example.shape[1:])})
-    finally:
-        quiet.setLevel(level)
-
-
-def save_model(path: str, mlflow_model: Any, **kwargs: Any) -> None:
-    """The flavor hook `mlflow.models.Model.log(flavor=searcher.tracking.champion, ...)` calls: the
-    pytorch flavor as `mlflow.pytorch.save_model` writes it, served by `_load_pyfunc` below."""
-    import mlflow.pyfunc
-    import mlflow.pytorch
-
-    mlflow.pytorch.save_model(path=path, mlflow_model=mlflow_model, **kwargs)
-    pyfunc = mlflow_model.flavors[mlflow.pyfunc.FLAVOR_NAME]
-    pyfunc[mlflow.pyfunc.MAIN] = __name__
-    pyfunc.pop("pickle_module_name", None)
-    mlflow_model.save(os.path.join(path, "MLmodel"))
+    `models:/NAME/VERSION`), by Speed's field names, as numbers (the device as text); empty
+    when it has none or names no version. A tag that does not read as its kind leaves the
+    figures out and is said under "unreadable" (tag = value), never raised."""
+    found = registered_version(client, model_uri)
+    tags = found.tags if found is not None else {}
+    speed: dict[str, Any] = {}
+    for field, tag in SPEED_TAGS.items():
+        if tag not in tags:
+            continue
+        try:
+            value = tags[tag] if field == "device" else (
+                int(tags[tag]) if field in ("batch", "throughput_batch", "threads")
+                else float(tags[tag]))
+        except ValueError:
+            return {"unreadable": f"{tag} = {tags[tag][:40]!r}"}
+        if isinstance(value, float) and not math.isfinite(value):
+            return {"unreadable": f"{tag} = {tags[tag][:40]!r}"}
+        speed[field] = value
+    return speed
 
 
 class _Served:
@@ -189,16 +256,19 @@ class _Served:
 
 
 def _load_pyfunc(data_path: str, model_config: dict[str, Any] | None = None) -> _Served:
-    """MLflow's loader-module contract; the device is chosen as `mlflow.pytorch`'s pyfunc does."""
+    """MLflow's loader-module contract; the device is chosen as `mlflow.pytorch`'s pyfunc does.
+    The digests are those the MLmodel file beside the files records."""
     import torch
+    from mlflow.models import Model
 
     device = ((model_config or {}).get("device")
               or os.environ.get("MLFLOW_DEFAULT_PREDICTION_DEVICE")
               or ("cuda" if torch.cuda.is_available() else "cpu"))
-    from mlflow.models import Model
-
-    # No input schema (MLflow would cast floats to it): the shape is in the model's metadata.
-    mlmodel = Path(data_path).parent / "MLmodel"
-    shape = (Model.load(str(mlmodel)).metadata or {}).get("image_shape") if mlmodel.is_file() else None
-    return _Served(_jit_load(Path(data_path) / MODEL_FILE, device, "the served model"), device,
-                   shape)
+    folder = Path(data_path)
+    if not (folder / portable.CARD).exists() and (folder / OLD_FILE).exists():
+        raise UserError(_old_champion("the served model"))
+    mlmodel = folder.parent / "MLmodel"
+    flavor = Model.load(str(mlmodel)).flavors.get(FLAVOR, {}) if mlmodel.is_file() else {}
+    module, card = portable.read_model(folder, dict(flavor.get("sha256") or {}),
+                                       "the served model", device)
+    return _Served(module, device, card["image_shape"])

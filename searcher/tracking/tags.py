@@ -59,3 +59,10 @@ def trial_filter(parent_run_id: str, trial_id: str | None = None) -> str:
     if trial_id:
         return f"tags.`{PARENT_TAG}` = '{parent_run_id}' and tags.`{TRIAL_ID_TAG}` = '{trial_id}'"
     return f"tags.`{PARENT_TAG}` = '{parent_run_id}' and tags.`{ROLE_TAG}` = 'trial'"
+
+
+# On a registered version: the SHA-256 of each of the model's files (searcher.training.portable),
+# recorded when it is registered and checked before a byte of a file is parsed. The registry
+# keeps them in the tracking database, apart from the artifact store that holds the files.
+DIGEST_TAG_PREFIX = "searcher.sha256."
+

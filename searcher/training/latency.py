@@ -11,6 +11,7 @@ import dataclasses
 import statistics
 import time
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -55,7 +56,7 @@ class Speed:
         return {k: v for k, v in measured.items() if v is not None}
 
 
-def _timed_passes(model: nn.Module, images: torch.Tensor, device: str, warmup: int,
+def _timed_passes(model: Callable[[Any], Any], images: Any, device: str, warmup: int,
                   min_runs: int, max_runs: int, min_time_s: float) -> list[float]:
     """Seconds of each forward pass, after `warmup` untimed ones: at least `min_runs` and
     `min_time_s`, at most `max_runs`."""
@@ -101,18 +102,23 @@ def measure_speed(model: nn.Module, image_shape: tuple[int, int, int], batch: in
     was_training = model.training
     model.eval()
     try:
-        def images(n: int) -> torch.Tensor:
-            return torch.rand(n, *image_shape, device=device)
-
-        passes = _timed_passes(model, images(batch), device, WARMUP, MIN_RUNS, MAX_RUNS,
-                               MIN_TIME_S)
-        speed = Speed(latency_ms=statistics.median(passes) * 1e3,
-                      latency_p95_ms=percentile(passes, 95) * 1e3, batch=batch,
-                      throughput_ips=None, throughput_batch=throughput_batch, runs=len(passes),
-                      device=device.split(":")[0], threads=torch.get_num_threads())
-        check_speed(speed, bound_ms)
-        bulk = _timed_passes(model, images(throughput_batch), device, THROUGHPUT_WARMUP,
-                             THROUGHPUT_RUNS, THROUGHPUT_RUNS, 0.0)
+        return measure_runner(model, lambda n: torch.rand(n, *image_shape, device=device), batch,
+                              throughput_batch, device, torch.get_num_threads(), bound_ms)
     finally:
         model.train(was_training)
+
+
+def measure_runner(run: Callable[[Any], Any], images: Callable[[int], Any], batch: int,
+                   throughput_batch: int, device: str, threads: int,
+                   bound_ms: float | None = None) -> Speed:
+    """`measure_speed` for any forward pass `run(images(n))` (an nn.Module, an ONNX Runtime
+    session's run): the same warm-up, passes and percentiles, so the figures compare."""
+    passes = _timed_passes(run, images(batch), device, WARMUP, MIN_RUNS, MAX_RUNS, MIN_TIME_S)
+    speed = Speed(latency_ms=statistics.median(passes) * 1e3,
+                  latency_p95_ms=percentile(passes, 95) * 1e3, batch=batch,
+                  throughput_ips=None, throughput_batch=throughput_batch, runs=len(passes),
+                  device=device.split(":")[0], threads=threads)
+    check_speed(speed, bound_ms)
+    bulk = _timed_passes(run, images(throughput_batch), device, THROUGHPUT_WARMUP,
+                         THROUGHPUT_RUNS, THROUGHPUT_RUNS, 0.0)
     return dataclasses.replace(speed, throughput_ips=throughput_batch / statistics.median(bulk))

@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from mlflow.tracking import MlflowClient
 from PIL import Image
 from test_promote import logged_search
 
@@ -33,7 +34,8 @@ def test_predict_labels_a_folder_into_a_csv_and_skips_unreadable_images(tmp_path
     (folder / "empty.jpg").write_bytes(b"")  # as public downloads ship them
 
     out = tmp_path / "predictions.csv"
-    assert predict_main([str(folder), "--model", "models:/tiny@champion", "--tracking-uri", uri,
+    # no --model: the latest search's champion, whatever its space (here `tiny`, not cifar10)
+    assert predict_main([str(folder), "--tracking-uri", uri,
                          "--output", str(out), "--batch-size", "2"]) == 0
     said = capsys.readouterr().out
     assert f"5 images labelled into {out}; 1 unreadable skipped" in said and "empty.jpg" in said
@@ -141,3 +143,23 @@ def test_a_folder_where_nothing_decodes_is_one_line_and_keeps_an_earlier_csv(cha
     _refused(capsys, [str(folder), "--model", "models:/tiny@champion", "--tracking-uri", uri,
                       "--output", str(out)], "none of the 2 images")
     assert out.read_text() == "file,label,confidence\nold.png,cat,0.9\n"
+
+
+def test_a_malformed_speed_tag_on_the_version_is_said_and_the_labels_are_written(champion,
+                                                                                 tmp_path,
+                                                                                 capsys):
+    uri, folder = champion
+    client = MlflowClient(uri)
+    version = client.get_model_version_by_alias("tiny", "champion").version
+    good = client.get_model_version("tiny", version).tags["searcher.latency_ms"]
+    client.set_model_version_tag("tiny", version, "searcher.latency_ms", "{[]: 1}")
+    try:
+        out = tmp_path / "p.csv"
+        assert predict_main([str(folder), "--model", "models:/tiny@champion", "--tracking-uri",
+                             uri, "--output", str(out)]) == 0
+    finally:
+        client.set_model_version_tag("tiny", version, "searcher.latency_ms", good)
+    said = capsys.readouterr()
+    (speed,) = [line for line in said.out.splitlines() if line.startswith("Throughput: ")]
+    assert "the version's speed tag searcher.latency_ms = '{[]: 1}' is not a number" in speed
+    assert "Traceback" not in said.err and len(out.read_text().splitlines()) == 3

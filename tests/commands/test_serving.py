@@ -18,6 +18,7 @@ from conftest import free_port
 from test_promote import logged_search
 
 from searcher.commands import promote as promote_mod
+from searcher.tracking.champion import load_champion
 from searcher.training.data import load_cifar10
 
 pytestmark = pytest.mark.services  # starts Ray, MLflow or a search of its own
@@ -94,7 +95,7 @@ def test_the_served_champion_labels_raw_uint8_images_like_the_loaded_one(served_
     assert logits.shape == (6, 10)
 
     mlflow.set_tracking_uri(uri)
-    model = mlflow.pytorch.load_model("models:/tiny@champion").eval()
+    model = load_champion("models:/tiny@champion")
     with torch.no_grad():
         expected = model(torch.from_numpy(images)).numpy()
     np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)

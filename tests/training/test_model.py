@@ -1,5 +1,3 @@
-import warnings
-
 import pytest
 import torch
 
@@ -144,25 +142,6 @@ def test_a_residual_net_trains():
     assert losses[-1] < 0.65 * losses[0], losses
 
 
-@pytest.mark.parametrize("head", ["gap", "flatten"])
-def test_every_layer_kind_scripts_for_promotion(head):
-    # Promotion saves the champion as TorchScript (torch.jit.script), so every activation,
-    # pool and residual block a space can choose must script, and follow .to(device).
-    acts = sorted(ACTIVATIONS)
-    stages = [_residual(padding="valid", pool="strided", activation=acts[0]),
-              *({"filters": 8, "activation": a, "pool": p, "batch_norm": True, "dropout": 0.1}
-                for a, p in zip(acts[1:], ["max", "none", "avg", "none", "none", "none"])),
-              _residual(filters=16, activation=acts[-1], pool="none")]
-    net = build_model({"stages": stages, "head": head, "dense": [16], "head_dropout": 0.1,
-                       "head_activation": "gelu"})
-    model = Classifier(net, [0.5] * 3, [0.25] * 3, [str(i) for i in range(10)]).eval()
-    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # TorchScript's deprecation notice
-        scripted = torch.jit.script(model)
-    torch.testing.assert_close(scripted.eval().to("cpu")(images), model(images))
-
-
 _STRIDED_SKIP_TRAINS = """
 import torch
 from searcher.training.model import build_model
@@ -200,19 +179,15 @@ def test_the_strided_skip_is_a_stride_two_projection():
         assert torch.allclose(block(x), expected, atol=1e-5)
 
 
-def test_the_classifier_takes_uint8_and_float_images_alike_also_scripted():
+def test_the_classifier_takes_uint8_and_float_images_alike():
     # uint8 0..255 as the dataset stores images, float [0, 1] as torchvision's ToTensor gives them.
     torch.manual_seed(0)
     net = build_model({"stages": [{"filters": 8, "batch_norm": True}], "head": "gap"})
     model = Classifier(net, [0.5, 0.4, 0.3], [0.25, 0.2, 0.2], [str(i) for i in range(10)]).eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # TorchScript's deprecation notice
-        scripted = torch.jit.script(model)
     images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
-    for m in (model, scripted):
-        with torch.no_grad():
-            expected = m(images)
-            torch.testing.assert_close(m(images.float() / 255), expected, rtol=1e-4, atol=1e-4)
-            torch.testing.assert_close(m(images.double() / 255), expected, rtol=1e-4, atol=1e-4)
-        with pytest.raises(Exception, match=r"\[0, 1\]"):  # 0..255 as float: refused, not guessed
-            m(images.float())
+    with torch.no_grad():
+        expected = model(images)
+        torch.testing.assert_close(model(images.float() / 255), expected, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(model(images.double() / 255), expected, rtol=1e-4, atol=1e-4)
+    with pytest.raises(Exception, match=r"\[0, 1\]"):  # 0..255 as float: refused, not guessed
+        model(images.float())

@@ -17,6 +17,7 @@ from searcher.spec.params import split_params
 from searcher.spec.space import load_space
 from searcher.tracking import store as tracking
 from searcher.tracking import tags
+from searcher.tracking.champion import load_champion
 from searcher.training.checkpoint import (
     classifier_from_checkpoint,
     load_checkpoint,
@@ -135,7 +136,7 @@ def assert_champion_is(client: MlflowClient, uri: str, source_run: str, tiny_cif
     with torch.no_grad():
         expected = classifier_from_checkpoint(ckpt)(images)
         mlflow.set_tracking_uri(uri)
-        got = mlflow.pytorch.load_model("models:/tiny@champion").eval()(images)
+        got = load_champion("models:/tiny@champion")(images)
     torch.testing.assert_close(got, expected)
     return ckpt
 

@@ -19,6 +19,7 @@ from searcher.errors import UserError
 from searcher.sampling.fidelity import COST_ATTR
 from searcher.spec.feasibility import proposal_check, proposal_cost
 from searcher.spec.space import load_space
+from searcher.tracking.champion import load_champion
 from searcher.tracking.readback import param_value as _value
 from searcher.tracking.store import data_digests
 from searcher.training.data import load_cifar10, load_search_data
@@ -296,7 +297,7 @@ def test_promotion_sets_champion_and_a_worse_candidate_does_not_move_it(first_se
 
     # The champion, loaded the way a user would, predicts labels from raw uint8 images.
     mlflow.set_tracking_uri(first_search)
-    model = mlflow.pytorch.load_model("models:/tiny@champion")
+    model = load_champion("models:/tiny@champion")
     test, _ = load_cifar10(tiny_cifar, train=False, download=False)
     labels = model(torch.from_numpy(test.x)).argmax(1).numpy()
     assert labels.shape == (len(test),)
