@@ -204,8 +204,10 @@ def test_the_head_role_allows_what_rays_autoscaler_calls_and_no_more():
     assert {"ec2:RunInstances", "ec2:TerminateInstances", "ec2:DescribeInstances"} <= needed
     head = _statements("head-policy.json")
     assert _allowed(head, "ec2:") == needed
+    _scoped_to_this_cluster(head)
     passes = [s for s in head if "iam:PassRole" in s["Action"]]
     assert [s["Resource"] for s in passes] == [["arn:aws:iam::*:role/ray-worker-searcher"]]
+    assert [s["Condition"] for s in passes] == [_PASSED_TO_EC2]
     assert _allowed(head, "iam:") == {"iam:PassRole"}
     secrets = {r for s in head if "secretsmanager:GetSecretValue" in s["Action"]
                for r in s["Resource"]}
@@ -215,6 +217,42 @@ def test_the_head_role_allows_what_rays_autoscaler_calls_and_no_more():
         assert name in (AWS / "head-secrets.sh").read_text()
 
 
+_PASSED_TO_EC2 = {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}
+
+
+def _scoped_to_this_cluster(statements: list[dict]) -> None:
+    """What the head may do in EC2 beyond looking: launch only the config's worker types, tagged
+    as this cluster at launch, and start, stop, terminate or re-tag only instances so tagged.
+    Describe calls take no resource scoping in IAM: they alone stand on "*"."""
+    config = _config("cluster.yaml")
+    cluster = {"StringEquals": {"ec2:ResourceTag/ray-cluster-name": config["cluster_name"]}}
+    workers = sorted(t["node_config"]["InstanceType"]
+                     for name, t in config["available_node_types"].items()
+                     if name != config["head_node_type"])
+    instances = "arn:aws:ec2:*:*:instance/*"
+    for s in statements:
+        ec2 = [a for a in s["Action"] if a.startswith("ec2:")]
+        if not ec2 or all(a.startswith("ec2:Describe") for a in ec2):
+            continue
+        assert "*" not in s["Resource"], s["Sid"]
+        if s["Resource"] == [instances]:
+            launch = s["Action"] == ["ec2:RunInstances"]
+            tag_at_launch = s.get("Condition") == {
+                "StringEquals": {"ec2:CreateAction": "RunInstances"}}
+            assert launch or tag_at_launch or s.get("Condition") == cluster, s["Sid"]
+            if launch:
+                condition = s["Condition"]["StringEquals"]
+                assert condition["aws:RequestTag/ray-cluster-name"] == config["cluster_name"]
+                assert sorted(condition["ec2:InstanceType"]) == workers
+            if tag_at_launch:
+                assert s["Action"] == ["ec2:CreateTags"], s["Sid"]
+        else:  # what a launch uses besides the instance: RunInstances only
+            assert s["Action"] == ["ec2:RunInstances"] and "Condition" not in s, s["Sid"]
+            assert all(":instance/" not in r for r in s["Resource"]), s["Sid"]
+    described = [s for s in statements if s["Resource"] == ["*"]]
+    assert all(a.startswith("ec2:Describe") for s in described for a in s["Action"])
+
+
 def test_ray_up_is_allowed_what_rays_aws_code_calls_on_your_machine():
     from ray.autoscaler._private import aws
     folder = Path(aws.__file__).parent
@@ -222,18 +260,33 @@ def test_ray_up_is_allowed_what_rays_aws_code_calls_on_your_machine():
     assert {"ec2:CreateSecurityGroup", "ec2:DescribeSubnets"} <= needed  # ray up's bootstrap
     launcher = _statements("launcher-policy.json")
     assert _allowed(launcher, "ec2:") == needed
-    passes = [r for s in launcher if "iam:PassRole" in s["Action"] for r in s["Resource"]]
-    assert passes == ["arn:aws:iam::*:role/ray-head-searcher"]
+    passes = [s for s in launcher if "iam:PassRole" in s["Action"]]
+    assert [r for s in passes for r in s["Resource"]] == ["arn:aws:iam::*:role/ray-head-searcher"]
+    assert [s["Condition"] for s in passes] == [_PASSED_TO_EC2]
     # Ray calls IAM itself only for a head without an instance profile; ours has one.
     head = _config("cluster.yaml")["available_node_types"]["head"]["node_config"]
     assert head["IamInstanceProfile"]["Name"] == "ray-head-searcher"
 
 
-def test_workers_hold_the_bucket_only():
+def test_workers_hold_the_checkpoint_prefix_only_not_mlflows_artifacts():
+    """Workers write Tune's checkpoints (SEARCHER_STORAGE_PATH); MLflow's artifacts and models
+    lie elsewhere in the bucket, where a worker can neither read nor write."""
+    from fnmatch import fnmatchcase
+
     worker = _statements("worker-policy.json")
     assert {a.split(":")[0] for s in worker for a in s["Action"]} == {"s3"}
-    assert {r for s in worker for r in s["Resource"]} <= {"arn:aws:s3:::YOUR-BUCKET",
-                                                        "arn:aws:s3:::YOUR-BUCKET/*"}
+    config = _config("cluster.yaml")
+    storage = re.search(r"SEARCHER_STORAGE_PATH=s3://([^/'\s]+)/([^'\s]+)",
+                        " ".join(config["head_setup_commands"]))
+    bucket, prefix = storage.group(1), storage.group(2).strip("/")
+    objects = {r for s in worker for r in s["Resource"] if r.startswith(f"arn:aws:s3:::{bucket}/")}
+    assert objects == {f"arn:aws:s3:::{bucket}/{prefix}/*"}
+    (listing,) = [s for s in worker if "s3:ListBucket" in s["Action"]]
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": [f"{prefix}/*"]}}
+    artifacts = _start_mlflow_args(config)[1]  # s3://BUCKET/mlflow: MLflow's artifacts, models
+    assert artifacts.startswith(f"s3://{bucket}/")
+    artifact_key = f"arn:aws:s3:::{artifacts[len('s3://'):]}/model/data/weights.safetensors"
+    assert not any(fnmatchcase(artifact_key, r) for r in objects)
     config = _config("cluster.yaml")["available_node_types"]["gpu_worker"]["node_config"]
     assert config["IamInstanceProfile"]["Name"] == "ray-worker-searcher"
     trust = json.loads((AWS / "trust-ec2.json").read_text())["Statement"]
