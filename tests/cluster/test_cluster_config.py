@@ -2,6 +2,7 @@
 security settings they promise; the AWS roles allow what Ray's AWS provider calls. No Ray starts."""
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -63,7 +64,7 @@ def test_both_configs_set_nodes_up_and_start_them_alike():
     for config in (aws, onprem):
         assert config["setup_commands"][0] == "bash ~/searcher/cluster/setup-node.sh"
         assert config["file_mounts"]["~/searcher"] == "."
-        assert config["rsync_filter"] == [".gitignore"]  # .venv/, data/, runs stay home
+        assert config["rsync_filter"] == [".gitignore", ".rayignore"]  # .venv/, secrets, stores stay
         # the same script; a provider may set Ray's own switches before it (VAR=value ...)
         heads = [re.sub(r"^(\w+=\S* )*", "", c) for c in config["head_start_ray_commands"]]
         assert heads == ["bash ~/searcher/cluster/start-ray.sh head"]
@@ -400,3 +401,52 @@ def test_start_mlflow_writes_files_mlflow_reads_back_whatever_the_password_holds
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
     for file in (home / ".mlflow" / "credentials", home / ".searcher" / "mlflow-auth.ini"):
         assert stat.S_IMODE(file.stat().st_mode) == 0o600, file
+
+
+# Secrets, keys, stores and state planted at any depth of a project: none leaves the machine.
+PLANTED = [".env", "sub/.env.local", "cluster/deploy.pem", "keys/id_ed25519", "keys/tls.key",
+           ".git/config", "runs/mlflow.db", "old/mlruns/0/meta.yaml", "x/ray_results/t/ckpt",
+           "x/study.db", ".pgpass"]
+
+
+def _project_with_planted_secrets(tmp_path: Path) -> Path:
+    project = tmp_path / "project"
+    shutil.copytree(ROOT / "searcher", project / "searcher",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for name in (".gitignore", ".rayignore"):  # the project's own ignore files
+        if (ROOT / name).exists():
+            shutil.copy(ROOT / name, project / name)
+    for name in PLANTED:
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        (project / name).write_text("secret\n")
+    return project
+
+
+def _shipped(files: set[str]) -> None:
+    assert "searcher/run.py" in files  # the project went
+    assert not {f for f in files for p in PLANTED if f == p or f.startswith(p + "/")}, files
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_ray_up_copies_no_secret_key_or_store_to_the_nodes(tmp_path, name):
+    """The config's rsync filter, as Ray's SSH runner passes it to rsync, run for real."""
+    from ray.autoscaler._private.command_runner import SSHCommandRunner
+
+    project = _project_with_planted_secrets(tmp_path)
+    options = {"rsync_filter": _config(name)["rsync_filter"]}
+    args = SSHCommandRunner._create_rsync_filter_args(None, options)
+    dest = tmp_path / "node"
+    subprocess.run(["rsync", "-a", *args, f"{project}/", f"{dest}/"], check=True, cwd=project)
+    _shipped({str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file()})
+
+
+def test_a_jobs_working_directory_uploads_no_secret_key_or_store(tmp_path):
+    """What `ray job submit --working-dir .` uploads, packed by Ray's own packaging code."""
+    import zipfile
+
+    from ray._private.runtime_env.packaging import _zip_files
+
+    project = _project_with_planted_secrets(tmp_path)
+    _zip_files(str(project), [], str(tmp_path / "pkg.zip"), include_gitignore=True)
+    with zipfile.ZipFile(tmp_path / "pkg.zip") as z:
+        _shipped({n for n in z.namelist() if not n.endswith("/")})

@@ -42,7 +42,7 @@ def _walk_config(text: str, hosts: dict, key: Path, shared: Path) -> str:
     for old, new in (("10.0.0.10", hosts["head"].ip), ("10.0.0.11", hosts["worker1"].ip),
                      ("10.0.0.12", hosts["worker2"].ip), ("10.0.0.5", hosts["db"].ip),
                      ("ssh_user: searcher", "ssh_user: root"),
-                     ("~/.ssh/id_ed25519", str(key)), ("/shared/", f"{shared}/")):
+                     ("~/.ssh/searcher-cluster", str(key)), ("/shared/", f"{shared}/")):
         assert old in text, old
         text = text.replace(old, new)
     return text
@@ -85,13 +85,30 @@ def network():
             shutil.rmtree(folder)
 
 
+# Secrets a user's project may hold, planted in it for the walk (names of the test's own, so
+# nothing of the user's is touched): neither `ray up` nor a job may carry them to any node.
+PLANTED = (".env.searcher-walk", "cluster/searcher-walk.pem")
+
+
+def _planted_on(host, folder: str) -> list[str]:
+    """The planted files found under `folder` on `host` (the project copy, the jobs' packages)."""
+    names = " -o ".join(f"-name {_q(Path(p).name)}" for p in PLANTED)
+    return host.run(f"find {folder} \\( {names} \\) 2>/dev/null", check=False).stdout.split()
+
+
 def test_ray_up_submit_forward_promote_down(network):
+    planted = [ROOT / p for p in PLANTED]
+    assert not any(p.exists() for p in planted), "a file of the walk's own name is in the way"
     try:
+        for p in planted:
+            p.write_text("SEARCHER_WALK_SECRET=planted\n")
         _walk(network)
     except BaseException:
         network.keep = True
         raise
     finally:  # what the hosts logged, for a failure's post-mortem
+        for p in planted:
+            p.unlink(missing_ok=True)
         for name in ("head", "worker1", "worker2"):
             if name in network.hosts:
                 network.hosts[name].run(f"cp -r /tmp/ray/session_latest/logs "
@@ -137,9 +154,12 @@ def _walk(network) -> None:
             break
         assert time.monotonic() < deadline, f"workers did not join:\n{status}"
         time.sleep(5)
-    # Nothing gitignored was shipped.
+    # Nothing gitignored was shipped, nor a secret, to any node.
     assert head.run("test -d ~/searcher/cluster && test ! -e ~/searcher/.venv", check=False
                     ).returncode == 0 and (ROOT / ".venv").is_dir()
+    for host in (head, worker1, worker2):
+        assert host.run("test -f ~/searcher/cluster/setup-node.sh", check=False).returncode == 0
+        assert _planted_on(host, "~/searcher") == [], host.name
 
     # -- the jobs API through the documented forward; a client without the token is refused ----
     forwards = [laptop.start(f"ray dashboard {config}", folder / "dashboard-forward.log",
@@ -202,6 +222,12 @@ def _walk(network) -> None:
                       check=False).stdout
     (folder / "job.log").write_text(logs)
     assert state == "SUCCEEDED", logs[-5000:]
+    # The job's working directory, unpacked where its driver (head) and trials (worker1) ran:
+    # the project is there, the planted secrets are not.
+    packages = "/tmp/ray/session_latest/runtime_resources/working_dir_files"
+    for host in (head, worker1):
+        assert host.run(f"ls {packages}/*/searcher/run.py", check=False).returncode == 0, host.name
+        assert _planted_on(host, packages) == [], host.name
     status = laptop.run(f"RAY_AUTH_MODE=token ray job status --address http://127.0.0.1:8265 "
                         f"{job}", check=False)  # as the user asks
     assert f"Job '{job}' succeeded" in status.stdout + status.stderr, status
