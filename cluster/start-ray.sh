@@ -7,6 +7,8 @@ set -euo pipefail
 source "${SEARCHER_ENV:-$HOME/searcher-env}/bin/activate"
 export RAY_AUTH_MODE=token
 test -s "$HOME/.ray/auth_token" || { echo "start-ray: no ~/.ray/auth_token on this node: run 'ray get-auth-token --generate' on your machine, then 'ray up' again" >&2; exit 1; }
+# The token is control of the cluster: readable by this user only, whatever mode it arrived with.
+chmod 700 "$HOME/.ray" && chmod 600 "$HOME/.ray/auth_token"
 ip=$(hostname -I | awk '{print $1}')
 ray stop >/dev/null
 case "${1:-}" in

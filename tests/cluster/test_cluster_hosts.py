@@ -160,6 +160,11 @@ def _walk(network) -> None:
     for host in (head, worker1, worker2):
         assert host.run("test -f ~/searcher/cluster/setup-node.sh", check=False).returncode == 0
         assert _planted_on(host, "~/searcher") == [], host.name
+    # Ray's token (control of the cluster) and the head's MLflow credentials: the owner's only.
+    for host in (head, worker1, worker2):
+        modes = host.run("stat -c %a ~/.ray ~/.ray/auth_token").stdout.split()
+        assert modes == ["700", "600"], (host.name, modes)
+    assert head.run("stat -c %a ~/.mlflow ~/.mlflow/credentials").stdout.split() == ["700", "600"]
 
     # -- the jobs API through the documented forward; a client without the token is refused ----
     forwards = [laptop.start(f"ray dashboard {config}", folder / "dashboard-forward.log",
