@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from searcher.errors import UserError
-from searcher.training.model import Classifier, build_model
+from searcher.training.model import Arch, Classifier, build_model
 
 CARD = "model.json"
 WEIGHTS = "weights.safetensors"
@@ -81,6 +81,9 @@ def read_model(folder: str | Path, expected: dict[str, str], what: str,
         raise UserError(f"{what}: {WEIGHTS} is not a safetensors file ({exc}); refusing to "
                         f"load it") from None
     try:
+        if Arch.from_dict(card["arch"]).num_classes != len(card["classes"]):
+            raise ValueError(f"{len(card['classes'])} class names for the architecture's "
+                             f"{Arch.from_dict(card['arch']).num_classes} outputs")
         net = build_model(card["arch"])
         model = Classifier(net, card["mean"], card["std"], card["classes"])
         model.load_state_dict(state, strict=True)

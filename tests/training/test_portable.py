@@ -97,6 +97,7 @@ def test_missing_digests_or_files_are_refused(written):
      "do not make a model"),
     (lambda card: {**card, "arch": {"stages": [{"filters": 5, "batch_norm": True}],
                                     "head": "gap"}}, "do not make a model"),
+    (lambda card: {**card, "classes": ["cat", "dog"]}, "2 class names for the architecture's 10"),
 ])
 def test_a_card_that_does_not_describe_its_weights_is_one_line(written, change, words):
     """Even with its digest recorded (a bug, or a registry someone wrote to), a card is checked."""
