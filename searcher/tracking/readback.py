@@ -35,7 +35,9 @@ def param_value(text: str) -> Any:
     bool, None, a list; a plain string (a path, a name) stays itself."""
     try:
         return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
+    # Whatever a stored value holds ("{[]: 1}" is a dict with a list for a key; deep nesting
+    # exhausts the parser): a string that is not a literal stays the string it is.
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         return text
 
 

@@ -92,3 +92,11 @@ def test_a_write_owed_to_the_last_trial_lands_on_its_run_and_makes_no_second_run
 class _Space:  # what the logger reads of a space before any trial starts
     class settings:
         metric, mode = "val_acc", "max"
+
+
+@pytest.mark.parametrize("text", ["{[]: 1}", "{{}: 1}", "[" * 5000 + "]" * 5000,
+                                  "-" * 100_000 + "1", "x" * 10_000, "1" * 10_000])
+def test_a_stored_parameter_that_is_no_literal_reads_back_as_the_string_it_is(text):
+    """A space's choices are any strings: reading one back never raises, whatever it holds."""
+    from searcher.tracking.readback import param_value
+    assert param_value(text) == text
