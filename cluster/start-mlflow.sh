@@ -37,7 +37,7 @@ grep -qxF "$line" "$HOME/.bashrc" || echo "$line" >> "$HOME/.bashrc"
 if pgrep -f "mlflow server .*--port $port" >/dev/null; then
   echo "start-mlflow: already running"; exit 0
 fi
-case "$artifacts" in /*) mkdir -p "$artifacts" ;; esac
+case "$artifacts" in /*) mkdir -p "$artifacts" && chmod 700 "$artifacts" ;; esac  # the head's alone
 export MLFLOW_AUTH_CONFIG_PATH=$state/mlflow-auth.ini
 export MLFLOW_AUTH_ADMIN_PASSWORD=$(cat "$password_file")
 export MLFLOW_FLASK_SERVER_SECRET_KEY=$(cat "$state/mlflow-secret-key")

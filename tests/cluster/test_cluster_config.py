@@ -336,7 +336,13 @@ def test_state_lives_in_postgres_off_the_head(name):
     assert ".pgpass" in head or ("head-secrets.sh" in head
                                  and "~/.pgpass" in (AWS / "head-secrets.sh").read_text())
     assert ".pgpass" not in str(config.get("file_mounts"))  # workers never get it
-    assert artifacts.startswith(("s3://", "/shared/"))  # shared storage, not the head's disk
+    # MLflow's artifacts off the head's disk and out of the workers' reach: S3 (the workers' role
+    # does not cover them, test_workers_hold_the_checkpoint_prefix_only_not_mlflows_artifacts),
+    # or on machines you own an export mounted on the head alone, not the workers' /shared.
+    commands = " ".join(config["setup_commands"] + config["head_setup_commands"])
+    storage = re.search(r"SEARCHER_STORAGE_PATH=(\S+?)['\"]? >>", commands).group(1)
+    assert artifacts.startswith(("s3://", "/srv/mlflow-artifacts"))
+    assert not artifacts.startswith((f"{storage}/", "/shared/")), artifacts
 
 
 def test_the_study_setting_is_the_one_the_configs_export():

@@ -132,6 +132,12 @@ def _walk(network) -> None:
         host.run(f"ln -s {sys.prefix} ~/searcher-env")
     head.write("~/.pgpass", f"{hosts['db'].ip}:5432:*:searcher:{DB_PASSWORD}\n")
     head.write("~/.searcher/mlflow-admin-password", ADMIN_PASSWORD + "\n")
+    # MLflow's artifacts on an export of their own, mounted on the head alone (the config's
+    # /srv/mlflow-artifacts): a folder here, bound there in the head's mount namespace only.
+    head_only = folder / "head-artifacts"
+    head_only.mkdir()
+    head.run(f"mount -t tmpfs -o size=1m tmpfs /srv && mkdir /srv/mlflow-artifacts && "
+             f"mount --bind {head_only} /srv/mlflow-artifacts")
     config = folder / "cluster.yaml"
     config.write_text(_walk_config((ROOT / "cluster-onprem.yaml").read_text(), hosts,
                                    network.key, shared))
@@ -268,6 +274,15 @@ def _walk(network) -> None:
     assert "champion" in promote.stdout + promote.stderr
     alias = laptop.run(f"{sys.executable} -c {_q(_ALIAS)}", env=tracking, **on_laptop).stdout
     assert alias.strip().isdigit()
+    # What MLflow keeps, the champion among it, is out of a worker's reach: the worker tries to
+    # write where the head's MLflow keeps it, and to reach the server, and both are refused.
+    assert list(head_only.rglob("weights.safetensors")), "the champion is not on the head's export"
+    assert head.run("stat -c %a /srv/mlflow-artifacts").stdout.strip() == "700"
+    tried = worker1.run("touch /srv/mlflow-artifacts/written-by-a-worker", check=False)
+    assert tried.returncode != 0 and not list(head_only.rglob("written-by-a-worker"))
+    server = worker1.run(f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 "
+                         f"http://{head.ip}:5000/health", check=False)
+    assert server.stdout == "000", server  # nothing listens there: loopback only
 
     # -- ray down: every process the cluster started, on every host, ends ------------------------
     for forward in forwards:  # the user closes the terminals that held the forwards
