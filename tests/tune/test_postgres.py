@@ -240,16 +240,19 @@ def test_the_outbox_in_the_database_outlives_its_driver_search_by_search(postgre
     database = postgres("optuna")
     mine = open_outbox(tmp_path / "head" / "tiny-a", database)
     other = open_outbox(tmp_path / "head" / "tiny-b", database)
-    ops = [{"op": "metrics", "trial": "t", "what": f"epoch {e}", "epoch": e} for e in (1, 2, 3, 4)]
+    ops = [{"op": "metrics", "trial": "t", "what": f"epoch {e}", "epoch": e,
+            "metrics": [["val_acc", e / 10, 0, e]]} for e in (1, 2, 3, 4)]
     for op in ops:
         mine.append(op)
-    other.append({"op": "create", "trial": "u", "what": "u's run"})
+    other.append({"op": "create", "trial": "u", "what": "u's run", "name": "u", "tags": {},
+                  "params": []})
     assert count_rows(database, "searcher_outbox") == 5  # committed: another connection sees them
     mine.ack([ops[0]["seq"], ops[2]["seq"]])
     # The head is lost: a driver elsewhere, in another working folder, opens the same search.
     again = open_outbox(tmp_path / "elsewhere" / "tiny-a", database)
     assert [op["what"] for op in again.pending()] == ["epoch 2", "epoch 4"]
-    again.append({"op": "close", "trial": "t", "what": "t's outcome"})  # numbered after them
+    again.append({"op": "close", "trial": "t", "what": "t's outcome", "status": "FINISHED",
+                  "metrics": [], "tags": {}})  # numbered after them
     assert [op["what"] for op in again.pending()] == ["epoch 2", "epoch 4", "t's outcome"]
     again.clear()
     assert again.pending() == [] and mine.pending() == []
