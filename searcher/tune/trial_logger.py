@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mlflow.tracking import MlflowClient
+from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 from ray import tune
 
 from searcher.errors import UserError
@@ -149,6 +150,11 @@ class MLflowTrialLogger(tune.Callback):
         self._send(f"trial {trial.trial_id}: its run and parameters", "create", trial.trial_id,
                    tags=tags, name=trial_name(params, baseline),
                    params=[(k, str(v)) for k, v in sorted(params.items())])
+        for key, value in sorted(params.items()):
+            if len(str(value)) > MAX_PARAM_VAL_LENGTH:  # MLflow cuts it, and says so in its log
+                progress.say(f"[searcher] trial {trial.trial_id}: parameter {key!r} is "
+                             f"{len(str(value)):,} characters; MLflow keeps its first "
+                             f"{MAX_PARAM_VAL_LENGTH:,} (the search's Optuna study keeps it whole)")
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         rec = self.records[trial.trial_id]

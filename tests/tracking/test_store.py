@@ -96,6 +96,27 @@ def test_trial_runs_are_named_by_architecture_and_carry_the_datasets(space, tiny
     assert inputs_of(second) == inputs_of(client.get_run(parent))
 
 
+def test_a_parameter_too_long_for_mlflow_is_said_in_one_line(space, tracking_uri, capsys):
+    """A space's choice is any string: one past MLflow's 6,000 characters is cut by MLflow (a
+    warning in its log); the search says so, naming the trial and the parameter."""
+    from searcher.tune.trial_logger import MLflowTrialLogger
+    client = tracking.connect(tracking_uri)
+    parent = tracking.start_search_run(client, space, {})
+    logger = MLflowTrialLogger(tracking_uri, parent, space)
+    logger.setup()
+    config = {"stages": 1, "filters": 8, "note": "x" * 10_000, "odd": "{[]: 1}"}
+    logger.on_trial_start(0, [], SimpleNamespace(trial_id="a1b2_00000", config=config,
+                                                 placement_group_factory=PlacementGroupFactory(
+                                                     [{"CPU": 1}])))
+    logger._writer.drain()
+    said = [line for line in capsys.readouterr().out.splitlines() if "characters" in line]
+    assert said == ["[searcher] trial a1b2_00000: parameter 'note' is 10,000 characters; MLflow "
+                    "keeps its first 6,000 (the search's Optuna study keeps it whole)"]
+    params = client.get_run(logger.records["a1b2_00000"].run_id).data.params
+    assert params["note"] == "x" * 6000 and params["odd"] == "{[]: 1}"
+    logger._writer.stop()
+
+
 def test_a_real_search_logs_datasets_on_parent_and_children(finished_search):
     """The run's finished search (Ray, the CLI's own path), as the MLflow UI would show it."""
     client = MlflowClient(finished_search.uri)
