@@ -40,7 +40,6 @@ def export_model(model_uri: str | None, output: str | Path, tracking_uri: str | 
 
     from searcher.tracking import store as tracking
     from searcher.tracking.champion import (
-        example_images,
         latest_champion,
         read_champion,
         recorded_speed,
@@ -57,9 +56,8 @@ def export_model(model_uri: str | None, output: str | Path, tracking_uri: str | 
         raise UserError(f"--batch {batch}: must be at least 1")
     client = tracking.connect(tracking_uri)
     model_uri = model_uri or latest_champion(client)
-    module, card = read_champion(model_uri)  # checked against the registry's SHA-256 first
+    module, card, images = read_champion(model_uri)  # checked against the registry first
     shape = card["image_shape"]
-    images = example_images(model_uri, shape)
     checked_on = "images logged with it (real test images at promotion)"
     if images is None:
         images = np.random.default_rng(0).integers(0, 256, (8, *shape), dtype=np.uint8)

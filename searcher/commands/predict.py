@@ -75,7 +75,7 @@ def predict_folder(folder: str | Path, model_uri: str | None, output: str | Path
     client = tracking.connect(tracking_uri)
     model_uri = model_uri or latest_champion(client)
     # data only, checked against the registry's SHA-256 before a byte is parsed
-    model, card = read_champion(model_uri)
+    model, card, _ = read_champion(model_uri)
     size, classes = card["image_shape"][-1], card["classes"]
 
     rows, skipped, forward_s, began = [], [], 0.0, time.perf_counter()

@@ -19,7 +19,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from searcher.errors import UserError
 from searcher.tracking.tags import DIGEST_TAG_PREFIX, SOURCE_TRIAL_TAG, SPEED_TAGS
@@ -125,10 +125,19 @@ def _old_champion(what: str, trial_run: str | None = None) -> str:
             + ", which registers the model as data")
 
 
+class Champion(NamedTuple):
+    """A loaded champion: the module, its card (model.json: classes, image_shape, arch) and the
+    images logged with it as its input example (None where it has none that are images)."""
+
+    module: Any
+    card: dict[str, Any]
+    example: Any
+
+
 def read_champion(model_uri: str, device: str = "cpu",
-                  digests: dict[str, str] | None = None) -> tuple[Any, dict[str, Any]]:
-    """The model at `model_uri` and its card (model.json: classes, image_shape, arch), once its
-    files match `digests`, by default those its registered version recorded."""
+                  digests: dict[str, str] | None = None) -> Champion:
+    """The model at `model_uri`, downloaded once, once its files match `digests`, by default
+    those its registered version recorded."""
     import mlflow
 
     if digests is None:
@@ -139,14 +148,31 @@ def read_champion(model_uri: str, device: str = "cpu",
         except Exception as exc:  # the store went away, or the files with it
             raise UserError(f"cannot download the model {model_uri} ({type(exc).__name__}); "
                             f"is the tracking server up?") from None
-        return portable.read_model(local / DATA, digests, model_uri, device)
+        module, card = portable.read_model(local / DATA, digests, model_uri, device)
+        return Champion(module, card, _example_images(local, card["image_shape"]))
+
+
+def _example_images(local: Path, image_shape: list[int]) -> Any:
+    """The model's input example (at promotion, the first test images: JSON numbers) as uint8
+    N x C x H x W; None where it has none, or they are not such images."""
+    import numpy as np
+    from mlflow.models import Model
+
+    try:
+        x = np.asarray(Model.load(str(local / "MLmodel")).load_input_example(str(local)))
+    except Exception:  # no example, or not one numpy reads: the caller makes its own
+        return None
+    if (x.ndim != 4 or list(x.shape[1:]) != list(image_shape) or x.dtype.kind not in "iu"
+            or x.min() < 0 or x.max() > 255):
+        return None
+    return x.astype(np.uint8)
 
 
 def load_champion(model_uri: str, device: str = "cpu",
                   digests: dict[str, str] | None = None) -> Any:
     """The registered model at `model_uri` (e.g. `models:/cifar10@champion`) as an nn.Module in
     eval mode on `device`: it takes uint8 images N x C x H x W and returns logits."""
-    return read_champion(model_uri, device, digests)[0]
+    return read_champion(model_uri, device, digests).module
 
 
 def latest_champion(client: Any) -> str:
@@ -158,25 +184,6 @@ def latest_champion(client: Any) -> str:
     return f"models:/{client.get_experiment(search.info.experiment_id).name}@champion"
 
 
-def example_images(model_uri: str, image_shape: list[int]) -> Any:
-    """The images logged with the model as its input example (at promotion, the first test
-    images), as uint8 N x C x H x W; None where it has none, or they are not such images."""
-    import mlflow
-    import numpy as np
-    from mlflow.models import Model
-
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            local = mlflow.artifacts.download_artifacts(model_uri, dst_path=tmp)
-            x = np.asarray(Model.load(os.path.join(local, "MLmodel")).load_input_example(local))
-        except Exception:  # no example, or not one numpy reads: the caller makes its own
-            return None
-    if (x.ndim != 4 or list(x.shape[1:]) != list(image_shape) or x.dtype.kind not in "iu"
-            or x.min() < 0 or x.max() > 255):
-        return None
-    return x.astype(np.uint8)
-
-
 def measure_exported(model_uri: str, digests: dict[str, str], batch: int,
                      throughput_batch: int, device: str) -> tuple[Any, int]:
     """The logged model at `model_uri` loaded back as it is served (its files, checked against
@@ -184,7 +191,7 @@ def measure_exported(model_uri: str, digests: dict[str, str], batch: int,
     the single passes, searcher.training.latency) and its number of parameters."""
     from searcher.training.latency import measure_speed
 
-    module, card = read_champion(model_uri, device, digests)
+    module, card, _ = read_champion(model_uri, device, digests)
     speed = measure_speed(module, tuple(card["image_shape"]), batch, throughput_batch, device)
     return speed, sum(p.numel() for p in module.parameters())
 
@@ -206,12 +213,12 @@ def recorded_speed(client: Any, model_uri: str) -> dict[str, Any]:
     for field, tag in SPEED_TAGS.items():
         if tag not in tags:
             continue
+        kind = str if field == "device" else (
+            int if field in ("batch", "throughput_batch", "threads") else float)
         try:
-            value = tags[tag] if field == "device" else (
-                int(tags[tag]) if field in ("batch", "throughput_batch", "threads")
-                else float(tags[tag]))
+            value = kind(tags[tag])
         except ValueError:
-            return {"unreadable": f"{tag} = {tags[tag][:40]!r}"}
+            value = math.nan
         if isinstance(value, float) and not math.isfinite(value):
             return {"unreadable": f"{tag} = {tags[tag][:40]!r}"}
         speed[field] = value

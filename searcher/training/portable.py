@@ -81,9 +81,10 @@ def read_model(folder: str | Path, expected: dict[str, str], what: str,
         raise UserError(f"{what}: {WEIGHTS} is not a safetensors file ({exc}); refusing to "
                         f"load it") from None
     try:
-        if Arch.from_dict(card["arch"]).num_classes != len(card["classes"]):
+        outputs = Arch.from_dict(card["arch"]).num_classes
+        if outputs != len(card["classes"]):
             raise ValueError(f"{len(card['classes'])} class names for the architecture's "
-                             f"{Arch.from_dict(card['arch']).num_classes} outputs")
+                             f"{outputs} outputs")
         net = build_model(card["arch"])
         model = Classifier(net, card["mean"], card["std"], card["classes"])
         model.load_state_dict(state, strict=True)

@@ -25,10 +25,9 @@ import torch
 from conftest import free_port
 from mlflow.tracking import MlflowClient
 from PIL import Image
-from test_promote import logged_search
+from test_promote import promoted_store
 from test_serving import STARTUP_S
 
-from searcher.commands import promote as promote_mod
 from searcher.commands.predict import main as predict_main
 from searcher.errors import UserError
 from searcher.tracking.champion import load_champion
@@ -84,10 +83,7 @@ def _pickle(marker: Path) -> bytes:
 def champion(tmp_path_factory, tiny_cifar):
     """A promoted champion in a real sqlite store: (tracking URI, the folder of its files in the
     store, the checkpoint it was promoted from)."""
-    tmp = tmp_path_factory.mktemp("champion")
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    ckpt_dir = logged_search(tmp, tiny_cifar, uri)
-    promote_mod.promote(uri, experiment="tiny", data_dir=str(tiny_cifar))
+    uri, ckpt_dir = promoted_store(tmp_path_factory.mktemp("champion"), tiny_cifar)
     client = MlflowClient(uri)
     version = client.get_model_version_by_alias("tiny", "champion").version
     stored = Path(urlparse(client.get_model_version_download_uri("tiny", version)).path)

@@ -12,9 +12,8 @@ import onnxruntime
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
-from test_promote import logged_search
+from test_promote import promoted_store
 
-from searcher.commands import promote as promote_mod
 from searcher.commands.export import main as export_main
 from searcher.tracking.champion import load_champion
 from searcher.training.data import load_cifar10
@@ -24,11 +23,7 @@ pytestmark = pytest.mark.slow  # promotes into a real store, exports and times a
 
 @pytest.fixture(scope="module")
 def champion(tmp_path_factory, tiny_cifar):
-    root = tmp_path_factory.mktemp("export")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    logged_search(root, tiny_cifar, uri)
-    promote_mod.promote(uri, experiment="tiny", data_dir=str(tiny_cifar))
-    return uri
+    return promoted_store(tmp_path_factory.mktemp("export"), tiny_cifar)[0]
 
 
 def test_export_writes_a_checked_onnx_and_records_it_on_the_version(champion, tiny_cifar,

@@ -9,9 +9,8 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 from PIL import Image
-from test_promote import logged_search
+from test_promote import promoted_store
 
-from searcher.commands import promote as promote_mod
 from searcher.commands.predict import main as predict_main
 from searcher.training.checkpoint import classifier_from_checkpoint, load_checkpoint
 from searcher.training.data import load_cifar10
@@ -21,9 +20,7 @@ pytestmark = pytest.mark.slow  # promotes a model into a real store first
 
 def test_predict_labels_a_folder_into_a_csv_and_skips_unreadable_images(tmp_path, tiny_cifar,
                                                                        capsys):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    ckpt_dir = logged_search(tmp_path, tiny_cifar, uri)
-    promote_mod.promote(uri, experiment="tiny", data_dir=str(tiny_cifar))
+    uri, ckpt_dir = promoted_store(tmp_path, tiny_cifar)
 
     images = load_cifar10(tiny_cifar, train=False, download=False)[0].x[:5]
     folder = tmp_path / "photos"
@@ -73,9 +70,7 @@ def test_predict_with_a_model_that_is_not_there_is_one_line(tmp_path, capsys):
 def champion(tmp_path_factory, tiny_cifar):
     """A registered champion and a folder of two images for it."""
     root = tmp_path_factory.mktemp("champion")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    logged_search(root, tiny_cifar, uri)
-    promote_mod.promote(uri, experiment="tiny", data_dir=str(tiny_cifar))
+    uri, _ = promoted_store(root, tiny_cifar)
     folder = root / "photos"
     folder.mkdir()
     for i in range(2):

@@ -46,6 +46,15 @@ def logged_search(tmp_path: Path, tiny_cifar: Path, uri: str,
     return ckpt_dir
 
 
+def promoted_store(root: Path, tiny_cifar: Path) -> tuple[str, Path]:
+    """A real sqlite store under `root` whose one search's trial is promoted to
+    models:/tiny@champion: (its tracking URI, the checkpoint promoted)."""
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    ckpt_dir = logged_search(root, tiny_cifar, uri)
+    promote_mod.promote(uri, experiment="tiny", data_dir=str(tiny_cifar))
+    return uri, ckpt_dir
+
+
 def log_trial(client, parent: str, ckpt_dir: Path, arch: dict, score: float, trial_id: str,
               name: str, metrics: dict[str, float] | None = None) -> Path:
     """One trial run of the search `parent`, holding a checkpoint of `arch` scored `score`."""
