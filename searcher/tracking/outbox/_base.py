@@ -53,10 +53,14 @@ def checked(entry: Any, where: str) -> dict[str, Any]:
     stops the search rather than losing its writes, or sending something else, silently."""
     why = _why_not(entry)
     if why:
-        raise UserError(f"{where} is not a write of searcher's outbox ({why}): the journal was "
-                        f"changed outside searcher; nothing was sent from it. Restore it, or move "
-                        f"it aside to go on without the writes it holds")
+        raise changed(where, f"not a write of searcher's outbox ({why})")
     return entry
+
+
+def changed(where: str, what: str) -> UserError:
+    """The one-line error for a journal entry at `where` that is `what` (not JSON, not a write)."""
+    return UserError(f"{where} is {what}: the journal was changed outside searcher; nothing was "
+                     f"sent from it. Restore it, or remove it to go on without the writes it holds")
 
 
 def _why_not(entry: Any) -> str | None:

@@ -20,8 +20,7 @@ from typing import Any, Iterator
 import sqlalchemy as sa
 
 from searcher.redaction import redact
-from searcher.errors import UserError
-from searcher.tracking.outbox._base import Journal, checked
+from searcher.tracking.outbox._base import Journal, changed, checked
 
 _META = sa.MetaData()
 _OUTBOX = sa.Table(
@@ -92,10 +91,8 @@ class DatabaseJournal(Journal):
         where = f"{self}: row {seq}"
         try:
             return checked(json.loads(text), where)
-        except ValueError as exc:  # not JSON: a change made outside searcher, as in checked()
-            raise UserError(f"{where} is not JSON ({exc}): the journal was changed outside "
-                            f"searcher; nothing was sent from it. Restore it, or delete its "
-                            f"rows to go on without the writes they hold") from None
+        except ValueError as exc:  # not JSON: a change made outside searcher
+            raise changed(where, f"not JSON ({exc})") from None
 
     def close(self) -> None:
         pass  # the engine is shared by the process

@@ -6,8 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
-from searcher.errors import UserError
-from searcher.tracking.outbox._base import Journal, checked
+from searcher.tracking.outbox._base import Journal, changed, checked
 
 
 class FileJournal(Journal):
@@ -77,10 +76,7 @@ class FileJournal(Journal):
                 try:
                     entry = json.loads(line)
                 except ValueError as exc:
-                    torn = UserError(f"{self.path}: line {number} is not JSON ({exc}): the "
-                                     f"journal was changed outside searcher; nothing was sent "
-                                     f"from it. Restore it, or move it aside to go on without "
-                                     f"the writes it holds")
+                    torn = changed(f"{self.path}: line {number}", f"not JSON ({exc})")
                     continue
                 yield checked(entry, f"{self.path}: line {number}")
 
