@@ -21,6 +21,14 @@ PROG = "searcher"
 COMMANDS = {
     "run": ("searcher.commands.run",
             "search a space file: Optuna proposes, Ray Tune runs the trials, MLflow records"),
+    "submit": ("searcher.commands.submit",
+               "start a search on a shared Ray cluster as a job; prints its id"),
+    "status": ("searcher.commands.status",
+               "the searches on a shared cluster: state, submitter, slots, trials, best"),
+    "logs": ("searcher.commands.logs", "a search's output on a shared cluster (--follow: tail it)"),
+    "cancel": ("searcher.commands.cancel",
+               "stop a search on a shared cluster, saved to be resumed"),
+    "resume": ("searcher.commands.resume", "go on with a stopped search on a shared cluster"),
     "list": ("searcher.commands.listing",
              "past searches in the tracking store: status, best score, trials, where they ran"),
     "promote": ("searcher.commands.promote",
@@ -30,6 +38,8 @@ COMMANDS = {
     "export": ("searcher.commands.export",
                "write a registered model as ONNX, checked against PyTorch and timed"),
     "ui": ("searcher.commands.ui", "the MLflow UI on the search's tracking store"),
+    "users": ("searcher.commands.users",
+              "one MLflow account per person: add, list, remove (an admin's)"),
     "bench": ("searcher.bench.__main__", "run a benchmark (engine, quality, scale, journal)"),
 }
 

@@ -1,7 +1,7 @@
 """`searcher list`: the searches in the tracking store, newest first, one line each.
 
-A line says when the search started, its space (its MLflow experiment), its status as MLflow keeps
-it, its best score, its trials and where they ran. "resumable" follows the status when `searcher
+A line says when the search started, its space (its MLflow experiment), who submitted it, its
+status as MLflow keeps it (or who cancelled it), its best score, its trials and where they ran. "resumable" follows the status when `searcher
 run SPACE --resume`, started here, would go on with it: its state is in this machine's search
 folders, unfinished, and no driver holds it (a search whose study is in a database is not looked
 up there). Everything else is read back from MLflow through searcher.tracking.readback.
@@ -20,7 +20,7 @@ from searcher.errors import UserError, one_line_errors
 
 PROG = "searcher list"
 DEFAULT_LIMIT = 20  # each search shown costs a query of its trial runs
-COLUMNS = ("STARTED", "SPACE", "STATUS", "BEST", "TRIALS", "WHERE", "RUN")
+COLUMNS = ("STARTED", "SPACE", "BY", "STATUS", "BEST", "TRIALS", "WHERE", "RUN")
 
 
 def parse_args(argv: list[str] | None, prog: str = PROG) -> argparse.Namespace:
@@ -79,7 +79,7 @@ def _missing_local_store(uri: str) -> bool:
 def _row(client: Any, search: Any, space: str, resumable: set[str]) -> tuple[str, ...]:
     from searcher.objective import better
     from searcher.tracking.readback import setting, trial_runs
-    from searcher.tracking.tags import METRIC_TAG, MODE_TAG, NODES_TAG, best_key
+    from searcher.tracking.tags import CANCELLED_TAG, METRIC_TAG, MODE_TAG, NODES_TAG, best_key
 
     info, tags = search.info, search.data.tags
     metric, mode = tags.get(METRIC_TAG, "val_acc"), tags.get(MODE_TAG, "max")
@@ -93,9 +93,14 @@ def _row(client: Any, search: Any, space: str, resumable: set[str]) -> tuple[str
     where = setting(search, "address", None) or "local"
     if nodes:
         where += f", {len(nodes)} node{'s' if len(nodes) > 1 else ''}"
-    status = info.status.lower() + (", resumable" if info.run_id in resumable else "")
+    status = info.status.lower()
+    if status == "killed" and tags.get(CANCELLED_TAG):  # `searcher cancel`: by whom
+        status = tags[CANCELLED_TAG]
+    status += ", resumable" if info.run_id in resumable else ""
+    # who submitted it (a search on a cluster), else the user MLflow recorded
+    by = setting(search, "submitter", None) or info.user_id or "-"
     return (time.strftime("%Y-%m-%d %H:%M", time.localtime(info.start_time / 1000)), space,
-            status, f"{metric} {best:.4f}" if best is not None else "-", str(len(trials)), where,
+            by, status, f"{metric} {best:.4f}" if best is not None else "-", str(len(trials)), where,
             info.run_id)
 
 

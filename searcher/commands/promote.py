@@ -146,7 +146,7 @@ def _confirm_step(client, search, run, k: int, seeds: int, data,
     print(f"[searcher] confirming {len(candidates)} configuration(s) with seeds "
           f"{', '.join(map(str, seed_list))}: {len(candidates) * seeds} retrains", flush=True)
     inputs = search.inputs.dataset_inputs if search.inputs else []
-    ranked = confirm.confirm(client, search.info.experiment_id, run.info.run_id, candidates,
+    ranked = confirm.confirm(client, run.info.experiment_id, run.info.run_id, candidates,
                              data, seed_list, metric, mode, *trial_resources(search), inputs)
     record = confirm.table(ranked, metric, mode, seed_list, k)
     mlflow.log_dict(record, "confirm.json")
@@ -182,7 +182,7 @@ def _retrain_step(client, search, run, confirm_k: int | None, seeds: int, refit:
         seed = int(logged.setting(search, "seed", 0))
         val, val_text = chosen.search_value, f"validation {chosen.search_value:.4f}"
     if refit:
-        result, source_run = confirm.refit(client, search.info.experiment_id, run.info.run_id,
+        result, source_run = confirm.refit(client, run.info.experiment_id, run.info.run_id,
                                            chosen, data, seed, *trial_resources(search))
         ckpt = confirm.as_checkpoint(result)
         refit_info = {"run": source_run, "train_images": result.train_images, "seed": seed}
@@ -214,6 +214,27 @@ def _a_search(client, run) -> Any:
                     f"search's run id, or leave --run-id out for the latest search")
 
 
+def _promotion_run(client, search, trial) -> Any:
+    """The promotion's run (an ActiveRun), in the search's experiment; for a user who may only
+    read it (another's search on a server with accounts), in an experiment of their own."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from searcher.tracking import accounts
+
+    kwargs = {"run_name": f"promote {trial.info.run_name}",
+              "tags": {ROLE_TAG: "promotion", PARENT_TAG: search.info.run_id}}
+    try:
+        return mlflow.start_run(experiment_id=search.info.experiment_id, **kwargs)
+    except MlflowException as exc:
+        if not accounts.refused(exc):
+            raise
+    experiment_id = accounts.own_experiment(client, search.info.experiment_id)
+    print(f"[searcher] you may only read experiment {search.info.experiment_id}: the promotion "
+          f"is logged in your own, {client.get_experiment(experiment_id).name!r}", flush=True)
+    return mlflow.start_run(experiment_id=experiment_id, **kwargs)
+
+
 def promote(tracking_uri: str | None = None, experiment: str | None = None,
             run_id: str | None = None, data_dir: str | None = None,
             model_name: str | None = None, force: bool = False, confirm_k: int | None = None,
@@ -226,8 +247,9 @@ def promote(tracking_uri: str | None = None, experiment: str | None = None,
     returns what happened (also printed by the CLI)."""
     import mlflow
     import torch
+    from mlflow.exceptions import MlflowException
 
-    from searcher.tracking import champion
+    from searcher.tracking import accounts, champion
     from searcher.tracking import store as tracking
     from searcher.training.checkpoint import classifier_from_checkpoint
     from searcher.training.engine import evaluate
@@ -237,6 +259,8 @@ def promote(tracking_uri: str | None = None, experiment: str | None = None,
     seeds = seeds or DEFAULT_SEEDS
     client = tracking.connect(tracking_uri)
     search = _a_search(client, logged.latest_search(client, experiment, run_id))
+    name = model_name or client.get_experiment(search.info.experiment_id).name
+    accounts.check_may_update_model(client, name)  # another user's model: refused before any work
     metric = search.data.tags[METRIC_TAG]
     budget = budgets.budget_for(search, max_latency_ms, max_params, batch)
     ranked = logged.ranked_trials(client, search, limit=None if confirm_k or budget else 1)
@@ -256,12 +280,9 @@ def promote(tracking_uri: str | None = None, experiment: str | None = None,
     val = trial.data.metrics.get(best_key(metric))
     val_text, source_run, record, refit_info = f"validation {val:.4f}", trial.info.run_id, None, None
 
-    name = model_name or client.get_experiment(search.info.experiment_id).name
     old_version, old_acc = _champion_accuracy(client, name)  # before anything is logged
     mlflow.set_tracking_uri(client.tracking_uri)
-    with mlflow.start_run(experiment_id=search.info.experiment_id, run_name=f"promote {trial.info.run_name}",
-                          tags={ROLE_TAG: "promotion",
-                                PARENT_TAG: search.info.run_id}) as run:
+    with _promotion_run(client, search, trial) as run:
         if confirm_k or refit:
             ckpt, trial, source_run, val, val_text, record, refit_info = _retrain_step(
                 client, search, run, confirm_k, seeds, refit, data, runs)
@@ -282,14 +303,19 @@ def promote(tracking_uri: str | None = None, experiment: str | None = None,
         budgets.gate(budget, speed, n_params,
                      f"nothing registered, models:/{name}@{ALIAS} "
                      + (f"stays at version {old_version}" if old_version else "is not set"))
-    version = mlflow.register_model(info.model_uri, name,
-                                    tags={TEST_ACC_TAG: str(test_acc), "source_run": source_run,
-                                          "source_trial_run": trial.info.run_id,
-                                          **champion.speed_tags(speed),
-                                          **champion.digest_tags(digests)})
-    moved = force or old_acc is None or test_acc > old_acc
-    if moved:
-        client.set_registered_model_alias(name, ALIAS, version.version)
+    try:
+        version = mlflow.register_model(info.model_uri, name,
+                                        tags={TEST_ACC_TAG: str(test_acc), "source_run": source_run,
+                                              "source_trial_run": trial.info.run_id,
+                                              **champion.speed_tags(speed),
+                                              **champion.digest_tags(digests)})
+        moved = force or old_acc is None or test_acc > old_acc
+        if moved:
+            client.set_registered_model_alias(name, ALIAS, version.version)
+    except MlflowException as exc:  # another user's model, made since the check above
+        if not accounts.refused(exc):
+            raise
+        raise UserError(accounts.model_refused(name)) from None
     return {"model": name, "version": version.version, "test_acc": test_acc, "test_loss": test_loss,
             "val": val, "val_text": val_text,
             "trial": f"{trial.data.tags.get(TRIAL_ID_TAG)} ({trial.info.run_name})",

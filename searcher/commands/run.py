@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,6 +49,10 @@ OVERRIDES = {
                               "it trains) as infeasible, never trained"),
     "latency_batch": (int, "images per forward pass when timing latency (default 1)"),
     "max_params": (int, "record nets with more parameters as infeasible, never trained"),
+    "priority": (float, "the search's weight on a cluster other searches share: its part of the "
+                        "trial slots is its priority over the sum of theirs (default 1)"),
+    "submitter": (str, "who submits the search (searcher submit sets it): the MLflow user its "
+                       "runs show"),
     "verbose": (bool, "print a line per epoch per trial and per finished trial instead of one "
                       "progress line (MLflow records every epoch either way)"),
 }
@@ -65,6 +70,8 @@ def parse_args(argv: list[str] | None, prog: str = PROG) -> argparse.Namespace:
                         help="continue an interrupted search (default: this space's latest "
                              "unfinished one): finished trials, Optuna's history and the MLflow "
                              "parent run are kept")
+    parser.add_argument("--name", help="the new search's name, SPACE-YYYYmmdd-HHMMSS-XXXX as "
+                                       "made by default (searcher submit chooses it)")
     for name, (kind, text) in OVERRIDES.items():
         flag = "--" + name.replace("_", "-")
         if kind is bool:  # a plain flag; None when absent, so the space file's value stands
@@ -78,15 +85,33 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
     return {_SETTING_NAME.get(k, k): getattr(args, k) for k in OVERRIDES if getattr(args, k) is not None}
 
 
-# Settings a resumed search must keep: they choose the validation split (and seed the trials),
-# so changing one mid-search would rank later trials on other images than earlier ones.
-_FIXED_ON_RESUME = ("seed", "data_dir")
+# Settings a resumed search must keep, and why. A resume goes on with what Tune saved when the
+# search began (the searcher with its sampler and limits on proposals, the scheduler, the
+# trial slots, the MLflow logger), which a new value would not reach, or would contradict where
+# it does reach (the trials, made anew). Its limits, `num_samples` and `time_budget_s`, may
+# change (searcher.tune.limits), and so may where things are and what is printed.
+_SPLIT = "would change its validation split mid-search"
+_FIXED_ON_RESUME = {
+    "seed": _SPLIT,
+    "data_dir": _SPLIT,
+    "epochs": "ASHA and Optuna, restored as Tune saved them, count a trial's epochs by it",
+    "sampler": "the study's sampler is restored as Tune saved it",
+    "second_objective": "the sampler and ASHA, restored as Tune saved them, rank by it",
+    "warm_start": "the study learnt from its earlier searches when it began",
+    "cpus_per_trial": "the trial slots are restored as Tune saved them",
+    "gpus_per_trial": "the trial slots are restored as Tune saved them",
+    "max_concurrent_trials": "the trial slots are restored as Tune saved them",
+    "max_params": "the searcher, restored as Tune saved it, checks proposals against it",
+    "max_latency_ms": "later trials would be held to another bound than earlier ones",
+    "latency_batch": "later trials would be timed otherwise than earlier ones",
+    "experiment": "its parent run is in that MLflow experiment already",
+}
 
 
 def check_resume_overrides(recorded: dict[str, Any], overrides: dict[str, Any]) -> None:
     """Refuse an option that changes a setting the search being resumed must keep."""
     from searcher.spec.settings import Settings
-    for name in _FIXED_ON_RESUME:
+    for name, why in _FIXED_ON_RESUME.items():
         if overrides.get(name) is None:
             continue
         given, kept = overrides[name], recorded.get(name)
@@ -98,8 +123,28 @@ def check_resume_overrides(recorded: dict[str, Any], overrides: dict[str, Any]) 
         if not same:
             flag = "--" + name.replace("_", "-")
             raise UserError(f"--resume: {flag} {given} differs from the search's recorded "
-                            f"{name}={kept}, and would change its validation split mid-search; "
-                            f"leave {flag} out to resume it, or start a new search")
+                            f"{name}={kept}, and {why}; leave {flag} out to resume it, or start "
+                            f"a new search")
+
+
+def check_resume_limits(record: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """Refuse a new limit where it cannot apply: to a finished search, and to one started by an
+    earlier searcher, whose limits Tune restores as they were."""
+    from searcher.tune.state import LIMITS, OWN_LIMITS
+    kept = record["settings"]
+    for name in LIMITS:
+        if overrides.get(name) is None or overrides[name] == kept.get(name):
+            continue
+        option = {s: o for o, s in _SETTING_NAME.items()}.get(name, name)
+        flag = "--" + option.replace("_", "-")
+        if record.get("finished"):
+            raise UserError(f"--resume: the search has finished, and {flag} cannot reopen it; "
+                            f"start a new one (--warm-start {record['parent_run_id']} learns "
+                            f"from it)")
+        if not record.get(OWN_LIMITS):
+            raise UserError(f"--resume: the search was started by an earlier searcher, whose "
+                            f"Tune keeps {name}={kept.get(name)} as it was; leave {flag} out "
+                            f"to resume it")
 
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
@@ -116,6 +161,8 @@ def _run(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     from searcher.tune.state import check_study_storage
     from searcher.tune.tuner import check_cluster, init_ray
 
+    if args.address is None and os.environ.get("RAY_ADDRESS"):  # a job's driver: the cluster's
+        args.address = os.environ["RAY_ADDRESS"]  # recorded, so the search is listed where it ran
     space, resume, parent = _space_and_resume(args, held)
     s = space.settings
     tracking.check_server(s.tracking_uri)
@@ -146,7 +193,7 @@ def _run(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         client.update_run(parent, "RUNNING")
     # Read while the server is known to answer: the closing lines must not need it.
     experiment_id = client.get_run(parent).info.experiment_id
-    result = _search(client, space, data, parent, resume, warm)
+    result = _search(client, space, data, parent, resume, warm, args.name)
     _close(client, space, parent, result, _measured(measured, space), experiment_id,
            len(data.classes))
     return 0
@@ -157,9 +204,15 @@ def _space_and_resume(args: argparse.Namespace, held: contextlib.ExitStack):
     run; a new search has neither."""
     from searcher.spec.space import load_space
     from searcher.tune import driver_lock
-    from searcher.tune.state import find_resumable, redact
+    from searcher.tune.state import find_resumable, is_search_of, redact
 
     space = load_space(args.space, overrides_from(args))
+    if args.name is not None:
+        if args.resume is not None:
+            raise UserError("--name names a new search; --resume takes the search's name instead")
+        if not is_search_of(args.name, space.name):
+            raise UserError(f"--name {args.name!r} is not a name for a search of {space.name}: "
+                            f"{space.name}-YYYYmmdd-HHMMSS-XXXX (4 hex digits)")
     if args.resume is None:
         return space, None, None
     resume = find_resumable(space.settings, space.name, args.resume or None)
@@ -167,6 +220,7 @@ def _space_and_resume(args: argparse.Namespace, held: contextlib.ExitStack):
     held.enter_context(driver_lock.hold(resume.name, resume.folder, resume.database))
     saved = resume.read_record()
     check_resume_overrides(saved["settings"], overrides_from(args))
+    check_resume_limits(saved, overrides_from(args))
     # Tune's saved state holds the space as the search first ran it: an edited file would be
     # shown and logged as the space while the old one is what runs.
     if saved.get("space_sha256", space.sha256) != space.sha256:
@@ -210,19 +264,23 @@ def _learnt(client, space: Space, data, resume, parent: str | None):
     return warm, warm.baselines
 
 
-def _search(client, space: Space, data, parent: str, resume, warm):
+def _search(client, space: Space, data, parent: str, resume, warm, name: str | None = None):
     """Run (or resume) the search; the parent run is closed as the search ended, unless it
     finished (then `_close` does, with its summary)."""
+    from searcher.tracking.tags import CANCELLED_TAG
     from searcher.tune import interrupt
     from searcher.tune.tuner import run_search
 
     status = "FAILED"
     try:
-        result = run_search(space, data, client.tracking_uri, parent, resume, warm)
+        result = run_search(space, data, client.tracking_uri, parent, resume, warm, name)
         status = "FINISHED"
         return result
     except KeyboardInterrupt:
         status = "KILLED"
+        if interrupt.cancelled():  # `searcher cancel`: the run says so, and by whom
+            with contextlib.suppress(Exception):
+                client.set_tag(parent, CANCELLED_TAG, interrupt.cancelled())
         raise
     except UserError:
         if interrupt.fired():  # stopped by the search itself (a full disk): resumable

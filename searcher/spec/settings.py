@@ -75,8 +75,8 @@ class Settings:
     # throughput at throughput_batch. A net whose median latency is over max_latency_ms is
     # recorded infeasible, not trained. None: no bound.
     max_latency_ms: float | None = None
-    latency_batch: int = 1
-    throughput_batch: int = 64
+    latency_batch: int = 1  # images per timed pass for the latency: 1, as a request is served
+    throughput_batch: int = 64  # images per timed pass for the throughput, as a batch job runs
     seed: int = 0  # seeds the sampler, the validation split and every trial
     # --- where things go (command line or environment, rarely the space file) ---
     tracking_uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db
@@ -86,6 +86,11 @@ class Settings:
     # database URL (postgresql://user@host/optuna), so the study and --resume outlive the head
     study_storage: str | None = None
     experiment: str | None = None  # MLflow experiment; None: the space file's name
+    # --- sharing a cluster (searcher.tune.shares) ---
+    # The search's weight among the searches on the same cluster: its share of the trial slots
+    # is priority / the sum of the priorities of the searches that want slots
+    priority: float = 1.0
+    submitter: str | None = None  # who submitted it (searcher submit); the runs' MLflow user
     # --- what the driver prints ---
     verbose: bool = False  # a line per epoch per trial, not one progress line (MLflow has them all)
 
@@ -155,6 +160,10 @@ def _check(s: Settings) -> None:
         raise bad("latency_batch", "must be at least 1")
     if s.throughput_batch < 1:
         raise bad("throughput_batch", "must be at least 1")
+    if not s.priority > 0:
+        raise bad("priority", "must be positive")
+    if s.submitter is not None and not re.fullmatch(r"[\w.@+-]{1,64}", s.submitter):
+        raise bad("submitter", "must be a user name: letters, digits and . _ @ + -")
     if s.second_objective is not None and s.second_objective not in SECOND_OBJECTIVES:
         raise bad("second_objective", f"must be one of {', '.join(SECOND_OBJECTIVES)}")
 

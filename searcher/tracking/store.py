@@ -20,7 +20,8 @@ import yaml
 from mlflow.data import from_numpy
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
 from mlflow.tracking import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_GIT_COMMIT, MLFLOW_RUN_NOTE
+from mlflow.utils.mlflow_tags import (MLFLOW_DATASET_CONTEXT, MLFLOW_GIT_COMMIT, MLFLOW_RUN_NOTE,
+                                      MLFLOW_USER)
 
 from searcher.errors import UserError
 from searcher.redaction import redact
@@ -128,7 +129,8 @@ def experiment_id(client: MlflowClient, name: str) -> str:
         return found.experiment_id
     location = None
     if client.tracking_uri.startswith("sqlite:"):  # keep artifacts beside the local database
-        location = (Path(client.tracking_uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
+        database = Path(client.tracking_uri.removeprefix("sqlite:///")).resolve()  # may be relative
+        location = (database.parent / "mlartifacts").as_uri()
     return client.create_experiment(name, artifact_location=location)
 
 
@@ -209,7 +211,9 @@ def start_search_run(client: MlflowClient, space: Space, data_summary: dict[str,
         tags={ROLE_TAG: "search", MLFLOW_GIT_COMMIT: commit,
               SPACE_FILE_TAG: str(space.path), METRIC_TAG: s.metric,
               MODE_TAG: s.mode, SAMPLER_TAG: s.sampler,
-              MLFLOW_RUN_NOTE: f"Search over {space.path.name} ({s.sampler} sampler)"})
+              MLFLOW_RUN_NOTE: f"Search over {space.path.name} ({s.sampler} sampler)",
+              # the MLflow UI's "User": who submitted it, not the account of the head's driver
+              **({MLFLOW_USER: s.submitter} if s.submitter else {})})
     run_id = run.info.run_id
     # the settings as logged: a URL's credentials masked (searcher.redaction)
     settings = {k: redact(v) if isinstance(v, str) and "://" in v else v

@@ -25,13 +25,31 @@ OUTCOME_TAG = "searcher.outcome"  # "completed", "stopped early", "failed", ...
 OUTCOME_DETAIL_TAG = "searcher.outcome_detail"  # ... with why, in a few words
 NODES_TAG = "searcher.nodes"  # the Ray nodes the trial trained on
 RESUMED_TAG = "searcher.resumed_from_epoch"
+CANCELLED_TAG = "searcher.cancelled"  # on a search's run: "cancelled by NAME" (searcher cancel)
 GPUS_TAG = "searcher.gpus_per_trial"  # the GPU share Tune reserved for the trial
 CPUS_TAG = "searcher.cpus_per_trial"
 # What a trial measures of its net before it trains (searcher.training.latency), logged once on
-# its run beside n_params and mmacs: the MLflow UI charts them against the metric.
-SPEED_METRICS = ("latency_ms", "latency_p95_ms", "throughput_ips")
-EPOCH_METRICS = ("val_acc", "val_loss", "train_loss", "epoch_time_s", "eval_time_s",
-                 "images_per_s", "rss_mb", "private_mb", "dataset_shared")
+# its run beside n_params and mmacs: the MLflow UI charts them against the metric. Name -> what
+# it holds: the logger logs these names, the docs' tables (searcher.tracking.recorded) say these.
+SPEED_METRICS = {
+    "latency_ms": "median ms of a forward pass of `latency_batch` images, timed before the trial "
+                  "trains, on its own device and threads",
+    "latency_p95_ms": "the 95th percentile of the same passes",
+    "throughput_ips": "images per second at `throughput_batch` images a pass (not measured when "
+                      "the latency is over `max_latency_ms` already)",
+}
+# What a trial reports each epoch that its run records, at step = the epoch.
+EPOCH_METRICS = {
+    "val_acc": "accuracy on the validation split",
+    "val_loss": "mean cross-entropy on the validation split",
+    "train_loss": "mean training loss over the epoch",
+    "epoch_time_s": "seconds the epoch's training took",
+    "eval_time_s": "seconds its validation took",
+    "images_per_s": "training images per second",
+    "rss_mb": "the trial process's resident memory, MiB",
+    "private_mb": "the part of it no other process shares, MiB",
+    "dataset_shared": "1: the dataset is mapped from Ray's object store, not copied",
+}
 
 # On confirmation retrains and promotion runs
 SOURCE_TRIAL_TAG = "searcher.source_trial_run"  # the trial run a retrain or promotion came from

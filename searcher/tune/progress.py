@@ -45,6 +45,7 @@ class Progress:
     eta_s: float | None  # None: no trial has ended yet to measure a rate by
     pending: int = 0  # made by Tune, waiting for a worker or for resources
     infeasible: int = 0  # found over a limit by the trial itself (too slow), never trained
+    used_s: float | None = None  # of the time budget, earlier runs included; None: elapsed_s
 
     @property
     def ended(self) -> int:
@@ -52,10 +53,11 @@ class Progress:
 
 
 def summarize(records: Iterable[TrialRecord], settings: Settings, elapsed_s: float,
-              ended_before: int = 0, pending: int = 0) -> Progress:
+              ended_before: int = 0, pending: int = 0, used_s: float | None = None) -> Progress:
     """Count `records` (the trial logger's) `elapsed_s` into this run of the search, whose first
     `ended_before` ended trials ended before it (a resumed search): the rate counts from here.
-    `pending`: the trials Tune has made that have not started (no record yet)."""
+    `pending`: the trials Tune has made that have not started (no record yet). `used_s`: the time
+    the search has used of its budget, its earlier runs included (default `elapsed_s`)."""
     running = completed = stopped = failed = infeasible = 0
     best, best_trial = None, None
     for rec in records:
@@ -74,13 +76,13 @@ def summarize(records: Iterable[TrialRecord], settings: Settings, elapsed_s: flo
     ended = completed + stopped + failed + infeasible
     left = []
     if settings.time_budget_s:
-        left.append(max(0.0, settings.time_budget_s - elapsed_s))
+        left.append(max(0.0, settings.time_budget_s - (elapsed_s if used_s is None else used_s)))
     if settings.num_samples > 0:
         to_go, here = max(0, settings.num_samples - ended), ended - ended_before
         if to_go == 0 or here > 0:  # the trials left, at the rate trials have ended so far
             left.append(elapsed_s * to_go / here if to_go else 0.0)
     return Progress(elapsed_s, running, completed, stopped, failed, best, best_trial,
-                    min(left) if left else None, pending, infeasible)
+                    min(left) if left else None, pending, infeasible, used_s)
 
 
 def format_line(p: Progress, settings: Settings, width: int = WIDTH, final: bool = False,
@@ -88,8 +90,9 @@ def format_line(p: Progress, settings: Settings, width: int = WIDTH, final: bool
     """The status line, at most `width` long: when the full one is wider, the metric's name goes
     first (the header line names it), then the [searcher] tag, then the end of the line. `tag`
     False: none at all (a line redrawn in place needs none, and a steady width)."""
-    clock = _duration(p.elapsed_s) + (f"/{_duration(settings.time_budget_s)}"
-                                      if settings.time_budget_s else "")
+    used = p.elapsed_s if p.used_s is None else p.used_s
+    clock = _duration(used) + (f"/{_duration(settings.time_budget_s)}"
+                               if settings.time_budget_s else "")
     budget = f"/{settings.num_samples}" if settings.num_samples > 0 else ""
     cut = [f"{n} {what}" for n, what in ((p.stopped, "stopped"), (p.failed, "failed"),
                                          (p.infeasible, "infeasible")) if n]
@@ -122,8 +125,11 @@ class Display:
     """Draws `format_line` on `out`: in place on a terminal, a plain line at intervals in a log."""
 
     def __init__(self, settings: Settings, out: TextIO | None = None, verbose: bool = False,
-                 clock: Callable[[], float] = time.monotonic):
-        self.settings, self.verbose, self._clock = settings, verbose, clock
+                 clock: Callable[[], float] = time.monotonic,
+                 used: Callable[[], float | None] = lambda: None):
+        """`used`: the time the search has used of its budget, earlier runs included (None:
+        the time since this display began)."""
+        self.settings, self.verbose, self._clock, self._used = settings, verbose, clock, used
         self.out = out or sys.stdout
         self.tty = self.out.isatty() and os.environ.get("TERM") != "dumb"
         self.every_s = TTY_EVERY_S if self.tty else LOG_EVERY_S
@@ -170,7 +176,7 @@ class Display:
         if self._ended_before is None:
             self._ended_before = _ended(records)
         p = summarize(records.values(), self.settings, now - self._start, self._ended_before,
-                      pending)
+                      pending, self._used())
         if self.tty:  # one column short of the terminal: a full last column wraps on some
             width = min(WIDTH, shutil.get_terminal_size((WIDTH + 1, 24)).columns - 1)
             self._write("\r" + format_line(p, self.settings, width, final, tag=False) + "\x1b[K")

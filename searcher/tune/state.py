@@ -31,6 +31,11 @@ RECORD_ATTR = "searcher.search"  # with a database: the study's user attribute h
 STUDY_STORAGE_ENV = "SEARCHER_STUDY_STORAGE"
 STORAGE_PATH_ENV = "SEARCHER_STORAGE_PATH"
 URL_SETTINGS = ("tracking_uri", "study_storage", "storage_path")  # may carry credentials
+# The settings a resume may change, kept in the record for the next one: the search holds itself
+# to them (searcher.tune.limits), not Tune, which restores its own as they were. A record marked
+# OWN_LIMITS is a search started so; one started by an earlier searcher has Tune's limits.
+LIMITS = ("num_samples", "time_budget_s")
+OWN_LIMITS = "own_limits"
 
 
 def storage_root(settings) -> str:
@@ -180,12 +185,14 @@ def is_search_of(name: str, space_name: str) -> bool:
 
 
 def find_resumable(settings, space_name: str, path: str | None) -> SearchState:
-    """The search to resume: `path` (a search folder, or with a database also a search's name),
+    """The search to resume: `path` (a search folder, or a search's name),
     else this space's latest unfinished search (in the database when there is one)."""
     database = study_database(settings)
     if path and (Path(path) / SEARCH_FILE).is_file():
         return SearchState(Path(path))
     if database is None:
+        if path and (state_root(settings) / path / SEARCH_FILE).is_file():  # a search's name
+            return SearchState(state_root(settings) / path)
         if path:
             raise UserError(f"{path} is not a searcher experiment folder (no {SEARCH_FILE})")
         candidates = sorted((marker for marker in state_root(settings).glob(f"*/{SEARCH_FILE}")

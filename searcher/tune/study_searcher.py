@@ -32,6 +32,7 @@ from ray.tune.search import Searcher
 
 from searcher.sampling.fidelity import COST_ATTR
 from searcher.spec.feasibility import Check, Cost
+from searcher.tune import limits
 
 INFEASIBLE_ATTR = "infeasible"  # user attribute: why a proposal could not be trained
 FAILED_ATTR = "failed"
@@ -50,10 +51,26 @@ class StudySearcher(Searcher):
         self.cost = cost
         self._trials: dict[str, optuna.Trial] = {}  # Tune trial id -> its Optuna trial
         self._reported: dict[str, int] = {}  # the last epoch told, per Tune trial
+        self._proposed = 0  # trials handed to Tune over the whole search (not infeasible ones)
+
+    def in_flight(self) -> int:
+        """Trials proposed and not yet ended (running, or waiting for a slot); safe to call
+        from another thread."""
+        return len(self._trials)
 
     # ------------------------------------------------------------------------- proposals
 
+    _proposed = 0  # for a searcher pickled before it counted
+
+    def spent(self) -> bool:
+        """Whether it has proposed all the trials the search may run."""
+        return 0 < limits.trials() <= self._proposed
+
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if self.spent():
+            # FINISHED only once none of its trials runs: Tune saves that it finished, and a
+            # search resumed with more trials must find itself open (Tune asks again meanwhile).
+            return None if self._trials else Searcher.FINISHED
         for _ in range(MAX_PROPOSALS_IN_A_ROW):
             trial = self.study.ask()
             params = self.sample(trial)
@@ -63,6 +80,7 @@ class StudySearcher(Searcher):
                 if mmacs is not None:  # known before it trains, so running trials have it too
                     trial.set_user_attr(COST_ATTR, mmacs)
                 self._trials[trial_id] = trial
+                self._proposed += 1
                 return params
             reason, excess = miss
             trial.set_user_attr(INFEASIBLE_ATTR, reason)
@@ -137,7 +155,7 @@ class StudySearcher(Searcher):
 
     # ------------------------------------------------------------------------- resume
 
-    _STATE = ("_trials", "_reported")
+    _STATE = ("_trials", "_reported", "_proposed")
 
     def save(self, checkpoint_path: str) -> None:
         # The study's trials live in its storage; the sampler (with its random state) and the

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_USER
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 from ray import tune
 
@@ -146,6 +147,8 @@ class MLflowTrialLogger(tune.Callback):
                 GPUS_TAG: f"{held.get('GPU', 0):g}", CPUS_TAG: f"{held.get('CPU', 0):g}"}
         if baseline:
             tags[BASELINE_TAG] = baseline
+        if self.space.settings.submitter:  # the search's submitter, as on its parent run
+            tags[MLFLOW_USER] = self.space.settings.submitter
         # Named by what the trial is; its Tune id stays in the searcher.trial_id tag.
         self._send(f"trial {trial.trial_id}: its run and parameters", "create", trial.trial_id,
                    tags=tags, name=trial_name(params, baseline),

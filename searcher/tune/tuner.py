@@ -22,13 +22,13 @@ from searcher.spec.feasibility import Cost, proposal_check, proposal_cost
 from searcher.spec.settings import SECOND_OBJECTIVES, Settings
 from searcher.spec.space import Space
 from searcher.training.data import SearchData
-from searcher.tune import driver_lock, interrupt, progress
+from searcher.tune import driver_lock, interrupt, limits, progress, sharing
 from searcher.tune.free_space import FreeSpace
 from searcher.tune.interrupt import InterruptWatch
 from searcher.tune.resources import plan
 from searcher.tune.scheduler import BaselineASHA, ParetoASHA
-from searcher.tune.state import (SearchState, new_search_name, state_root, storage_root,
-                                 study_database)
+from searcher.tune.state import (LIMITS, OWN_LIMITS, SearchState, new_search_name, state_root,
+                                 storage_root, study_database)
 from searcher.tune.study_searcher import INFEASIBLE_ATTR, StudySearcher, close_unfinished
 from searcher.tune.trainable import make_trainable
 from searcher.tune.trial_logger import MLflowTrialLogger, active_logger, outbox_folder
@@ -194,10 +194,13 @@ def make_scheduler(space: Space) -> BaselineASHA | ParetoASHA:
 
 
 def run_search(space: Space, data: SearchData, tracking_uri: str, parent_run_id: str,
-               resume: SearchState | None = None, warm: WarmStart | None = None) -> SearchResult:
+               resume: SearchState | None = None, warm: WarmStart | None = None,
+               name: str | None = None) -> SearchResult:
     """Run (or, with `resume`, continue) the search; trials are logged under `parent_run_id`.
     `warm`: the finished trials of earlier searches the sampler starts from, and the baselines
-    they measured, which are not run again."""
+    they measured, which are not run again. `name`: the new search's (default: made from the
+    space's name and the time). On a cluster the search shares its slots with the other
+    searches there (searcher.tune.sharing)."""
     s = space.settings
     init_ray(s.address)
     fast_tpe.install()  # also for a resumed search, whose sampler is unpickled, not built by tpe()
@@ -222,8 +225,9 @@ def run_search(space: Space, data: SearchData, tracking_uri: str, parent_run_id:
                 raise
             raise UserError(f"{resume.folder.name} was saved by searcher 0.1, whose modules "
                             f"have moved ({exc.name}); resume it with searcher 0.1") from None
-        return _fit(tuner, resume, s)
-    study_name = new_search_name(space.name)
+        _record_limits(resume, s)
+        return _fit(tuner, resume, s, sizing.slots)
+    study_name = name or new_search_name(space.name)
     storage_path = storage_root(s)
     state = SearchState(state_root(s) / study_name, study_database(s))
     state.folder.mkdir(parents=True, exist_ok=False)
@@ -235,17 +239,21 @@ def run_search(space: Space, data: SearchData, tracking_uri: str, parent_run_id:
         state.write_record({"parent_run_id": parent_run_id, "tracking_uri": tracking_uri,
                             "tune_path": f"{storage_path.rstrip('/')}/{study_name}",
                             "space_file": str(space.path), "space_sha256": space.sha256,
-                            "settings": s.to_dict(),
+                            "settings": s.to_dict(), OWN_LIMITS: True,
                             "created": time.time()})
         searcher = StudySearcher(study, space.sample, proposal_check(s, *shape), s.metric, s.mode,
                                  s.epochs, cost)
         scheduler = make_scheduler(space)
+        shared = cluster_address(s.address) is not None  # a cluster others may use too
         logger = MLflowTrialLogger(tracking_uri, parent_run_id, space, state_folder=state.folder)
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
-                metric=s.metric, mode=s.mode, search_alg=searcher, scheduler=scheduler,
-                num_samples=s.num_samples, time_budget_s=s.time_budget_s,
+                metric=s.metric, mode=s.mode, scheduler=scheduler,
+                search_alg=sharing.SharedSlots(searcher, study_name) if shared else searcher,
+                # No limit of Tune's own: Tune restores its own on --resume, deaf to new ones.
+                # The search keeps to its settings' instead (searcher.tune.limits).
+                num_samples=-1,
                 # Also Tune's pending limit (one with a custom searcher otherwise): the autoscaler
                 # sees the demand of every slot at once.
                 max_concurrent_trials=sizing.slots, reuse_actors=True,
@@ -253,21 +261,49 @@ def run_search(space: Space, data: SearchData, tracking_uri: str, parent_run_id:
             run_config=tune.RunConfig(
                 # verbose=0: the trial logger draws one progress line (searcher.tune.progress)
                 # instead of Tune's tables, which run to a screen per result.
-                name=study_name, storage_path=storage_path, callbacks=[InterruptWatch(), logger],
-                verbose=0,
+                name=study_name, storage_path=storage_path,
+                callbacks=[InterruptWatch(), logger, *([sharing.ShareWatch()] if shared else [])],
+                stop=limits.TimeBudget(), verbose=0,
                 checkpoint_config=checkpoint_config(s.metric, s.mode),
                 # Errors of a trial's own making end inside the trial (see trial.CONFIG_ERRORS):
                 # what reaches Tune is a lost node or worker, worth retrying from its checkpoint.
                 failure_config=tune.FailureConfig(max_failures=MAX_FAILURES)),
         )
-        return _fit(tuner, state, s)
+        return _fit(tuner, state, s, sizing.slots)
 
 
-def _fit(tuner: tune.Tuner, state: SearchState, settings: Settings) -> SearchResult:
+def _record_limits(state: SearchState, settings: Settings) -> None:
+    """Keep the limits this resume runs with in the search's record, for the next resume."""
+    record = state.read_record()
+    kept = record["settings"]
+    if any(kept.get(name) != getattr(settings, name) for name in LIMITS):
+        state.write_record({**record, "settings": {
+            **kept, **{name: getattr(settings, name) for name in LIMITS}}})
+
+
+def _fit(tuner: tune.Tuner, state: SearchState, settings: Settings, slots: int) -> SearchResult:
+    """Run the search; on a cluster, as one of the searches sharing its `slots` from start to end."""
+    if cluster_address(settings.address) is not None:
+        sharing.join(state.name, settings.priority, slots, settings.submitter or "")
+    how = "failed"
+    try:
+        result = _run_tuner(tuner, state, settings)
+        how = "finished"
+        return result
+    except KeyboardInterrupt:
+        how = interrupt.cancelled() or "interrupted"
+        raise
+    finally:
+        sharing.leave(how)
+
+
+def _run_tuner(tuner: tune.Tuner, state: SearchState, settings: Settings) -> SearchResult:
     start, started_at = time.perf_counter(), time.time()
-    display = progress.Display(settings, verbose=settings.verbose)
-    # Both given here, not by the callback: Tune restores the one it pickled at the start.
-    with outbox_folder(state.folder, state.database), progress.showing(display):
+    display = progress.Display(settings, verbose=settings.verbose, used=limits.time_used)
+    # All given here, not by the callback or the searcher: Tune restores the ones it pickled at
+    # the start.
+    with outbox_folder(state.folder, state.database), progress.showing(display), \
+            limits.applying(limits.Limits(settings.num_samples, settings.time_budget_s)):
         try:
             results = tuner.fit()
         except OSError as exc:  # a disk that filled faster than FreeSpace's checks
@@ -280,8 +316,9 @@ def _fit(tuner: tune.Tuner, state: SearchState, settings: Settings) -> SearchRes
     if interrupt.reason():  # stopped by the search itself (a full disk), saved as after a Ctrl-C
         raise UserError(f"{interrupt.reason()} (the search is saved in {state.folder})")
     if interrupt.fired():  # Tune saved where every trial stands: leave them open to go on
-        print(f"[searcher] interrupted: the search is saved in {state.folder}; continue it with "
-              f"--resume", flush=True)
+        print(f"[searcher] {interrupt.cancelled() or 'interrupted'}: the search is saved in "
+              f"{state.folder}; continue it with --resume (or `searcher resume {state.name}`)",
+              flush=True)
         raise KeyboardInterrupt
     errors = sum(1 for r in results if r.error is not None)
     logger = active_logger()

@@ -18,8 +18,7 @@ from ray.autoscaler._private.util import prepare_config, validate_config
 
 CONFIGS = ["cluster.yaml", "cluster-onprem.yaml"]
 AWS = ROOT / "cluster" / "aws"
-SUBMIT = ("RAY_AUTH_MODE=token ray job submit --address http://127.0.0.1:8265 --working-dir . -- "
-          "python -m searcher.run spaces/cifar10.py")
+SUBMIT = "searcher submit spaces/cifar10.py"
 DOCS = ["README.md", "docs/cluster.md", *CONFIGS]
 
 
@@ -117,15 +116,16 @@ def test_setup_node_refuses_a_python_older_than_3_11(tmp_path):
 
 
 def test_the_submit_line_is_one_string_everywhere():
+    """Every page and config submits the same way: `searcher submit`, with the config beside
+    it (the command opens the forward); none asks for the raw `ray job submit` line any more."""
     for name in DOCS:
         text = (ROOT / name).read_text()
         assert SUBMIT in text, name
-        for line in (ln for ln in text.splitlines() if re.search(r"ray job submit +-", ln)):
-            assert line.lstrip("# ").startswith(SUBMIT), (name, line)
-        for before in text.split(SUBMIT)[:-1]:
-            since_up = before.split("ray up ")[-1].replace("#   ", "")  # YAML headers: comments
-            # the jobs API is forwarded after `ray up` and before each submit
-            assert re.search(r"^ray dashboard cluster(-onprem)?\.yaml ", since_up, re.M), name
+        for line in (ln for ln in text.splitlines() if "searcher submit " in ln and "--cluster"
+                     in ln and ln.lstrip("# ").startswith("searcher submit")):
+            assert re.match(rf"{re.escape(SUBMIT)} --cluster cluster(-onprem)?\.yaml --data-dir ",
+                            line.lstrip("# ")), (name, line)
+        assert not re.search(r"^(#   )?RAY_AUTH_MODE=token ray job submit", text, re.M), name
 
 
 # ---------------------------------------------------------------- AWS: image, roles

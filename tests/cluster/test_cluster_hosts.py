@@ -23,7 +23,7 @@ from pathlib import Path
 
 import nshosts
 import pytest
-from conftest import ROOT, write_cifar
+from conftest import ROOT, resumable_space, write_cifar
 
 pytestmark = [pytest.mark.cluster, pytest.mark.services]
 
@@ -181,12 +181,17 @@ def _walk(network) -> None:
                          check=False)
     assert refused.returncode != 0, refused.stdout
 
-    # -- the search, submitted as the docs say ---------------------------------------------------
-    submit = ("RAY_AUTH_MODE=token ray job submit --address http://127.0.0.1:8265 --working-dir . "
-              "--no-wait -- python -m searcher.run spaces/cifar10.py "
-              f"--data-dir {shared}/data --num-samples 6 --epochs {EPOCHS} --cpus-per-trial 1")
-    out = laptop.run(submit, **on_laptop).stdout
-    job = re.search(r"raysubmit_\w+", out).group(0)
+    # -- the search, submitted as the docs say, by ann -------------------------------------------
+    def searcher(args: str, user: str, **kw) -> str:  # a `searcher` command of `user`'s
+        done = laptop.run(f"{sys.executable} -m searcher {args}", env={
+            "MLFLOW_TRACKING_USERNAME": user, "SEARCHER_CLUSTER": "http://127.0.0.1:8265"},
+            **{**on_laptop, **kw})
+        return done.stdout + done.stderr
+
+    out = searcher(f"submit spaces/cifar10.py --data-dir {shared}/data --num-samples 6 "
+                   f"--epochs {EPOCHS} --cpus-per-trial 1", "ann")
+    job = out.split()[0]  # the search's id, its first job's too
+    assert f"searcher cancel {job}" in out, out
 
     phase("submitted")
 
@@ -229,8 +234,7 @@ def _walk(network) -> None:
         assert time.monotonic() < deadline, "the search did not end"
         time.sleep(3)
     phase("search ended")
-    logs = laptop.run(f"RAY_AUTH_MODE=token ray job logs --address http://127.0.0.1:8265 {job}",
-                      check=False).stdout
+    logs = searcher(f"logs {job}", "ann")
     (folder / "job.log").write_text(logs)
     assert state == "SUCCEEDED", logs[-5000:]
     # The job's working directory, unpacked where its driver (head) and trials (worker1) ran:
@@ -239,9 +243,8 @@ def _walk(network) -> None:
     for host in (head, worker1):
         assert host.run(f"ls {packages}/*/searcher/run.py", check=False).returncode == 0, host.name
         assert _planted_on(host, packages) == [], host.name
-    status = laptop.run(f"RAY_AUTH_MODE=token ray job status --address http://127.0.0.1:8265 "
-                        f"{job}", check=False)  # as the user asks
-    assert f"Job '{job}' succeeded" in status.stdout + status.stderr, status
+    status = searcher(f"status {job}", "ann")  # as the user asks
+    assert re.search(rf"^{job}\s+finished\s+ann\s", status, re.M), status
     lines = [line for line in logs.splitlines() if line.startswith("[searcher]")]
     assert re.search(rf"Ray cluster at {head.ip}:6379: 3 nodes", lines[0]), lines[:3]
     assert "ray dashboard" in logs.splitlines()[-1] or any(
@@ -267,13 +270,34 @@ def _walk(network) -> None:
     assert head.ip not in {ip for ips in ran_on for ip in ips}  # the head takes no trials
     assert [worker2.ip, worker1.ip] in ran_on, ran_on  # lost its host, went on on the other
 
+    # `searcher list` from the laptop: the search, who submitted it, and where it ran
+    listing = laptop.run(f"{sys.executable} -m searcher list", env=tracking, **on_laptop).stdout
+    assert re.search(rf"cifar10\s+ann\s+finished\s.*\s{head.ip}:6379, 2 nodes\s", listing), \
+        listing
     phase("MLflow read")
+    _share(searcher, folder, shared)
+    _shared_runs_ended_as_they_ran(json.loads(laptop.run(
+        f"{sys.executable} -c {_q(_SHARED_RUNS)}", env=tracking, **on_laptop).stdout))
+    phase("three searches shared the cluster")
     # -- promote from the laptop -------------------------------------------------------------------
-    promote = laptop.run(f"python -m searcher.promote --data-dir {shared}/data", env=tracking,
-                         **on_laptop)
+    # one account per person, made by the admin (the laptop's ~/.mlflow/credentials)
+    users = {}
+    for name in ("ann", "bob"):
+        users[name] = {**tracking, "MLFLOW_TRACKING_USERNAME": name,
+                       "MLFLOW_TRACKING_PASSWORD": f"{name}-walk-password"}
+        laptop.run(f"printf '%s\\n' {name}-walk-password | {sys.executable} -m searcher users add "
+                   f"{name} --password-stdin", env=tracking, **on_laptop)
+    promote = laptop.run(f"{sys.executable} -m searcher promote --experiment cifar10 "
+                         f"--data-dir {shared}/data", env=users["ann"], **on_laptop)
     assert "champion" in promote.stdout + promote.stderr
-    alias = laptop.run(f"{sys.executable} -c {_q(_ALIAS)}", env=tracking, **on_laptop).stdout
-    assert alias.strip().isdigit()
+    alias = laptop.run(f"{sys.executable} -c {_q(_ALIAS)}", env=users["bob"], **on_laptop).stdout
+    assert alias.strip().isdigit()  # bob reads ann's model
+    moved = laptop.run(f"{sys.executable} -m searcher promote --experiment cifar10 --force "
+                       f"--data-dir {shared}/data", env=users["bob"], check=False, **on_laptop)
+    assert moved.returncode == 2 and "belongs to another user" in moved.stderr, moved
+    assert len(moved.stderr.strip().splitlines()) == 1, moved.stderr
+    again = laptop.run(f"{sys.executable} -c {_q(_ALIAS)}", env=users["bob"], **on_laptop).stdout
+    assert again == alias
     # What MLflow keeps, the champion among it, is out of a worker's reach: the worker tries to
     # write where the head's MLflow keeps it, and to reach the server, and both are refused.
     assert list(head_only.rglob("weights.safetensors")), "the champion is not on the head's export"
@@ -295,6 +319,94 @@ def _walk(network) -> None:
         assert time.monotonic() < deadline, f"still running after ray down: {left}"
         time.sleep(3)
     print(f"cluster walk: {time.monotonic() - started:.0f} s", file=sys.stderr)
+
+
+# The searches that share the cluster: their space (in the project, so that it ships with the
+# jobs), trials, weights and users. A trial trains all its epochs (grace period = epochs), a few
+# seconds each on half a CPU; the cluster has worker1 alone by then: 4 slots of half a CPU.
+SHARE_SPACE = "spaces/searcher-walk-share.py"
+SHARERS = {"a": ("ann", 16, 1), "b": ("bob", 8, 1), "p": ("ann", 8, 2)}
+SHARE_SLOTS = 4
+
+
+def _share(searcher, folder: Path, shared: Path) -> None:
+    """A (ann) runs alone on every slot; B (bob, the same weight) holds half within about a
+    trial's length; P (ann, twice the weight) holds twice as much as each; A is cancelled,
+    resumed and finishes; each runs each of its trials once, its runs logged as its user's."""
+    space = ROOT / SHARE_SPACE
+    space.write_text(resumable_space(3, 1))  # its trials: --num-samples
+    ids: dict[str, str] = {}
+    slots: list[dict[str, int]] = []
+    lines: list[str] = []  # the broker's timeline as `searcher status --timeline` prints it
+
+    def submit(key: str) -> None:
+        user, samples, weight = SHARERS[key]
+        out = searcher(f"submit {SHARE_SPACE} --data-dir {shared}/data --num-samples {samples} "
+                       f"--cpus-per-trial 0.5 --max-concurrent-trials {SHARE_SLOTS} "
+                       f"--priority {weight}", user)
+        ids[key] = out.split()[0]
+
+    def until(seen, limit_s: float = 300.0) -> None:
+        """Until the broker's timeline shows a moment where `seen(held by key)`."""
+        deadline = time.monotonic() + limit_s
+        while True:
+            out = searcher("status --timeline", "ann")
+            lines[:] = [line for line in out.splitlines() if line.startswith("slots at ")
+                        and any(i in line for i in ids.values())]
+            slots[:] = [{key: int(n) for key in ids for s, n in re.findall(r"(\S+)=(\d+)", line)
+                         if s == ids[key]} for line in lines]
+            if any(seen(held) for held in slots):
+                return
+            assert time.monotonic() < deadline, out[-3000:]
+            time.sleep(2)
+
+    try:
+        submit("a")
+        until(lambda held: held.get("a") == SHARE_SLOTS)
+        submit("b")
+        until(lambda held: (held.get("a"), held.get("b")) == (2, 2))
+        submit("p")
+        until(lambda held: (held.get("a"), held.get("b"), held.get("p")) == (1, 1, 2))
+        for line in lines:  # for -s, and a failure's report
+            for key, search in ids.items():
+                line = line.replace(search, key.upper())
+            print(line, file=sys.stderr)
+        out = searcher(f"cancel {ids['a']}", "ann")
+        assert f"Cancelled {ids['a']}" in out, out
+        assert re.search(rf"^{ids['a']}\s+cancelled\s+ann\s", searcher(f"status {ids['a']}",
+                                                                        "ann"), re.M)
+        out = searcher(f"resume {ids['a']}", "ann")
+        assert f"{ids['a']}.resume-1" in out, out
+        deadline = time.monotonic() + 400
+        while True:
+            table = searcher("status", "ann")
+            states = {k: re.search(rf"^{i}\s+(\w+)", table, re.M)[1] for k, i in ids.items()}
+            if set(states.values()) <= {"finished", "failed", "cancelled"}:
+                break
+            assert time.monotonic() < deadline, table
+            time.sleep(5)
+        assert states == {k: "finished" for k in ids}, searcher("logs " + ids["a"], "ann")[-4000:]
+    finally:
+        space.unlink(missing_ok=True)
+    ann_logs = searcher(f"logs {ids['a']}", "ann")
+    assert f"===== {ids['a']} (failed)" in ann_logs and f"{ids['a']}.resume-1" in ann_logs
+    assert "cancelled by ann: the search is saved" in ann_logs
+
+
+def _shared_runs_ended_as_they_ran(runs: list[dict]) -> None:
+    """Each sharing search's parent run FINISHED (A's also says it was cancelled on the way),
+    logged as its submitter's; each of its trials ran once and finished."""
+    parents = {r["id"]: r for r in runs if r["role"] == "search"}
+    got = []
+    for parent in parents.values():
+        trials = [r for r in runs if r["parent"] == parent["id"]]
+        ids = [t["trial_id"] for t in trials]
+        assert len(ids) == len(set(ids)), parent  # none ran twice
+        assert all(t["status"] == "FINISHED" and t["user"] == parent["user"] for t in trials)
+        assert parent["status"] == "FINISHED", parent
+        got.append((parent["user"], len(ids), parent["cancelled"]))
+    assert sorted(got) == sorted([("ann", 16, "cancelled by ann"), ("bob", 8, None),
+                                  ("ann", 8, None)]), got
 
 
 def _baselines_on(db: nshosts.Host, folder: Path, node: str) -> list[tuple[str, str, int]]:
@@ -339,6 +451,18 @@ for e in client.search_experiments():
         rows.append({"status": r.info.status, "parent": r.data.tags.get("mlflow.parentRunId"),
                      "nodes": r.data.tags.get("searcher.nodes")})
 print(json.dumps(rows))
+"""
+
+_SHARED_RUNS = """
+import json, mlflow
+client = mlflow.MlflowClient()
+exp = client.get_experiment_by_name("searcher-walk-share")
+print(json.dumps([{"id": r.info.run_id, "status": r.info.status, "user": r.info.user_id,
+                   "role": r.data.tags.get("searcher.role"),
+                   "parent": r.data.tags.get("mlflow.parentRunId"),
+                   "trial_id": r.data.tags.get("searcher.trial_id"),
+                   "cancelled": r.data.tags.get("searcher.cancelled")}
+                  for r in client.search_runs([exp.experiment_id], max_results=1000)]))
 """
 
 _NODES = """

@@ -36,12 +36,13 @@ def searcher(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
 
 
 def logged_search(tmp_path: Path, uri: str, name: str, metric: str,
-                  trials: list[tuple[float | None, str]], status: str | None) -> str:
+                  trials: list[tuple[float | None, str]], status: str | None,
+                  settings: dict | None = None) -> str:
     """A search's parent run as `searcher run` starts it, and its trial runs as the trial logger
     writes them: each (best score or None while it runs, the nodes it trained on). `status`
     ends the parent run (None: it is still running)."""
     (tmp_path / f"{name}.py").write_text(SPACE + f"SETTINGS = {{'metric': {metric!r}}}\n")
-    space = load_space(tmp_path / f"{name}.py")
+    space = load_space(tmp_path / f"{name}.py", settings or {})
     client = tracking.connect(uri)
     parent = tracking.start_search_run(client, space, {})
     experiment = client.get_run(parent).info.experiment_id
@@ -69,7 +70,7 @@ def listed(uri: str, *args: str) -> list[dict[str, str]]:
     with contextlib.redirect_stdout(out):
         assert cli.main(["list", "--tracking-uri", uri, *args]) == 0
     header, *rows = [re.split(r"\s{2,}", line) for line in out.getvalue().strip().splitlines()]
-    assert header == ["STARTED", "SPACE", "STATUS", "BEST", "TRIALS", "WHERE", "RUN"]
+    assert header == ["STARTED", "SPACE", "BY", "STATUS", "BEST", "TRIALS", "WHERE", "RUN"]
     return [dict(zip(header, row)) for row in rows]
 
 
@@ -99,6 +100,18 @@ def test_list_shows_each_search_with_status_best_trials_and_where(tmp_path, monk
     assert oldest == {**oldest, "RUN": done, "SPACE": "tiny", "STATUS": "finished",
                       "BEST": "val_acc 0.7000", "TRIALS": "3", "WHERE": "local, 2 nodes"}
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d", newest["STARTED"])
+    assert newest["BY"] == oldest["BY"] != "-"  # the user MLflow recorded: this machine's
+
+
+@pytest.mark.slow
+def test_list_shows_who_submitted_a_cluster_search_who_cancelled_it_and_where_it_ran(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run = logged_search(tmp_path, uri, "tiny", "val_acc", [(0.5, "n1")], "KILLED",
+                        {"submitter": "ann", "address": "10.0.0.10:6379"})
+    tracking.connect(uri).set_tag(run, tags.CANCELLED_TAG, "cancelled by bob")
+    (row,) = listed(uri)
+    assert row == {**row, "BY": "ann", "STATUS": "cancelled by bob",
+                   "WHERE": "10.0.0.10:6379, 1 node"}
 
 
 @pytest.mark.slow
