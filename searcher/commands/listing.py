@@ -98,7 +98,8 @@ def _row(client: Any, search: Any, space: str, resumable: set[str]) -> tuple[str
         status = tags[CANCELLED_TAG]
     status += ", resumable" if info.run_id in resumable else ""
     # who submitted it (a search on a cluster), else the user MLflow recorded
-    by = setting(search, "submitter", None) or info.user_id or "-"
+    by = setting(search, "submitter", None) or info.user_id
+    by = "-" if by in ("", "unknown", None) else by  # MLflow's word for no user given
     return (time.strftime("%Y-%m-%d %H:%M", time.localtime(info.start_time / 1000)), space,
             by, status, f"{metric} {best:.4f}" if best is not None else "-", str(len(trials)), where,
             info.run_id)

@@ -4,6 +4,7 @@ The child runs, one per trial, are written by the Tune callback in `trial_logger
 """
 from __future__ import annotations
 
+import getpass
 import logging
 import os
 import platform
@@ -197,6 +198,17 @@ def dataset_inputs(space: Space, data: SearchData) -> list[DatasetInput]:
     return inputs
 
 
+def run_user(settings) -> str:
+    """The user a search's runs are logged as (the MLflow UI's "User"): who submitted it to a
+    cluster (not the account the head's driver logs with), else who runs it here."""
+    if settings.submitter:
+        return settings.submitter
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a uid without a name (some containers)
+        return "unknown"
+
+
 def start_search_run(client: MlflowClient, space: Space, data_summary: dict[str, Any],
                      warm_start: dict[str, Any] | None = None, *,
                      data: SearchData | None = None) -> str:
@@ -212,8 +224,7 @@ def start_search_run(client: MlflowClient, space: Space, data_summary: dict[str,
               SPACE_FILE_TAG: str(space.path), METRIC_TAG: s.metric,
               MODE_TAG: s.mode, SAMPLER_TAG: s.sampler,
               MLFLOW_RUN_NOTE: f"Search over {space.path.name} ({s.sampler} sampler)",
-              # the MLflow UI's "User": who submitted it, not the account of the head's driver
-              **({MLFLOW_USER: s.submitter} if s.submitter else {})})
+              MLFLOW_USER: run_user(s)})
     run_id = run.info.run_id
     # the settings as logged: a URL's credentials masked (searcher.redaction)
     settings = {k: redact(v) if isinstance(v, str) and "://" in v else v

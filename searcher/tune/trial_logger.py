@@ -26,6 +26,7 @@ from searcher.spec.space import Space
 from searcher.tracking.leaderboard import trial_name
 from searcher.tracking.outbox import open_outbox
 from searcher.tracking.readback import TrialRecord, trial_records
+from searcher.tracking.store import run_user
 from searcher.tracking.tags import (
     BASELINE_TAG,
     CPUS_TAG,
@@ -147,8 +148,7 @@ class MLflowTrialLogger(tune.Callback):
                 GPUS_TAG: f"{held.get('GPU', 0):g}", CPUS_TAG: f"{held.get('CPU', 0):g}"}
         if baseline:
             tags[BASELINE_TAG] = baseline
-        if self.space.settings.submitter:  # the search's submitter, as on its parent run
-            tags[MLFLOW_USER] = self.space.settings.submitter
+        tags[MLFLOW_USER] = run_user(self.space.settings)  # as on the search's run
         # Named by what the trial is; its Tune id stays in the searcher.trial_id tag.
         self._send(f"trial {trial.trial_id}: its run and parameters", "create", trial.trial_id,
                    tags=tags, name=trial_name(params, baseline),

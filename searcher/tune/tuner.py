@@ -316,9 +316,10 @@ def _run_tuner(tuner: tune.Tuner, state: SearchState, settings: Settings) -> Sea
     if interrupt.reason():  # stopped by the search itself (a full disk), saved as after a Ctrl-C
         raise UserError(f"{interrupt.reason()} (the search is saved in {state.folder})")
     if interrupt.fired():  # Tune saved where every trial stands: leave them open to go on
+        # a search submitted as a job (searcher submit) is resumed as one
+        again = f"`searcher resume {state.name}`" if settings.submitter else "--resume"
         print(f"[searcher] {interrupt.cancelled() or 'interrupted'}: the search is saved in "
-              f"{state.folder}; continue it with --resume (or `searcher resume {state.name}`)",
-              flush=True)
+              f"{state.folder}; continue it with {again}", flush=True)
         raise KeyboardInterrupt
     errors = sum(1 for r in results if r.error is not None)
     logger = active_logger()

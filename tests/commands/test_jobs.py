@@ -1,7 +1,9 @@
 """`searcher submit/status/logs/cancel/resume`: a shared cluster driven through its jobs API.
 
 Bad input ends in one line without Ray; then a real Ray head of the test's own, with the jobs API
-and token authentication, runs a tiny search submitted as a user would, from a project folder."""
+and token authentication, runs a tiny search submitted as a user would, from a project folder.
+Cancel and resume, and searches sharing a cluster, are walked on namespace hosts
+(tests/cluster/test_cluster_hosts.py)."""
 from __future__ import annotations
 
 import os
@@ -158,50 +160,3 @@ def test_a_search_submitted_followed_and_finished(cluster, tmp_path):
         refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
     print(f"search ran in {ran_s:.0f} s", file=sys.stderr)
-
-
-@pytest.mark.services
-@pytest.mark.long
-def test_a_cancelled_search_is_saved_and_resumed_as_a_job_of_it(cluster, tmp_path):
-    from ray.job_submission import JobSubmissionClient
-
-    project = _project(tmp_path / "project")
-    (project / "spaces" / "long.py").write_text(resumable_space(2, 40))
-    data = write_cifar(tmp_path / "data", per_batch=200)
-    run = ["--data-dir", str(data), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
-           "--storage-path", str(tmp_path / "ray")]
-    submitted = _searcher(project, cluster, "submit", "spaces/long.py", *run)
-    assert submitted.returncode == 0, submitted.stderr[-2000:]
-    search = submitted.stdout.splitlines()[0]
-    jobs_api = JobSubmissionClient(cluster, headers={"Authorization": f"Bearer {TOKEN}"})
-    deadline = time.monotonic() + 120
-    while "[searcher] progress" not in jobs_api.get_job_logs(search):  # Tune has started
-        assert str(jobs_api.get_job_status(search)) in ("PENDING", "RUNNING"), \
-            jobs_api.get_job_logs(search)[-3000:]
-        assert time.monotonic() < deadline, "the search never started"
-        time.sleep(0.5)
-
-    cancelled = _searcher(project, cluster, "cancel", search)
-    assert cancelled.returncode == 0, cancelled.stderr[-2000:]
-    assert "Asked" in cancelled.stdout and f"searcher resume {search}" in cancelled.stdout
-    assert f"cancelled by {USER}" in jobs_api.get_job_logs(search)
-    shown = _searcher(project, cluster, "status", search)
-    assert shown.stdout.splitlines()[1].split()[1] == "cancelled", shown.stdout
-
-    resumed = _searcher(project, cluster, "resume", search, "--num-samples", "3", *run)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    job = jobs_api.get_job_info(f"{search}.resume-1")
-    assert f"spaces/long.py --resume {search} --submitter {USER}" in job.entrypoint
-    again = _searcher(project, cluster, "resume", search)
-    assert again.returncode == 2 and "cancel" in again.stderr, again.stderr
-    deadline = time.monotonic() + 180
-    while str(jobs_api.get_job_status(job.submission_id)) not in ("SUCCEEDED", "FAILED"):
-        assert time.monotonic() < deadline, "the resumed search did not end"
-        time.sleep(1)
-    logs = _searcher(project, cluster, "logs", search)
-    assert str(jobs_api.get_job_status(job.submission_id)) == "SUCCEEDED", logs.stdout[-3000:]
-    assert logs.stdout.index(f"===== {search} (failed) =====") < \
-        logs.stdout.index(f"===== {search}.resume-1 (succeeded) =====")
-    assert f"[searcher] resuming {search}" in logs.stdout
-    for done in (submitted, cancelled, shown, resumed):  # what a user sees, with -s
-        print(done.stdout, file=sys.stderr)

@@ -32,7 +32,7 @@ def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("auth-server")
     (root / "auth.ini").write_text(
         f"[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{root / 'auth.db'}\n"
-        f"admin_username = admin\n")
+        f"admin_username = admin\nauth_cache_ttl_seconds = 60\n")  # as start-mlflow.sh sets it
     port = free_port()
     env = {**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(root / "auth.ini"),
            "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD,
