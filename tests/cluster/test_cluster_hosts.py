@@ -325,18 +325,21 @@ def _walk(network) -> None:
 
 
 # The searches that share the cluster: their space (in the project, so that it ships with the
-# jobs), trials, weights and users. A trial trains all its epochs (grace period = epochs), a few
-# seconds each on half a CPU; the cluster has worker1 alone by then: 4 slots of half a CPU.
+# jobs), users and weights. A trial trains all its epochs (grace period = epochs), several
+# seconds on half a CPU; the cluster has worker1 alone by then: 4 slots of half a CPU. Each
+# search has more trials than it can run before the last arrives, however slow the machine
+# (they are cancelled once the shares are seen); A is resumed with one trial: it proposes no
+# more and ends once the trials it left open have.
 SHARE_SPACE = "spaces/searcher-walk-share.py"
-SHARERS = {"a": ("ann", 16, 1), "b": ("bob", 8, 1), "p": ("ann", 4, 2)}
-A_RESUMED = 12  # A's trials once resumed: fewer than it was submitted with (it ends sooner)
+SHARERS = {"a": ("ann", 1), "b": ("bob", 1), "p": ("ann", 2)}
+SHARE_TRIALS = 200
 SHARE_SLOTS = 4
 
 
 def _share(searcher, folder: Path, shared: Path) -> None:
     """A (ann) runs alone on every slot; B (bob, the same weight) holds half within about a
-    trial's length; P (ann, twice the weight) holds twice as much as each; A is cancelled,
-    resumed and finishes; each runs each of its trials once, its runs logged as its user's."""
+    trial's length; P (ann, twice the weight) holds twice as much as each; each is cancelled by
+    its user; A is resumed and finishes."""
     space = ROOT / SHARE_SPACE
     space.write_text(resumable_space(3, 1))  # its trials: --num-samples
     ids: dict[str, str] = {}
@@ -344,10 +347,10 @@ def _share(searcher, folder: Path, shared: Path) -> None:
     lines: list[str] = []  # the broker's timeline as `searcher status --timeline` prints it
 
     def submit(key: str) -> None:
-        user, samples, weight = SHARERS[key]
-        out = searcher(f"submit {SHARE_SPACE} --data-dir {shared}/data --num-samples {samples} "
-                       f"--cpus-per-trial 0.5 --max-concurrent-trials {SHARE_SLOTS} "
-                       f"--priority {weight}", user)
+        user, weight = SHARERS[key]
+        out = searcher(f"submit {SHARE_SPACE} --data-dir {shared}/data --priority {weight} "
+                       f"--num-samples {SHARE_TRIALS} --cpus-per-trial 0.5 "
+                       f"--max-concurrent-trials {SHARE_SLOTS}", user)
         ids[key] = out.split()[0]
 
     def until(seen, limit_s: float = 300.0) -> None:
@@ -375,21 +378,23 @@ def _share(searcher, folder: Path, shared: Path) -> None:
             for key, search in ids.items():
                 line = line.replace(search, key.upper())
             print(line, file=sys.stderr)
-        out = searcher(f"cancel {ids['a']}", "ann")
-        assert f"Cancelled {ids['a']}" in out, out
-        assert re.search(rf"^{ids['a']}\s+cancelled\s+ann\s", searcher(f"status {ids['a']}",
-                                                                        "ann"), re.M)
-        out = searcher(f"resume {ids['a']} --num-samples {A_RESUMED}", "ann")
+        for key, (user, _) in SHARERS.items():
+            out = searcher(f"cancel {ids[key]}", user)
+            assert f"Cancelled {ids[key]}" in out, out
+        table = searcher("status", "bob")
+        for key, (user, _) in SHARERS.items():
+            assert re.search(rf"^{ids[key]}\s+cancelled\s+{user}\s", table, re.M), table
+        out = searcher(f"resume {ids['a']} --num-samples 1", "ann")
         assert f"{ids['a']}.resume-1" in out, out
         deadline = time.monotonic() + 400
         while True:
             table = searcher("status", "ann")
-            states = {k: re.search(rf"^{i}\s+(\w+)", table, re.M)[1] for k, i in ids.items()}
-            if set(states.values()) <= {"finished", "failed", "cancelled"}:
+            state = re.search(rf"^{ids['a']}\s+(\w+)", table, re.M)[1]
+            if state in ("finished", "failed", "cancelled"):
                 break
             assert time.monotonic() < deadline, table
             time.sleep(5)
-        assert states == {k: "finished" for k in ids}, searcher("logs " + ids["a"], "ann")[-4000:]
+        assert state == "finished", searcher("logs " + ids["a"], "ann")[-4000:]
     finally:
         space.unlink(missing_ok=True)
     ann_logs = searcher(f"logs {ids['a']}", "ann")
@@ -398,24 +403,22 @@ def _share(searcher, folder: Path, shared: Path) -> None:
 
 
 def _shared_runs_ended_as_they_ran(runs: list[dict]) -> None:
-    """Each sharing search's parent run FINISHED (A's also says it was cancelled on the way),
-    logged as its submitter's; each of its trials ran once and finished."""
+    """The sharing searches' parent runs: A FINISHED once resumed, B and P KILLED, each saying
+    who cancelled it, each logged as its submitter's; each trial ran once; A's all finished, B's
+    and P's finished or left open to resume."""
     parents = {r["id"]: r for r in runs if r["role"] == "search"}
     got = []
     for parent in parents.values():
         trials = [r for r in runs if r["parent"] == parent["id"]]
         ids = [t["trial_id"] for t in trials]
-        assert len(ids) == len(set(ids)), parent  # none ran twice
-        assert all(t["status"] == "FINISHED" and t["user"] == parent["user"] for t in trials)
-        assert parent["status"] == "FINISHED", parent
-        got.append((parent["user"], len(ids), parent["cancelled"]))
-    # A: the trials it had proposed when cancelled, at least A_RESUMED (a resume with fewer
-    # proposes nothing more); B and P: all theirs
-    (a_trials,) = [n for user, n, cancelled in got if cancelled == "cancelled by ann"]
-    assert A_RESUMED <= a_trials <= SHARERS["a"][1], got
-    assert sorted(got) == sorted([("ann", a_trials, "cancelled by ann"),
-                                  ("bob", SHARERS["b"][1], None),
-                                  ("ann", SHARERS["p"][1], None)]), got
+        assert ids and len(ids) == len(set(ids)), parent  # none ran twice
+        assert all(t["user"] == parent["user"] for t in trials)
+        ended = {"FINISHED"} if parent["status"] == "FINISHED" else {"FINISHED", "RUNNING"}
+        assert {t["status"] for t in trials} <= ended, (parent, trials)
+        got.append((parent["user"], parent["status"], parent["cancelled"]))
+    assert sorted(got) == sorted([("ann", "FINISHED", "cancelled by ann"),
+                                  ("bob", "KILLED", "cancelled by bob"),
+                                  ("ann", "KILLED", "cancelled by ann")]), got
 
 
 def _baselines_on(db: nshosts.Host, folder: Path, node: str) -> list[tuple[str, str, int]]:
