@@ -19,14 +19,14 @@ case "${1:-}" in
     head=${2:?start-ray.sh worker HEAD_IP}
     ray start --address="$head:6379" --node-ip-address="$ip"
     # A worker's raylet outlives its head (Ray's local provider tears down the head alone, and
-    # the raylet keeps retrying the GCS): once the head's GCS port has refused for 60 s, stop
-    # Ray here too, so `ray down` leaves no process of the cluster on any machine.
+    # the raylet keeps retrying the GCS): once the head's GCS port has refused three probes in a row
+    # (15 s), stop Ray here too, so `ray down` leaves no process of the cluster on any machine.
     pkill -f "searcher-worker-watch" || true
     nohup setsid bash -c '
       gone=0
       while sleep 5; do
         if timeout 3 bash -c "</dev/tcp/$0/6379" 2>/dev/null; then gone=0
-        else gone=$((gone + 5)); [ $gone -ge 60 ] && break
+        else gone=$((gone + 5)); [ $gone -ge 15 ] && break
         fi
       done
       ray stop >/dev/null 2>&1' "$head" searcher-worker-watch > /dev/null 2>&1 < /dev/null & ;;

@@ -21,6 +21,7 @@ import signal
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nshosts
@@ -278,7 +279,7 @@ def _walk(network) -> None:
     assert re.search(rf"cifar10\s+ann\s+finished\s.*\s{head.ip}:6379, 2 nodes\s", listing), \
         listing
     phase("MLflow read")
-    _share(searcher, folder, shared)
+    _share(searcher, folder, shared, phase)
     _shared_runs_ended_as_they_ran(json.loads(laptop.run(
         f"{sys.executable} -c {_q(_SHARED_RUNS)}", env=tracking, **on_laptop).stdout))
     phase("three searches shared the cluster")
@@ -290,8 +291,10 @@ def _walk(network) -> None:
                        "MLFLOW_TRACKING_PASSWORD": f"{name}-walk-password"}
         laptop.run(f"printf '%s\\n' {name}-walk-password | {sys.executable} -m searcher users add "
                    f"{name} --password-stdin", env=tracking, **on_laptop)
+    phase("users added")
     promote = laptop.run(f"{sys.executable} -m searcher promote --experiment cifar10 "
                          f"--data-dir {shared}/data", env=users["ann"], **on_laptop)
+    phase("ann promoted")
     assert "champion" in promote.stdout + promote.stderr
     alias = laptop.run(f"{sys.executable} -c {_q(_ALIAS)}", env=users["bob"], **on_laptop).stdout
     assert alias.strip().isdigit()  # bob reads ann's model
@@ -317,6 +320,7 @@ def _walk(network) -> None:
         forward.wait(timeout=30)
     phase("promoted")
     laptop.run(f"ray down -y {config}", **on_laptop)
+    phase("ray down returned")
     deadline = time.monotonic() + 150
     while left := {h.name: h.processes() for h in (head, worker1) if h.processes()}:
         assert time.monotonic() < deadline, f"still running after ray down: {left}"
@@ -336,7 +340,7 @@ SHARE_TRIALS = 200
 SHARE_SLOTS = 4
 
 
-def _share(searcher, folder: Path, shared: Path) -> None:
+def _share(searcher, folder: Path, shared: Path, phase) -> None:
     """A (ann) runs alone on every slot; B (bob, the same weight) holds half within about a
     trial's length; P (ann, twice the weight) holds twice as much as each; each is cancelled by
     its user; A is resumed and finishes."""
@@ -369,23 +373,33 @@ def _share(searcher, folder: Path, shared: Path) -> None:
 
     try:
         submit("a")
+        phase("A submitted")
         until(lambda held: held.get("a") == SHARE_SLOTS)
+        phase("A holds all")
         submit("b")
+        phase("B submitted")
         until(lambda held: (held.get("a"), held.get("b")) == (2, 2))
+        phase("A, B at 2, 2")
         submit("p")
+        phase("P submitted")
         until(lambda held: (held.get("a"), held.get("b"), held.get("p")) == (1, 1, 2))
+        phase("A, B, P at 1, 1, 2")
         for line in lines:  # for -s, and a failure's report
             for key, search in ids.items():
                 line = line.replace(search, key.upper())
             print(line, file=sys.stderr)
-        for key, (user, _) in SHARERS.items():
-            out = searcher(f"cancel {ids[key]}", user)
-            assert f"Cancelled {ids[key]}" in out, out
+        with ThreadPoolExecutor(len(SHARERS)) as users:  # each user cancels their own, at once
+            cancels = {key: users.submit(searcher, f"cancel {ids[key]}", user)
+                       for key, (user, _) in SHARERS.items()}
+        for key, out in cancels.items():
+            assert f"Cancelled {ids[key]}" in out.result(), out.result()
+        phase("cancelled")
         table = searcher("status", "bob")
         for key, (user, _) in SHARERS.items():
             assert re.search(rf"^{ids[key]}\s+cancelled\s+{user}\s", table, re.M), table
         out = searcher(f"resume {ids['a']} --num-samples 1", "ann")
         assert f"{ids['a']}.resume-1" in out, out
+        phase("A resumed")
         deadline = time.monotonic() + 400
         while True:
             table = searcher("status", "ann")
