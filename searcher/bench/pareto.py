@@ -100,6 +100,8 @@ def one_search(space_file: Path, sampler: str, seed: int, args: argparse.Namespa
                data: SearchData, folder: Path) -> dict[str, Any]:
     """One real Pareto search; its figures, its trained nets and its front."""
     from searcher.bench.common import logged_search
+    from searcher.bench.load import measured
+    from searcher.bench.trace import trace
     from searcher.spec.objectives import reference_point
     from searcher.spec.space import load_space
     from searcher.tune.study_searcher import INFEASIBLE_ATTR
@@ -108,7 +110,8 @@ def one_search(space_file: Path, sampler: str, seed: int, args: argparse.Namespa
     space = load_space(space_file, search_overrides(sampler, seed, args, folder))
     if not args.with_baselines:
         space = dataclasses.replace(space, baselines={})
-    result = logged_search(space, data, folder)
+    with measured() as load:
+        result = logged_search(space, data, folder)
     reference = reference_point(space.settings, len(data.classes))
     points = trained_points(result.records)
     return {"sampler": sampler, "seed": seed,
@@ -118,9 +121,11 @@ def one_search(space_file: Path, sampler: str, seed: int, args: argparse.Namespa
             "too_slow": sum(1 for r in result.records if r.outcome.startswith("infeasible")),
             "infeasible": sum(1 for t in result.study.trials if INFEASIBLE_ATTR in t.user_attrs),
             "proposals": len(result.study.trials), "errors": result.errors,
-            "wall_s": round(result.wall_time_s, 1), "reference_point": list(reference),
+            "wall_s": round(result.wall_time_s, 1), "load": load.figures,
+            "reference_point": list(reference),
             "points": [[round(a, 4), round(ms, 4)] for a, ms in points],
             "front": [[round(a, 4), round(ms, 4)] for a, ms in front_points(points)],
+            **trace(result.records, space.settings.to_dict()),
             "settings": space.settings.to_dict()}
 
 

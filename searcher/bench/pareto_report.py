@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from searcher.bench.load import busy_line, busy_runs
+from searcher.bench.trace import trace_line
 from searcher.bench.quality_report import BASELINE, DEFAULT_SAMPLER, METRIC, seed_numbers
 from searcher.pareto import front, hypervolume, minimised
 
@@ -96,6 +98,7 @@ def summarise(runs: list[dict[str, Any]], args: argparse.Namespace) -> dict[str,
         "trials": per_seed("trials"), "trained": per_seed("trained"),
         "too_slow": per_seed("too_slow"), "infeasible": per_seed("infeasible"),
         "runs": [{k: v for k, v in r.items() if k != "settings"} for r in runs],
+        "busy": busy_runs(runs),
         "settings": {"space": args.space or "the smoke space (quality.SMOKE_SPACE)",
                      "data": args.data_dir or "generated (smoke)", "smoke": args.smoke,
                      "train_images": args.train_images, "val_images": args.val_images,
@@ -130,11 +133,17 @@ def table(p: dict[str, Any]) -> str:
     for label, name in names.items():
         counts = zip(p["trained"][label], p["too_slow"][label], p["infeasible"][label])
         lines.append(f"  {name:<{width - 2}}" + "   ".join(f"{a}/{b}/{c}" for a, b, c in counts))
+    lines += ["", "how each search's trials ended: per rung, reached > went on (trace.py)"]
+    for label, name in names.items():
+        for run in sorted((r for r in p["runs"] if r["sampler"] == p["samplers"][label]
+                           and "rungs" in r), key=lambda r: r["seed"]):
+            lines.append(f"  {name} seed {run['seed']}: {trace_line(run)}")
     lines += ["", (f"hypervolume_ratio {_number(p['hypervolume_ratio'])} (default / random, "
                    f"means over seeds); best under the bound: default "
                    f"{_number(p['mean_best_under_budget'].get('default'))}, random "
                    f"{_number(p['mean_best_under_budget'].get('random'))} "
-                   f"(difference {_number(p['best_under_budget_difference'])})")]
+                   f"(difference {_number(p['best_under_budget_difference'])})"),
+              busy_line(p.get("busy", []))]
     return "\n".join(lines)
 
 

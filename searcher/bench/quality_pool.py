@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from searcher.bench.anytime import NEVER
+from searcher.bench.load import busy_runs
 from searcher.errors import UserError
 
 # Settings that may differ between pooled runs: where the data was read from, not what it was.
@@ -71,6 +72,7 @@ def pool(results: list[dict[str, Any]], names: list[str], default: str = "defaul
             "final_best_std": round(float(values.std(ddof=1)), 4) if len(values) > 1 else 0.0,
             "trials": [n for q in qs for n in q[label]["trials"]],
             "infeasible": [n for q in qs for n in q[label]["infeasible"]],
+            "trained": [n for q in qs for n in q[label].get("trained", [])],
             # null (NaN: some seed had no result yet) carries through, as in one run
             "best_so_far_at": {f: round(float(np.average(
                 _array([q[label]["best_so_far_at"][f] for q in qs]), weights=weights)), 4)
@@ -87,6 +89,7 @@ def pool(results: list[dict[str, Any]], names: list[str], default: str = "defaul
     pooled["time_to_random_best_fraction"] = (round(float(grid[reached[0]] / first["budget_s"]), 4)
                                               if len(reached) else NEVER)
     pooled["runs"] = [run for q in qs for run in q["runs"]]
+    pooled["busy"] = busy_runs(pooled["runs"])
     pooled["settings"] = first["settings"]
     info = {k: v for k, v in results[0].items() if k != "quality"}
     return {**info, "pooled_from": [

@@ -10,6 +10,7 @@ import numpy as np
 
 from searcher.bench import anytime
 from searcher.bench.anytime import NEVER
+from searcher.bench.load import busy_line, busy_runs
 from searcher.spec.settings import Settings
 
 DEFAULT_SAMPLER = Settings().sampler  # what a user gets without choosing: the one to vindicate
@@ -57,6 +58,7 @@ def summarise(runs: list[dict[str, Any]], args: argparse.Namespace,
             "final_best_mean": round(float(np.mean(finals)), 4),
             "final_best_std": round(float(np.std(finals, ddof=1)), 4) if len(finals) > 1 else 0.0,
             "trials": [r["trials"] for r in mine], "infeasible": [r["infeasible"] for r in mine],
+            "trained": [r["trained"] for r in mine],
             "best_so_far_at": {str(f): round(float(anytime.curves(events, [f * budget]).mean()), 4)
                                for f in FRACTIONS}}
         q["curves"][_label(sampler)] = {"mean": _rounded(curves.mean(0)),
@@ -74,6 +76,7 @@ def summarise(runs: list[dict[str, Any]], args: argparse.Namespace,
     earlier = [run for run in baseline["runs"] if run["sampler"] == BASELINE] if baseline else []
     q["runs"] = earlier + [{k: v for k, v in r.items() if k not in ("events", "settings")}
                            for r in runs]
+    q["busy"] = busy_runs(q["runs"])
     fixed = {k: v for k, v in runs[0]["settings"].items()
              if k not in ("sampler", "seed", "experiment", "storage_path", "tracking_uri")}
     q["settings"] = {"space": args.space or "the smoke space (SMOKE_SPACE)",
@@ -102,12 +105,13 @@ def table(q: dict[str, Any]) -> str:
     lines = [f"best {q['metric']} within {budget:g} s per search, {seeds} seed(s)"
              + (" (sampled networks; the space's baselines ran first)" if shipped else ""),
              f"{'sampler':<{width}}" + "".join(f"{'seed ' + str(i):>8}" for i in numbers)
-             + f"{'mean':>8}{'std':>8}  trials per seed  infeasible per seed"]
+             + f"{'mean':>8}{'std':>8}  trials per seed  nets trained  infeasible"]
     for n in names:
         b = q[n]
+        trained = "/".join(map(str, b.get("trained", []))) or "-"  # older runs: not recorded
         lines.append(f"{name(n):<{width}}" + "".join(f"{_number(v):>8}" for v in b["final_best"])
                      + f"{_number(b['final_best_mean']):>8}{_number(b['final_best_std']):>8}  "
-                     f"{'/'.join(map(str, b['trials'])):<15}  "
+                     f"{'/'.join(map(str, b['trials'])):<15}  {trained:<12}  "
                      f"{'/'.join(map(str, b['infeasible']))}")
     lines.append("")
     lines.append(f"{'mean best so far at':<{width}}"
@@ -124,7 +128,8 @@ def table(q: dict[str, Any]) -> str:
     fraction = q["time_to_random_best_fraction"]
     when = "not within the budget" if fraction >= NEVER else f"at {fraction:.0%} of the budget"
     lines += ["", f"time_to_random_best_fraction {fraction:.3f}: the default's mean curve reaches "
-                  f"random's final mean best ({_number(q[BASELINE]['final_best_mean'])}) {when}"]
+                  f"random's final mean best ({_number(q[BASELINE]['final_best_mean'])}) {when}",
+              busy_line(q.get("busy", []))]
     return "\n".join(lines)
 
 

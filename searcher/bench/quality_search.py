@@ -31,6 +31,8 @@ def one_search(space_file: Path, sampler: str, seed: int, args: argparse.Namespa
                data: SearchData, folder: Path) -> dict[str, Any]:
     """One real search; returns its counts and its (seconds since start, val_acc) results."""
     from searcher.bench.common import logged_search
+    from searcher.bench.load import measured
+    from searcher.bench.trace import trace
     from searcher.spec.space import load_space
 
     folder.mkdir(parents=True)
@@ -38,16 +40,19 @@ def one_search(space_file: Path, sampler: str, seed: int, args: argparse.Namespa
     if not args.with_baselines:
         space = dataclasses.replace(space, baselines={})
     warm = learnt_from(space, sampler, seed, args, data)
-    result = logged_search(space, data, folder, warm.found if warm else None)
+    with measured() as load:
+        result = logged_search(space, data, folder, warm.found if warm else None)
     events = [(min(h["at"] - result.started_at, args.budget), h[METRIC])
               for rec in result.records if rec.baseline is None
               for h in rec.history if METRIC in h]
     return {"sampler": sampler, "seed": seed,
             "final_best": max((v for _, v in events), default=math.nan),
             "trials": len(result.records), "epoch_results": len(events),
+            "trained": sum(1 for r in result.records if r.baseline is None and r.best is not None),
             "infeasible": sum(1 for t in result.study.trials if "infeasible" in t.user_attrs),
             "proposals": len(result.study.trials), "errors": result.errors,
-            "wall_s": round(result.wall_time_s, 1), "events": events,
+            "wall_s": round(result.wall_time_s, 1), "load": load.figures, "events": events,
+            **trace(result.records, space.settings.to_dict()),
             "settings": space.settings.to_dict(),
             **({"warm_start": {"from_seed": warm.seed, "trials": len(warm.found.trials),
                                "best": warm.best, "skipped": warm.found.skipped}} if warm else {})}

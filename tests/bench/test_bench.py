@@ -42,6 +42,12 @@ def test_quality_smoke_writes_the_figures(local_ray, tmp_path):
     assert isinstance(fraction, (int, float)) and math.isfinite(fraction) and fraction >= 0
     assert len(q["runs"]) == 2 * seeds
     assert sum(r["trials"] for r in q["runs"]) > 0  # the searches really trained something
+    for run in q["runs"]:  # the nets each trained, and how busy the machine was beside it
+        assert 0 <= run["trained"] <= run["trials"]
+        assert run["load"]["other_cores"] >= 0 and run["load"]["wall_s"] > 0
+    assert q["busy"] == [{"sampler": r["sampler"], "seed": r["seed"],
+                          "other_cores": r["load"]["other_cores"]}
+                         for r in q["runs"] if r["load"]["busy"]]
     for key in ("date", "machine", "cpus", "torch", "ray", "optuna", "mlflow"):
         assert key in result
     assert out.with_suffix(".png").read_bytes()[:8] == PNG_MAGIC
@@ -226,7 +232,7 @@ def test_quality_baseline_from_an_earlier_run_stands_in_for_random(tmp_path):
     assert args.samplers == ["tpe"]  # random is not run again
     baseline = quality.earlier_baseline(args)
     runs = [{"sampler": "tpe", "seed": s, "final_best": best, "trials": 2, "infeasible": 0,
-             "events": [(t, best)], "settings": {"epochs": 4}}
+             "trained": 2, "events": [(t, best)], "settings": {"epochs": 4}}
             for s, (t, best) in enumerate([(2.0, 0.7), (4.0, 0.5)])]
     q = quality.summarise(runs, args, baseline)
     assert q["samplers"] == ["tpe", "random"] and q["baseline_from"] == str(path)

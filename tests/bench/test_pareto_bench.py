@@ -46,10 +46,13 @@ def test_pareto_bench_writes_the_figures_per_seed(local_ray, tiny_cifar, tmp_pat
     for run in p["runs"]:
         # what was scored is what the search trained: every point within the bound
         assert len(run["points"]) == run["trained"] <= run["trials"]
+        assert run["load"]["other_cores"] >= 0  # how busy the machine was beside it
         assert all(ms <= 0.3 for _, ms in run["points"])
         # (from the points as written, to 4 digits)
         assert run["hypervolume"] == pytest.approx(
             search_hypervolume([tuple(x) for x in run["points"]], (0.1, 0.3)), abs=1e-3)
+    assert [(b["sampler"], b["seed"]) for b in p["busy"]] == [
+        (r["sampler"], r["seed"]) for r in p["runs"] if r["load"]["busy"]]
     assert out.with_suffix(".png").read_bytes()[:8] == PNG_MAGIC
 
 
