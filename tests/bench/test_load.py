@@ -19,6 +19,21 @@ def test_a_child_of_the_search_counts_as_the_search_even_once_ended():
     assert load._tree_cpu_s(os.getpid()) - before >= 0.8 * BURN_S
 
 
+def test_a_grandchild_reaped_unaccounted_counts_as_the_search(tmp_path):
+    # Ray's raylet ignores SIGCHLD: a trial's worker process it started leaves no CPU time in
+    # its accounts when it ends. So does this child's grandchild, which burns and ends while
+    # the child lives on.
+    burn = tmp_path / "burn.py"
+    burn.write_text(BURN)
+    parent = (f"import signal, subprocess, sys, time\n"
+              f"signal.signal(signal.SIGCHLD, signal.SIG_IGN)\n"
+              f"subprocess.Popen([sys.executable, {str(burn)!r}])\n"
+              f"time.sleep({BURN_S} + 2)\n")
+    with load.measured() as beside:
+        subprocess.run([sys.executable, "-c", parent], check=True)
+    assert beside.figures["own_cpu_s"] >= 0.6 * BURN_S, beside.figures
+
+
 def test_work_outside_the_search_is_the_load_beside_it(tmp_path):
     done, burn = tmp_path / "done", tmp_path / "burn.py"
     burn.write_text(BURN)
