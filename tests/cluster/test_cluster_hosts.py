@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nshosts
+import psutil
 import pytest
 from conftest import ROOT, resumable_space, write_cifar
 
@@ -120,10 +121,14 @@ def test_ray_up_submit_forward_promote_down(network):
 
 
 def _walk(network) -> None:
-    started = time.monotonic()
+    started, cpu = time.monotonic(), [_machine_cpu_s()]
 
-    def phase(name: str) -> None:  # where the walk's minutes go, for -s or a failure's report
-        print(f"cluster walk: {name} at {time.monotonic() - started:.0f} s", file=sys.stderr)
+    def phase(name: str) -> None:
+        """Where the walk's minutes go, for -s or a failure's report, with the machine's CPU
+        seconds since the last phase (the walk's own, when it runs alone)."""
+        cpu.append(_machine_cpu_s())
+        print(f"cluster walk: {name} at {time.monotonic() - started:.0f} s "
+              f"({cpu[-1] - cpu[-2]:.0f} CPU-s)", file=sys.stderr)
 
     folder = network.folder
     hosts = {name: network.add(name) for name in ("db", "head", "worker1", "worker2")}
@@ -279,7 +284,7 @@ def _walk(network) -> None:
     assert re.search(rf"cifar10\s+ann\s+finished\s.*\s{head.ip}:6379, 2 nodes\s", listing), \
         listing
     phase("MLflow read")
-    _share(searcher, folder, shared, phase)
+    _share(searcher, config, shared, phase)
     _shared_runs_ended_as_they_ran(json.loads(laptop.run(
         f"{sys.executable} -c {_q(_SHARED_RUNS)}", env=tracking, **on_laptop).stdout))
     phase("three searches shared the cluster")
@@ -340,7 +345,7 @@ SHARE_TRIALS = 200
 SHARE_SLOTS = 4
 
 
-def _share(searcher, folder: Path, shared: Path, phase) -> None:
+def _share(searcher, config: Path, shared: Path, phase) -> None:
     """A (ann) runs alone on every slot; B (bob, the same weight) and P (ann, twice the weight)
     arrive together and, as A's trials end, hold 1 and 2 slots to A's 1; each is cancelled by its
     user; A is resumed and finishes."""
@@ -382,6 +387,9 @@ def _share(searcher, folder: Path, shared: Path, phase) -> None:
         phase("B and P submitted")
         until(lambda held: (held.get("a"), held.get("b"), held.get("p")) == (1, 1, 2))
         phase("A, B, P at 1, 1, 2")
+        early = searcher(f"resume {ids['b']}", "bob", check=False)  # it runs: one line, refused
+        assert f"{ids['b']} is still running" in early and len(early.strip().splitlines()) == 1, \
+            early
         for line in lines:  # for -s, and a failure's report
             for key, search in ids.items():
                 line = line.replace(search, key.upper())
@@ -398,20 +406,17 @@ def _share(searcher, folder: Path, shared: Path, phase) -> None:
         out = searcher(f"resume {ids['a']} --num-samples 1", "ann")
         assert f"{ids['a']}.resume-1" in out, out
         phase("A resumed")
-        deadline = time.monotonic() + 400
-        while True:
-            table = searcher("status", "ann")
-            state = re.search(rf"^{ids['a']}\s+(\w+)", table, re.M)[1]
-            if state in ("finished", "failed", "cancelled"):
-                break
-            assert time.monotonic() < deadline, table
-            time.sleep(5)
-        assert state == "finished", searcher("logs " + ids["a"], "ann")[-4000:]
+        # ann follows it to its end, through a forward of the cluster's config that the
+        # command opens and closes itself
+        followed = searcher(f"logs {ids['a']} --follow --cluster {config}", "ann", timeout=400)
+        phase("A followed to its end")
+        assert f"===== {ids['a']}.resume-1 succeeded =====" in followed, followed[-4000:]
+        table = searcher("status", "ann")
+        assert re.search(rf"^{ids['a']}\s+finished\s", table, re.M), table
     finally:
         space.unlink(missing_ok=True)
-    ann_logs = searcher(f"logs {ids['a']}", "ann")
-    assert f"===== {ids['a']} (failed)" in ann_logs and f"{ids['a']}.resume-1" in ann_logs
-    assert "cancelled by ann: the search is saved" in ann_logs
+    assert f"===== {ids['a']} (failed)" in followed  # its first job, cancelled, then the resume
+    assert "cancelled by ann: the search is saved" in followed
 
 
 def _shared_runs_ended_as_they_ran(runs: list[dict]) -> None:
@@ -462,6 +467,11 @@ def _settled(read, still_s: float = 5.0, limit_s: float = 120.0):
         if (now := read()) != last:
             last, since = now, time.monotonic()
     return last
+
+
+def _machine_cpu_s() -> float:
+    t = psutil.cpu_times()
+    return t.user + t.nice + t.system + t.irq + t.softirq
 
 
 def _q(code: str) -> str:
