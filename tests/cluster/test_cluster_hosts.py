@@ -374,7 +374,9 @@ def _share(searcher, config: Path, shared: Path, phase) -> None:
             if any(seen(held) for held in slots):
                 return
             assert time.monotonic() < deadline, out[-3000:]
-            time.sleep(2)
+            # the timeline keeps every moment, so a later look misses none; each look is a job
+            # on the head (a few CPU-s) that the trials wait for on this 2-core machine
+            time.sleep(5)
 
     try:
         submit("a")
