@@ -35,7 +35,8 @@ def _tree_cpu_s(pid: int) -> float:
     return total
 
 
-def _machine_cpu_s() -> float:
+def machine_cpu_s() -> float:
+    """CPU seconds the whole machine has spent, every process's, since boot."""
     t = psutil.cpu_times()
     return t.user + t.nice + t.system + t.irq + t.softirq
 
@@ -52,7 +53,7 @@ class CpuMeter:
         t = psutil.Process(os.getpid()).cpu_times()
         return {"driver": t.user + t.system,
                 "mlflow_server": _tree_cpu_s(self.server_pid) if self.server_pid else 0.0,
-                "machine": _machine_cpu_s()}
+                "machine": machine_cpu_s()}
 
     def start(self) -> None:
         self._start, self._stop = self._read(), None

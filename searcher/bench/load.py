@@ -21,6 +21,8 @@ from typing import Any
 
 import psutil
 
+from searcher.bench.cpu import machine_cpu_s
+
 # Mean cores busy outside the search over its run above which a search is flagged: a quarter of
 # a core, an eighth of this 2-core machine.
 BUSY_CORES = 0.25
@@ -85,11 +87,6 @@ class _TreeClock:
         return sum(self._last[key] - self._first[key] for key in self._last)
 
 
-def _machine_cpu_s() -> float:
-    t = psutil.cpu_times()
-    return t.user + t.nice + t.system + t.irq + t.softirq
-
-
 class Load:
     """The window's figures, filled in when the `measured()` block ends."""
 
@@ -108,14 +105,14 @@ def measured() -> Iterator[Load]:
     `busy` (over BUSY_CORES)."""
     load = Load()
     clock = _TreeClock(os.getpid())
-    wall0, machine0 = time.monotonic(), _machine_cpu_s()
+    wall0, machine0 = time.monotonic(), machine_cpu_s()
     clock.start()
     try:
         yield load
     finally:
         own = clock.stop()
         wall = time.monotonic() - wall0
-        other = max(0.0, (_machine_cpu_s() - machine0) - own)
+        other = max(0.0, (machine_cpu_s() - machine0) - own)
         cores = other / wall if wall > 0 else 0.0
         load.figures = {"wall_s": round(wall, 1), "own_cpu_s": round(own, 1),
                         "other_cpu_s": round(other, 1), "other_cores": round(cores, 3),

@@ -25,9 +25,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nshosts
-import psutil
 import pytest
 from conftest import ROOT, resumable_space, write_cifar
+
+from searcher.bench.cpu import machine_cpu_s
 
 pytestmark = [pytest.mark.cluster, pytest.mark.services]
 
@@ -121,12 +122,12 @@ def test_ray_up_submit_forward_promote_down(network):
 
 
 def _walk(network) -> None:
-    started, cpu = time.monotonic(), [_machine_cpu_s()]
+    started, cpu = time.monotonic(), [machine_cpu_s()]
 
     def phase(name: str) -> None:
         """Where the walk's minutes go, for -s or a failure's report, with the machine's CPU
         seconds since the last phase (the walk's own, when it runs alone)."""
-        cpu.append(_machine_cpu_s())
+        cpu.append(machine_cpu_s())
         print(f"cluster walk: {name} at {time.monotonic() - started:.0f} s "
               f"({cpu[-1] - cpu[-2]:.0f} CPU-s)", file=sys.stderr)
 
@@ -469,11 +470,6 @@ def _settled(read, still_s: float = 5.0, limit_s: float = 120.0):
         if (now := read()) != last:
             last, since = now, time.monotonic()
     return last
-
-
-def _machine_cpu_s() -> float:
-    t = psutil.cpu_times()
-    return t.user + t.nice + t.system + t.irq + t.softirq
 
 
 def _q(code: str) -> str:
