@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from searcher.bench.load import busy_line, busy_runs
-from searcher.bench.trace import trace_line
 from searcher.bench.quality_report import BASELINE, DEFAULT_SAMPLER, METRIC, seed_numbers
+from searcher.bench.trace import trace_line
 from searcher.pareto import front, hypervolume, minimised
 
 if TYPE_CHECKING:
