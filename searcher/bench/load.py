@@ -43,15 +43,6 @@ def _cpu_s(proc: psutil.Process) -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
-def _tree_cpu_s(pid: int) -> float:
-    """CPU seconds of `pid` and its live descendants, and of the children each has reaped."""
-    total = 0.0
-    for proc in _tree(pid):
-        with contextlib.suppress(psutil.Error):
-            total += _cpu_s(proc)
-    return total
-
-
 class _TreeClock:
     """The CPU a process tree spends from `start()` on, read every POLL_S: each process's
     latest reading less its reading at the start (nothing, for one started since)."""
