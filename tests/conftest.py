@@ -293,7 +293,7 @@ def resumable_space(epochs: int, num_samples: int) -> str:
     """A tiny space file for kill-and-resume tests: every trial runs all `epochs` (grace period
     = epochs), so a resumed search's runs are easy to count; one baseline goes first."""
     return (f'SETTINGS = {{"epochs": {epochs}, "num_samples": {num_samples}, '
-            f'"grace_period": {epochs}, "seed": 0}}\n\n'
+            f'"grace_period": {epochs}, "first_look": False, "seed": 0}}\n\n'
             'def space(trial):\n'
             '    trial.suggest_int("stages", 1, 2)\n'
             '    trial.suggest_categorical("filters", [8, 16])\n'

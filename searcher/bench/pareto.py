@@ -117,7 +117,8 @@ def one_search(space_file: Path, sampler: str, seed: int, args: argparse.Namespa
     return {"sampler": sampler, "seed": seed,
             "hypervolume": round(search_hypervolume(points, reference), 6),
             "best_under_budget": round(best_under_budget(result.records, args.max_latency_ms), 4),
-            "trials": len(result.records), "trained": len(points),
+            "trials": len(result.records),
+            "trained": sum(1 for r in result.records if r.baseline is None and r.logged),
             "too_slow": sum(1 for r in result.records if r.outcome.startswith("infeasible")),
             "infeasible": sum(1 for t in result.study.trials if INFEASIBLE_ATTR in t.user_attrs),
             "proposals": len(result.study.trials), "errors": result.errors,
@@ -149,6 +150,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, help=f"most epochs per trial (default {FULL['epochs']})")
     p.add_argument("--grace-period", type=int, default=1, help="ASHA's grace period (epochs)")
     p.add_argument("--reduction-factor", type=int, default=2, help="ASHA's reduction factor")
+    p.add_argument("--no-first-look", action="store_true",
+                   help="no first looks: every trial trains a whole epoch before ASHA may stop "
+                        "it (the setting first_look=False); the default takes them, as a search does")
     p.add_argument("--train-images", type=int,
                    help=f"training images, the first of the split (default {FULL['train_images']})")
     p.add_argument("--val-images", type=int,

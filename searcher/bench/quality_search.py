@@ -23,7 +23,8 @@ def overrides(sampler: str, seed: int, args: argparse.Namespace, folder: Path) -
     """The settings one search runs with: all but sampler and seed are the same for every run."""
     return {"sampler": sampler, "seed": seed, "metric": METRIC, "time_budget_s": args.budget,
             "num_samples": -1, "epochs": args.epochs, "grace_period": args.grace_period,
-            "reduction_factor": args.reduction_factor, "storage_path": str(folder / "ray"),
+            "reduction_factor": args.reduction_factor, "first_look": not args.no_first_look,
+            "storage_path": str(folder / "ray"),
             "experiment": f"quality-{sampler}-{seed}"}
 
 
@@ -48,7 +49,7 @@ def one_search(space_file: Path, sampler: str, seed: int, args: argparse.Namespa
     return {"sampler": sampler, "seed": seed,
             "final_best": max((v for _, v in events), default=math.nan),
             "trials": len(result.records), "epoch_results": len(events),
-            "trained": sum(1 for r in result.records if r.baseline is None and r.best is not None),
+            "trained": sum(1 for r in result.records if r.baseline is None and r.logged),
             "infeasible": sum(1 for t in result.study.trials if "infeasible" in t.user_attrs),
             "proposals": len(result.study.trials), "errors": result.errors,
             "wall_s": round(result.wall_time_s, 1), "load": load.figures, "events": events,

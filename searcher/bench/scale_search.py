@@ -95,7 +95,8 @@ def one_search(space_file: Path, uri: str | None, concurrency: int, trials: int,
     from searcher.tune.tuner import checkpoint_config, configure_tune, make_study
 
     space = load_space(space_file, {"epochs": epochs, "num_samples": trials, "grace_period": 1,
-                                    "reduction_factor": 2, "seed": 0})
+                                    "reduction_factor": 2, "seed": 0,
+                                    "first_look": False})  # its scheduler counts epochs
     s = space.settings
     folder.mkdir(parents=True)
     study = make_study(space, folder)

@@ -31,7 +31,8 @@ def bench_search(data_dir: Path, trials: int, epochs: int) -> dict[str, Any]:
         space_file = Path(tmp) / "bench_space.py"
         space_file.write_text(_BENCH_SPACE)
         space = load_space(space_file, {"num_samples": trials, "epochs": epochs,
-                                        "grace_period": epochs, "storage_path": f"{tmp}/ray"})
+                                        "grace_period": epochs, "first_look": False,
+                                        "storage_path": f"{tmp}/ray"})  # no trial stopped
         data = load_search_data("cifar10", data_dir, 32, 0.1, 0)
         client = tracking.connect(f"sqlite:///{tmp}/mlflow.db")
         parent = tracking.start_search_run(client, space, {})

@@ -2,7 +2,8 @@
 
 Two searches with the same budget can train the same number of nets and still spend them
 differently: one scheduler stops most nets at the first rung, another lets them run. Per rung
-(an epoch where the scheduler compares trials), `rungs` counts the sampled trials that reached
+(an epoch where the scheduler compares trials; epoch 0 is the first look, after part of the
+first epoch), `rungs` counts the sampled trials that reached
 it, those stopped there, and those that went on; `ended` counts every sampled trial's end.
 """
 from __future__ import annotations
@@ -13,12 +14,16 @@ from collections.abc import Sequence
 from typing import Any
 
 _STOPPED_AT = re.compile(r"stopped early: at epoch (\d+)$")
+_AT_LOOK = "stopped early: at its first look"
 _BUDGET_AT = re.compile(r"stopped early: by the time budget at epoch (\d+)$")
 
 
-def rung_epochs(grace_period: int, reduction_factor: int, epochs: int) -> list[int]:
-    """The epochs where ASHA (and ParetoASHA) compare trials: grace_period x rf^k below epochs."""
-    rungs, at = [], grace_period
+def rung_epochs(grace_period: int, reduction_factor: int, epochs: int,
+                first_look: bool = False) -> list[int]:
+    """The epochs where ASHA (and ParetoASHA) compare trials: grace_period x rf^k below epochs,
+    after 0 (the first look) when the search takes one (a grace period below rf)."""
+    rungs = [0] if first_look and grace_period < reduction_factor else []
+    at = grace_period
     while at < epochs:
         rungs.append(at)
         at *= reduction_factor
@@ -30,6 +35,8 @@ def how_ended(outcome: str) -> str:
     (never trained: too slow, or not buildable), `failed`, or `open` (none yet)."""
     if m := _STOPPED_AT.match(outcome):
         return f"stopped@{m[1]}"
+    if outcome == _AT_LOOK:
+        return "stopped@0"
     if m := _BUDGET_AT.match(outcome):
         return f"budget@{m[1]}"
     for key in ("completed", "infeasible", "failed"):
@@ -45,8 +52,8 @@ def trace(records: Sequence[Any], settings: dict[str, Any]) -> dict[str, Any]:
     ended = Counter(how_ended(r.outcome or "") for r in sampled)
     rungs = {}
     for epoch in rung_epochs(settings["grace_period"], settings["reduction_factor"],
-                             settings["epochs"]):
-        reached = [r for r in sampled if (r.epochs or 0) >= epoch]
+                             settings["epochs"], settings.get("first_look", False)):
+        reached = [r for r in sampled if r.logged and (r.epochs or 0) >= epoch]
         stopped = sum(1 for r in reached if how_ended(r.outcome or "") == f"stopped@{epoch}")
         cut = sum(1 for r in reached if how_ended(r.outcome or "") == f"budget@{epoch}")
         rungs[str(epoch)] = {"reached": len(reached), "stopped": stopped,

@@ -39,6 +39,8 @@ OVERRIDES = {
                               "has GPU nodes or its autoscaler can start them)"),
     "max_concurrent_trials": (int, "cap on trials running at once (default: what the cluster "
                                    "holds, scaled to its node types' maximum)"),
+    "no_first_look": (bool, "train every trial a whole epoch before ASHA may stop it, instead "
+                            "of scoring it first after part of its first epoch (first_look)"),
     "seed": (int, "seed for the sampler, the validation split and the trials"),
     "sampler": (str, "Optuna sampler: tpe (default) or random (the baseline to beat)"),
     "warm_start": (str, "learn from earlier searches first: an MLflow experiment, a search's "
@@ -56,7 +58,9 @@ OVERRIDES = {
     "verbose": (bool, "print a line per epoch per trial and per finished trial instead of one "
                       "progress line (MLflow records every epoch either way)"),
 }
-_SETTING_NAME = {"time_budget": "time_budget_s", "strict": "strict_data"}
+_SETTING_NAME = {"time_budget": "time_budget_s", "strict": "strict_data",
+                 "no_first_look": "first_look"}
+_NEGATED = {"no_first_look"}  # a flag that sets its setting to False
 
 
 def parse_args(argv: list[str] | None, prog: str = PROG) -> argparse.Namespace:
@@ -82,7 +86,9 @@ def parse_args(argv: list[str] | None, prog: str = PROG) -> argparse.Namespace:
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
-    return {_SETTING_NAME.get(k, k): getattr(args, k) for k in OVERRIDES if getattr(args, k) is not None}
+    given = {k: getattr(args, k) for k in OVERRIDES if getattr(args, k) is not None}
+    return {_SETTING_NAME.get(k, k): (False if k in _NEGATED and v is True else v)
+            for k, v in given.items()}
 
 
 # Settings a resumed search must keep, and why. A resume goes on with what Tune saved when the
@@ -95,6 +101,7 @@ _FIXED_ON_RESUME = {
     "seed": _SPLIT,
     "data_dir": _SPLIT,
     "epochs": "ASHA and Optuna, restored as Tune saved them, count a trial's epochs by it",
+    "first_look": "ASHA, restored as Tune saved it, keeps its rungs",
     "sampler": "the study's sampler is restored as Tune saved it",
     "second_objective": "the sampler and ASHA, restored as Tune saved them, rank by it",
     "warm_start": "the study learnt from its earlier searches when it began",
@@ -231,8 +238,9 @@ def _space_and_resume(args: argparse.Namespace, held: contextlib.ExitStack):
         raise UserError(f"the search's record keeps its tracking URI without its secret "
                         f"({saved['tracking_uri']}): pass it again with --tracking-uri (or "
                         f"the user and password in MLFLOW_TRACKING_USERNAME/PASSWORD)")
-    space = load_space(args.space, {**saved["settings"], "tracking_uri": saved["tracking_uri"],
-                                    **overrides_from(args)})
+    # A search recorded before first looks existed ran without them, and resumes so.
+    space = load_space(args.space, {"first_look": False, **saved["settings"],
+                                    "tracking_uri": saved["tracking_uri"], **overrides_from(args)})
     parent = saved["parent_run_id"]
     where = f"study database {redact(resume.database)}" if resume.database else resume.folder
     print(f"[searcher] resuming {resume.name} from {where} (MLflow run {parent})", flush=True)

@@ -58,8 +58,13 @@ class Settings:
     time_budget_s: float | None = None  # wall-clock budget for the whole search
     epochs: int = 8  # the most epochs a trial trains (ASHA's max_t)
     # --- ASHA ---
-    grace_period: int = 1  # epochs every trial gets before it can be stopped
+    grace_period: int = 1  # epochs every trial gets before it can be stopped (but see first_look)
     reduction_factor: int = 3  # ASHA keeps the top 1/reduction_factor at each rung
+    # A first rung below an epoch (Hyperband's cheapest budget): every trial is scored on the
+    # whole validation set after grace_period / reduction_factor of its first epoch's pass over
+    # the training set (a seeded random share of it), and only the trials that rank there go
+    # on to finish the epoch. A look's score is never a trial's result (see first_look_fraction).
+    first_look: bool = True
     # --- resources ---
     cpus_per_trial: float = 1.0  # also the number of torch threads a trial uses
     # None ("auto"): 0.25 when a node of the cluster, or a node type its autoscaler can start,
@@ -97,6 +102,15 @@ class Settings:
     @property
     def mode(self) -> str:
         return METRICS[self.metric]
+
+    @property
+    def first_look_fraction(self) -> float | None:
+        """The share of the first epoch after which a trial is first scored: one rung below
+        grace_period on ASHA's geometric ladder (grace_period / reduction_factor); None when
+        first looks are off or that rung is not below an epoch."""
+        if not self.first_look or self.grace_period >= self.reduction_factor:
+            return None
+        return self.grace_period / self.reduction_factor
 
     def resolved_data_dir(self) -> str:
         return self.data_dir or os.environ.get(DATA_DIR_ENV) or "data"

@@ -17,6 +17,7 @@ from searcher.objective import better, sql_order
 from searcher.tracking.tags import (
     BASELINE_TAG,
     EPOCH_METRICS,
+    FIRST_LOOK,
     SPEED_METRICS,
     METRIC_TAG,
     MODE_TAG,
@@ -129,10 +130,11 @@ def trial_records(client: MlflowClient, parent_run_id: str, metric: str,
             for m in client.get_metric_history(run.info.run_id, key):
                 by_step.setdefault(m.step, {})[key] = m.value
                 by_step[m.step]["at"] = m.timestamp / 1000
-        rec.history = [by_step[step] for step in sorted(by_step)]
+        epochs = sorted(step for step in by_step if step != FIRST_LOOK)  # a look is no result
+        rec.history = [by_step[step] for step in epochs]
         rec.logged = set(by_step)
         rec.epochs = max(by_step, default=0)
-        for step in sorted(by_step):
+        for step in epochs:
             value = by_step[step].get(metric)
             if value is not None and better(value, rec.best, mode):
                 rec.best, rec.best_epoch = value, step

@@ -39,6 +39,17 @@ SPEED_METRICS = {
                       "the latency is over `max_latency_ms` already)",
 }
 # What a trial reports each epoch that its run records, at step = the epoch.
+# The step of a trial's first look (scored after part of its first epoch: settings.first_look).
+# It is in MLflow with the epochs, but never a trial's result: not its best, nor what it ranks by.
+FIRST_LOOK = 0
+
+
+def stopped_at(epochs: int) -> str:
+    """The outcome of a trial that ASHA stopped after `epochs` whole epochs (0: at its look)."""
+    return "stopped early: at its first look" if epochs == FIRST_LOOK else \
+        f"stopped early: at epoch {epochs}"
+
+
 EPOCH_METRICS = {
     "val_acc": "accuracy on the validation split",
     "val_loss": "mean cross-entropy on the validation split",

@@ -119,7 +119,8 @@ class Trainer:
         self.optimizer = self._make_optimizer()
         self.scheduler = self._make_scheduler()
         self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-        self.epoch = 0
+        self.epoch = 0  # epochs trained to their end
+        self._step, self._order = 0, None  # the epoch in progress: steps done, its image order
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         c, params = self.cfg, self.model.parameters()
@@ -147,18 +148,30 @@ class Trainer:
     def _autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
-    def train_epoch(self) -> dict[str, float]:
-        """One pass over the training split; returns train_loss, epoch_time_s, images_per_s."""
+    @property
+    def step(self) -> int:
+        """Steps trained of the epoch in progress (0 between epochs)."""
+        return self._step
+
+    def train_epoch(self, until: float = 1.0) -> dict[str, float]:
+        """Train the epoch in progress up to `until` (a fraction) of its pass over the training
+        split, from where it stands: by default to its end. An epoch trained in parts sees the
+        same images in the same order as one trained at once, and its learning rate schedule
+        is the same; a part is a seeded random `until` share of the split. Returns train_loss
+        (over the part's steps), epoch_time_s and images_per_s."""
         if self.cuda:
             torch.cuda.synchronize()
         start = time.perf_counter()
         self.model.train()
-        bs, n = self.batch_size, self.steps_per_epoch * self.batch_size
-        order = torch.randperm(len(self.train_x), generator=self.gen, device=self.gen.device)
-        order = order.to(self.device)
+        bs = self.batch_size
+        if self._order is None:  # a new epoch: a new pass over the split in a new order
+            self._order = torch.randperm(len(self.train_x), generator=self.gen,
+                                         device=self.gen.device).to(self.device)
+        first = self._step
+        last = max(first, min(self.steps_per_epoch, round(until * self.steps_per_epoch)))
         total = torch.zeros((), device=self.device)
-        for step in range(self.steps_per_epoch):
-            idx = order[step * bs:(step + 1) * bs]
+        for step in range(first, last):
+            idx = self._order[step * bs:(step + 1) * bs]
             x, y = self.train_x[idx], self.train_y[idx]
             if self.cfg.crop:
                 x = random_crop(x, self.cfg.crop, self.gen)
@@ -171,12 +184,16 @@ class Trainer:
             self.optimizer.step()
             self.scheduler.step()
             total += loss.detach()  # summed on the device: no host sync per step
-        train_loss = total.item() / self.steps_per_epoch
+        steps, number = last - first, self.epoch + 1
+        train_loss = total.item() / max(1, steps)
         elapsed = time.perf_counter() - start
-        self.epoch += 1
+        self._step = last
+        if last == self.steps_per_epoch:
+            self.epoch, self._step, self._order = self.epoch + 1, 0, None
         if not math.isfinite(train_loss):
-            raise TrainingDiverged(f"training loss became {train_loss} in epoch {self.epoch}")
-        return {"train_loss": train_loss, "epoch_time_s": elapsed, "images_per_s": n / elapsed}
+            raise TrainingDiverged(f"training loss became {train_loss} in epoch {number}")
+        return {"train_loss": train_loss, "epoch_time_s": elapsed,
+                "images_per_s": steps * bs / elapsed if elapsed > 0 else 0.0}
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor | None = None, y: torch.Tensor | None = None,
@@ -188,13 +205,16 @@ class Trainer:
 
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "epoch": self.epoch}
+                "scheduler": self.scheduler.state_dict(), "epoch": self.epoch,
+                **({"step": self._step, "order": self._order.cpu()} if self._step else {})}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch = state["epoch"]
+        self._step = state.get("step", 0)  # a checkpoint taken in the middle of an epoch
+        self._order = state["order"].to(self.device) if self._step else None
 
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, prepare, autocast,

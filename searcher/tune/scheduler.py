@@ -14,7 +14,30 @@ from typing import Any
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from searcher.pareto import minimised, ranking_keys
+from searcher.spec.settings import Settings
 from searcher.spec.space import reproduces
+
+# What a trial reports as its training so far, in the schedulers' units: ASHA's clock.
+CLOCK = "fidelity"
+
+
+def units_per_epoch(settings: Settings) -> int:
+    """ASHA's clock ticks in epochs, or, with first looks, in 1/reduction_factor epochs, so that
+    the look (grace_period units) is the first rung of the same geometric ladder and every
+    clock value stays a whole number."""
+    return settings.reduction_factor if settings.first_look_fraction else 1
+
+
+def clock(settings: Settings, epochs: int, looked: bool = False) -> int:
+    """A trial's clock after `epochs` whole epochs, or after its first look."""
+    return settings.grace_period if looked else epochs * units_per_epoch(settings)
+
+
+def rungs(settings: Settings) -> dict[str, Any]:
+    """The schedulers' ladder, in clock units: a rung at grace_period, then each
+    reduction_factor times further, up to the last epoch (max_t)."""
+    return {"time_attr": CLOCK, "max_t": clock(settings, settings.epochs),
+            "grace_period": settings.grace_period, "reduction_factor": settings.reduction_factor}
 
 
 def _spared(config: dict[str, Any], baselines: list[dict[str, Any]]) -> bool:

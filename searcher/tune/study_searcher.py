@@ -36,6 +36,9 @@ from searcher.tune import limits
 
 INFEASIBLE_ATTR = "infeasible"  # user attribute: why a proposal could not be trained
 FAILED_ATTR = "failed"
+# User attribute of a proposal that repeats a trial already run (its number): told FAIL, which
+# TPE skips, and never trained: the study holds that configuration's result already.
+REPEAT_ATTR = "repeat_of"
 # The result keys a trial knows before it trains, kept as user attributes of the same names.
 DESCRIPTION = ("latency_ms", "latency_p95_ms", "throughput_ips", "n_params")
 MAX_PROPOSALS_IN_A_ROW = 500  # infeasible ones; past this the space is broken, not unlucky
@@ -50,7 +53,7 @@ class StudySearcher(Searcher):
         self.study, self.sample, self.check, self.max_epochs = study, sample, check, max_epochs
         self.cost = cost
         self._trials: dict[str, optuna.Trial] = {}  # Tune trial id -> its Optuna trial
-        self._reported: dict[str, int] = {}  # the last epoch told, per Tune trial
+        self._reported: dict[str, int] = {}  # the last epoch told (0: a first look), per trial
         self._proposed = 0  # trials handed to Tune over the whole search (not infeasible ones)
 
     def in_flight(self) -> int:
@@ -75,6 +78,11 @@ class StudySearcher(Searcher):
             trial = self.study.ask()
             params = self.sample(trial)
             miss = self.check(params)
+            repeat = self._repeat_of(trial) if miss is None else None
+            if repeat is not None:
+                trial.set_user_attr(REPEAT_ATTR, repeat)
+                self.study.tell(trial, state=TrialState.FAIL)
+                continue
             if miss is None:
                 mmacs = self.cost(params) if self.cost else None
                 if mmacs is not None:  # known before it trains, so running trials have it too
@@ -86,9 +94,28 @@ class StudySearcher(Searcher):
             trial.set_user_attr(INFEASIBLE_ATTR, reason)
             trial.set_constraint("feasible", excess)
             self.study.tell(trial, state=TrialState.PRUNED)
-        print(f"[searcher] the last {MAX_PROPOSALS_IN_A_ROW} proposals were all infeasible; the "
-              f"search stops: widen max_mmacs / max_params or narrow the space", flush=True)
+        print(f"[searcher] the last {MAX_PROPOSALS_IN_A_ROW} proposals were all infeasible or "
+              f"repeats of trials run; the search stops: widen max_mmacs / max_params or the "
+              f"space", flush=True)
         return Searcher.FINISHED
+
+    _run: dict | None = None  # configuration -> the first trial that ran it (None: not built)
+    _scanned = 0  # the trials looked at for `_run` so far, by number
+
+    def _repeat_of(self, trial: optuna.Trial) -> int | None:
+        """The number of an earlier trial that ran (or runs) the same configuration as
+        `trial`, if any. Local search can undo a change it made (a stage added, then taken away
+        again), and a small categorical space repeats itself. Kept as a map, brought up to date
+        from the trials added since the last call: the study only grows."""
+        if self._run is None:
+            self._run, self._scanned = {}, 0
+        trials = self.study.get_trials(deepcopy=False)
+        for earlier in trials[self._scanned:trial.number]:
+            if earlier.params and INFEASIBLE_ATTR not in earlier.user_attrs \
+                    and REPEAT_ATTR not in earlier.user_attrs:
+                self._run.setdefault(_key(earlier.params), earlier.number)
+        self._scanned = max(self._scanned, trial.number)
+        return self._run.get(_key(trial.params))
 
     # ------------------------------------------------------------------------- feedback
 
@@ -106,8 +133,10 @@ class StudySearcher(Searcher):
             self._describe(trial, result)
         if result.get(INFEASIBLE_ATTR) or result.get(FAILED_ATTR):
             return  # chance level by construction, not a measurement
+        # Epoch 0 is a first look (part of the first epoch), told at step 0 like any epoch: the
+        # rung view compares trials there, and only a trial told all its epochs is COMPLETE.
         epoch = int(result.get("epoch", 0))
-        if epoch > self._reported.get(trial_id, 0):  # a restart replays epochs already told
+        if epoch > self._reported.get(trial_id, -1):  # a restart replays epochs already told
             trial.report(float(result[self.metric]), step=epoch)
             self._reported[trial_id] = epoch
 
@@ -148,7 +177,7 @@ class StudySearcher(Searcher):
             # by how much it missed, when the trial could tell (a latency over the bound)
             trial.set_constraint("feasible", max(float(result.get("excess", 1.0)), 1e-3))
             self.study.tell(trial, state=TrialState.PRUNED)
-        elif self._reported.get(trial_id, 0) >= self.max_epochs:
+        elif self._reported.get(trial_id, -1) >= self.max_epochs:
             self.study.tell(trial, float(result[self.metric]))
         else:
             self.study.tell(trial, state=TrialState.PRUNED)
@@ -156,6 +185,11 @@ class StudySearcher(Searcher):
     # ------------------------------------------------------------------------- resume
 
     _STATE = ("_trials", "_reported", "_proposed")
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The map of configurations run is the study's to rebuild, not Tune's to pickle with
+        # every snapshot of the experiment (it grows with every trial).
+        return {k: v for k, v in self.__dict__.items() if k not in ("_run", "_scanned")}
 
     def save(self, checkpoint_path: str) -> None:
         # The study's trials live in its storage; the sampler (with its random state) and the
@@ -169,6 +203,10 @@ class StudySearcher(Searcher):
         self.study = state.pop("study")
         for key, value in state.items():
             setattr(self, key, value)
+
+
+def _key(params: dict[str, Any]) -> tuple:
+    return tuple(sorted((k, repr(v)) for k, v in params.items()))
 
 
 def close_unfinished(study: optuna.Study) -> int:

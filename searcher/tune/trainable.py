@@ -24,6 +24,7 @@ from searcher.training.data import SearchData
 from searcher.training.engine import TrainConfig, Trainer, TrainingDiverged
 from searcher.training.latency import TooSlow, measure_speed
 from searcher.training.model import InfeasibleArchitecture, build_model, feasible_cost
+from searcher.tune.scheduler import CLOCK, clock
 
 
 def chance_metrics(num_classes: int) -> dict[str, float]:
@@ -118,12 +119,17 @@ def _train(config: dict[str, Any], data: SearchData, settings: Settings) -> None
             trainer.load_state_dict(load_checkpoint(directory, device)["trainer"])
 
     shared, start_epoch = _in_shared_memory(data.train.x), trainer.epoch
+    look = settings.first_look_fraction
     while trainer.epoch < settings.epochs:
-        metrics = trainer.train_epoch()
+        # The first look: part of the first epoch, scored as epoch 0; the rest of that epoch
+        # follows only if ASHA lets the trial go on. A resume mid-epoch finishes the epoch.
+        looking = bool(look) and trainer.epoch == 0 and trainer.step == 0
+        metrics = trainer.train_epoch(until=look if looking else 1.0)
         start = time.perf_counter()
         metrics.update(trainer.evaluate(), eval_time_s=time.perf_counter() - start,
-                       epoch=trainer.epoch, **sizes, **speed.metrics(), node=_node(), start_epoch=start_epoch, dataset_shared=int(shared),
-                       **_memory_mb())
+                       epoch=trainer.epoch, **sizes, **speed.metrics(), node=_node(),
+                       start_epoch=start_epoch, dataset_shared=int(shared), **_memory_mb())
+        metrics[CLOCK] = clock(settings, trainer.epoch, looked=looking)
         with tempfile.TemporaryDirectory() as directory:
             save_checkpoint(directory, arch=arch, train=train, metrics=metrics,
                             classes=data.classes, mean=data.mean, std=data.std,

@@ -31,6 +31,7 @@ from searcher.tracking.tags import (
     BASELINE_TAG,
     CPUS_TAG,
     EPOCH_METRICS,
+    FIRST_LOOK,
     SPEED_METRICS,
     GPUS_TAG,
     NODES_TAG,
@@ -41,6 +42,7 @@ from searcher.tracking.tags import (
     ROLE_TAG,
     TRIAL_ID_TAG,
     best_key,
+    stopped_at,
 )
 from searcher.tracking.writer import Writer
 from searcher.tune.free_space import FreeSpace
@@ -188,6 +190,9 @@ class MLflowTrialLogger(tune.Callback):
         self._send(f"trial {rec.trial_id}: epoch {epoch} metrics", "metrics", rec.trial_id,
                    epoch=epoch, metrics=[(k, float(result[k]), now, epoch)
                                          for k in EPOCH_METRICS if k in result])
+        if epoch == FIRST_LOOK:  # in MLflow at step 0, never a result: not its best, no history
+            rec.new_best = False
+            return
         # "at": when the driver had the result, for anytime curves (best so far against time)
         rec.history.append({**{k: float(result[k]) for k in EPOCH_METRICS if k in result},
                             "at": time.time()})
@@ -243,7 +248,7 @@ class MLflowTrialLogger(tune.Callback):
         elif rec.outcome.startswith("failed"):
             self._finish(trial.trial_id, rec.outcome, "FAILED")
         elif rec.epochs < self.space.settings.epochs:
-            self._finish(trial.trial_id, f"stopped early: at epoch {rec.epochs}", "FINISHED")
+            self._finish(trial.trial_id, stopped_at(rec.epochs), "FINISHED")
         else:
             self._finish(trial.trial_id, "completed", "FINISHED")
 

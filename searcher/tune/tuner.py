@@ -26,7 +26,7 @@ from searcher.tune import driver_lock, interrupt, limits, progress, sharing
 from searcher.tune.free_space import FreeSpace
 from searcher.tune.interrupt import InterruptWatch
 from searcher.tune.resources import plan
-from searcher.tune.scheduler import BaselineASHA, ParetoASHA
+from searcher.tune.scheduler import BaselineASHA, ParetoASHA, rungs
 from searcher.tune.state import (LIMITS, OWN_LIMITS, SearchState, new_search_name, state_root,
                                  storage_root, study_database)
 from searcher.tune.study_searcher import INFEASIBLE_ATTR, StudySearcher, close_unfinished
@@ -186,11 +186,9 @@ def second_objective(settings: Settings) -> str | None:
 def make_scheduler(space: Space) -> BaselineASHA | ParetoASHA:
     """ASHA on the metric, or on the metric and the second objective (a Pareto search)."""
     s, baselines = space.settings, list(space.baselines.values())
-    rungs = {"time_attr": "training_iteration", "max_t": s.epochs,
-             "grace_period": s.grace_period, "reduction_factor": s.reduction_factor}
     if second_objective(s):
-        return ParetoASHA(baselines, s.metric, s.mode, second_objective(s), **rungs)
-    return BaselineASHA(baselines, **rungs)
+        return ParetoASHA(baselines, s.metric, s.mode, second_objective(s), **rungs(s))
+    return BaselineASHA(baselines, **rungs(s))
 
 
 def run_search(space: Space, data: SearchData, tracking_uri: str, parent_run_id: str,

@@ -38,7 +38,13 @@ from searcher.spec.feasibility import Cost
 from searcher.spec.space import Space, quiet_optuna
 from searcher.tracking.readback import all_runs, param_value, trial_runs
 from searcher.tracking.store import logged_digests
-from searcher.tracking.tags import OUTCOME_TAG, ROLE_TAG, WARM_START_FILE, WARM_START_TAG
+from searcher.tracking.tags import (
+    FIRST_LOOK,
+    OUTCOME_TAG,
+    ROLE_TAG,
+    WARM_START_FILE,
+    WARM_START_TAG,
+)
 
 WARM_START_ATTR = "warm_start_run"  # user attribute: the MLflow run a trial was learnt from
 
@@ -99,8 +105,9 @@ def _learn(client: MlflowClient, space: Space, parent: str, cost: Cost | None,
         name = space.baseline_of(params)
         if (same_data and name and name not in found.baselines
                 and trial.state == TrialState.COMPLETE):
+            epochs = {k: v for k, v in trial.intermediate_values.items() if k != FIRST_LOOK}
             found.baselines[name] = MeasuredBaseline(
-                max(trial.intermediate_values.values()), max(trial.intermediate_values),
+                max(epochs.values()), max(epochs),
                 run.info.run_id, parent, _int(run.data.metrics.get("n_params")))
 
 

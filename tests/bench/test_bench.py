@@ -85,7 +85,9 @@ def _baselines_are_not_counted(q, kept):
             # the baseline's score is not counted (a busy machine may leave no sampled score)
             assert q[name]["final_best"][i] == (round(max(sampled), 4) if sampled else None)
             client = MlflowClient(f"sqlite:///{kept / f'{sampler}-{seed}' / 'mlflow.db'}")
-            epochs = {r.info.run_id: len(client.get_metric_history(r.info.run_id, "val_acc"))
+            epochs = {r.info.run_id: sum(1 for m in client.get_metric_history(r.info.run_id,
+                                                                              "val_acc")
+                                         if m.step)  # a first look (step 0) is no epoch result
                       for r in trials}
             (run,) = [r for r in q["runs"] if r["sampler"] == sampler and r["seed"] == seed]
             assert run["epoch_results"] == sum(epochs.values()) - epochs[baseline[0].info.run_id]
@@ -221,7 +223,8 @@ def test_quality_baseline_from_an_earlier_run_stands_in_for_random(tmp_path):
                            {"default": [None, 0.4, 0.7], "random": [None, 0.5, 0.6]})
     earlier["quality"]["settings"] = {"time_budget_s": 10.0, "epochs": 4, "grace_period": 1,
                                       "reduction_factor": 2, "train_images": 100,
-                                      "val_images": 20, "metric": "val_acc", "smoke": False}
+                                      "val_images": 20, "metric": "val_acc", "smoke": False,
+                                      "first_look": True}
     earlier["quality"]["random"]["final_best_mean"] = 0.6
     earlier["quality"]["runs"] = [{"sampler": "random", "seed": 0}, {"sampler": "tpe", "seed": 0}]
     path = tmp_path / "earlier.json"
@@ -245,6 +248,8 @@ def test_quality_baseline_from_an_earlier_run_stands_in_for_random(tmp_path):
         quality.earlier_baseline(quality.parse_args(argv + ["--first-seed", "1"]))
     with pytest.raises(PoolError, match="another task.*epochs"):
         quality.earlier_baseline(quality.parse_args(argv + ["--epochs", "8"]))
+    with pytest.raises(PoolError, match=r"another task \(first_look differ"):
+        quality.earlier_baseline(quality.parse_args(argv + ["--no-first-look"]))
 
 
 def test_journal_bench_times_both_backends(tmp_path):

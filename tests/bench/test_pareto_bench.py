@@ -44,8 +44,11 @@ def test_pareto_bench_writes_the_figures_per_seed(local_ray, tiny_cifar, tmp_pat
         assert key in p
     assert len(p["runs"]) == 4
     for run in p["runs"]:
-        # what was scored is what the search trained: every point within the bound
-        assert len(run["points"]) == run["trained"] <= run["trials"]
+        # what was scored is what the search trained to an epoch or more, every point within
+        # the bound; the rest of the nets it trained were stopped at their first look
+        assert len(run["points"]) <= run["trained"] <= run["trials"]
+        looked_only = run["ended"].get("stopped@0", 0) + run["ended"].get("budget@0", 0)
+        assert run["trained"] - len(run["points"]) <= looked_only
         assert run["load"]["other_cores"] >= 0  # how busy the machine was beside it
         assert all(ms <= 0.3 for _, ms in run["points"])
         # (from the points as written, to 4 digits)
@@ -87,7 +90,7 @@ def test_a_one_objective_variant_is_summarised_beside_the_default_without_random
     args = argparse.Namespace(seeds=2, first_seed=0, budget=10.0, max_latency_ms=1.0,
                               epochs=1, grace_period=1, reduction_factor=2, space=None,
                               data_dir=None, smoke=True, train_images=10, val_images=10,
-                              with_baselines=False)
+                              with_baselines=False, no_first_look=False)
     one = search_overrides(ONE_OBJECTIVE, 0, args, __import__("pathlib").Path("/tmp/x"))
     assert one["sampler"] == "tpe" and one["second_objective"] is None
     assert one["max_latency_ms"] == 1.0

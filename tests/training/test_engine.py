@@ -53,6 +53,27 @@ def test_resuming_from_state_continues_identically():
     assert ra["train_loss"] == pytest.approx(rb["train_loss"], rel=1e-5)
 
 
+def test_an_epoch_trained_in_parts_is_the_epoch_trained_at_once():
+    """A first look trains part of the first epoch; a trial that goes on finishes that epoch,
+    in the same process or from the look's checkpoint, and ends where it would have ended."""
+    whole = make_trainer()
+    whole.train_epoch()
+    parts = make_trainer()
+    look = parts.train_epoch(until=1 / 3)
+    assert parts.epoch == 0 and parts.step == round(parts.steps_per_epoch / 3)
+    assert look["images_per_s"] > 0
+    state = copy.deepcopy(parts.state_dict())  # the look's checkpoint, mid-epoch
+    resumed = make_trainer(seed=1)  # another process: its own seed, its own order
+    resumed.load_state_dict(state)
+    resumed.gen.set_state(parts.gen.get_state())
+    for trainer in (parts, resumed):
+        trainer.train_epoch()
+        assert trainer.epoch == 1 and trainer.step == 0
+        for a, b in zip(whole.model.state_dict().values(), trainer.model.state_dict().values()):
+            assert torch.allclose(a.float(), b.float(), atol=1e-6)
+    assert whole.scheduler.last_epoch == parts.scheduler.last_epoch == whole.steps_per_epoch
+
+
 def test_divergence_is_an_error():
     trainer = make_trainer(TrainConfig(epochs=2, lr=1e12, batch_size=32, optimizer="sgd"))
     with pytest.raises(TrainingDiverged, match="became"):

@@ -10,9 +10,12 @@ from optuna.trial import TrialState
 from searcher.sampling.exploration import RandomInterleave
 from searcher.sampling.fidelity import COST_ATTR, RungSampler
 from searcher.sampling.samplers import make_sampler
+from ray.tune.search import Searcher
+
 from searcher.tune.study_searcher import (
     FAILED_ATTR,
     INFEASIBLE_ATTR,
+    REPEAT_ATTR,
     StudySearcher,
     close_unfinished,
 )
@@ -196,3 +199,42 @@ def test_a_feasible_proposal_carries_its_cost_for_the_sampler():
             assert COST_ATTR not in t.user_attrs
         else:
             assert t.user_attrs[COST_ATTR] == t.params["filters"] / 4
+
+
+def test_a_first_look_is_step_0_and_never_a_final_value():
+    study, searcher = make("random")
+    looked, finished = searcher.suggest("a"), searcher.suggest("b")
+    assert looked and finished
+    searcher.on_trial_complete("a", {"val_acc": 0.9, "epoch": 0})  # stopped at its look
+    searcher.on_trial_result("b", {"val_acc": 0.95, "epoch": 0})
+    searcher.on_trial_complete("b", train(searcher, "b", [0.3, 0.4, 0.5, 0.6]))
+    a, b = study.trials
+    assert a.state == TrialState.PRUNED and a.intermediate_values == {0: 0.9}
+    assert b.state == TrialState.COMPLETE and b.value == 0.6  # not its look's 0.95
+    assert b.intermediate_values == {0: 0.95, 1: 0.3, 2: 0.4, 3: 0.5, 4: 0.6}
+    assert study.best_value == 0.6
+
+
+def test_a_configuration_already_run_is_never_proposed_again(monkeypatch):
+    from searcher.tune import study_searcher
+    monkeypatch.setattr(study_searcher, "MAX_PROPOSALS_IN_A_ROW", 50)  # asks before giving up
+
+    def small(trial):  # six configurations, two of them infeasible
+        trial.suggest_categorical("filters", [8, 16, 512])
+        trial.suggest_categorical("batch_norm", [True, False])
+        return {}
+
+    def sample_small(trial):
+        constants = small(trial)
+        return {**trial.params, **constants}
+
+    study = optuna.create_study(direction="maximize", sampler=make_sampler("random", 0))
+    searcher = StudySearcher(study, sample_small, too_wide, "val_acc", "max", MAX_EPOCHS)
+    proposed = [searcher.suggest(f"t{i}") for i in range(5)]
+    configs = [tuple(sorted(p.items())) for p in proposed[:4]]
+    assert len(set(configs)) == 4  # every feasible configuration once
+    assert proposed[4] == Searcher.FINISHED  # none left: the search ends rather than repeat
+    repeats = [t for t in study.trials if REPEAT_ATTR in t.user_attrs]
+    assert repeats and all(t.state == TrialState.FAIL for t in repeats)
+    for t in repeats:
+        assert study.trials[t.user_attrs[REPEAT_ATTR]].params == t.params

@@ -101,12 +101,14 @@ def test_search_logs_a_parent_and_one_child_per_trial(first_search):
             continue
         history = client.get_metric_history(child.info.run_id, "val_acc")
         epochs = int(child.data.metrics["epochs_run"])
-        assert sorted(m.step for m in history) == list(range(1, epochs + 1))  # no gaps, no repeats
+        # the first look at step 0, then every epoch: no gaps, no repeats
+        assert sorted(m.step for m in history) == list(range(0, epochs + 1))
         if child.data.tags["searcher.outcome"] == "stopped early":
             assert epochs < EPOCHS
-        assert child.data.metrics["best_val_acc"] == max(m.value for m in history)
+        if epochs:
+            assert child.data.metrics["best_val_acc"] == max(m.value for m in history if m.step)
         files = {a.path for a in client.list_artifacts(child.info.run_id, "checkpoint")}
-        assert files == {"checkpoint/checkpoint.pt"}
+        assert files == ({"checkpoint/checkpoint.pt"} if epochs else set())
 
 
 def test_tune_writes_no_per_result_logs_of_its_own(first_search, store):
@@ -153,6 +155,46 @@ def test_optuna_is_told_what_each_trial_was(first_search, store):
         else:  # stopped by ASHA: pruned, not a final score
             assert child.data.tags["searcher.outcome"] == "stopped early"
             assert trial.state == TrialState.PRUNED and max(history) < EPOCHS
+
+
+def test_a_first_look_is_never_a_trials_result(first_search, store):
+    """Every trial is first scored after half its first epoch (step 0); ASHA stops some there.
+    That score is in MLflow and in the study as step 0, and nowhere a result: not a trial's
+    best, not a study value, not on the leaderboard, not what promotion could pick."""
+    client = MlflowClient(first_search)
+    parent = runs_of(client, "search")[0]
+    study = study_of(store, parent.info.run_id)
+    children = [c for c in runs_of(client, "trial")
+                if c.data.tags["searcher.outcome"] != "infeasible"]
+    looked_only = [c for c in children if c.data.metrics["epochs_run"] == 0]
+    assert looked_only, "ASHA stopped no trial at its first look"
+    assert len(looked_only) < len(children)
+    best_epochs = []
+    for child in children:
+        history = {m.step: m.value for m in client.get_metric_history(child.info.run_id, "val_acc")}
+        assert 0 in history  # the look, scored on the whole validation split
+        epochs = {step: v for step, v in history.items() if step}
+        params = {k: _value(v) for k, v in child.data.params.items()}
+        (trial,) = [t for t in study.trials if t.params and all(
+            params.get(k) == v for k, v in t.params.items())]
+        if child in looked_only:
+            assert child.data.tags["searcher.outcome_detail"] == "stopped early: at its first look"
+            assert "best_val_acc" not in child.data.metrics
+            assert "best_epoch" not in child.data.metrics
+            # pruned (Optuna keeps a pruned trial's last step as its value): never COMPLETE
+            assert trial.state == TrialState.PRUNED
+            assert trial.intermediate_values == {0: history[0]}
+        else:
+            assert child.data.metrics["best_val_acc"] == max(epochs.values())
+            assert child.data.metrics["best_epoch"] >= 1
+            best_epochs.append(max(epochs.values()))
+        if trial.state == TrialState.COMPLETE:
+            assert trial.value == history[EPOCHS]
+    rows = json.loads(Path(client.download_artifacts(parent.info.run_id, "leaderboard.json"))
+                      .read_text())
+    scored = [row["val_acc"] for row in rows if row.get("val_acc") is not None]
+    assert sorted(scored, reverse=True) == sorted(best_epochs, reverse=True)
+    assert parent.data.metrics["best_val_acc"] == max(best_epochs)
 
 
 def test_the_sampler_flag_picks_the_sampler_and_the_parent_run_says_which(local_ray, tiny_cifar,
