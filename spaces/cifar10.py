@@ -19,7 +19,7 @@ SETTINGS = {
     "num_samples": -1,  # as many trials as fit in the time budget
     "time_budget_s": 1200,  # 20 minutes; a GPU fits far more trials in the same budget
     "epochs": 10,  # the one-cycle schedule spans this; ASHA stops most trials well before
-    "grace_period": 1,  # a first look after 1/3 of an epoch, then rungs at 1, 3 and 9 epochs
+    "grace_period": 1,  # rungs at 1, 3 and 9 epochs with reduction_factor 3
     "reduction_factor": 3,
     "cpus_per_trial": 1,
     "max_mmacs": 40,  # keeps an epoch near a minute on one CPU core; raise it on a GPU

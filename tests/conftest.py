@@ -206,7 +206,7 @@ def postgres(postgres_server):
 SHARED_SAMPLES, SHARED_EPOCHS = 7, 3  # as SHARED_SPACE's SETTINGS say
 SHARED_SPACE = """\
 SETTINGS = {"epochs": 3, "num_samples": 7, "grace_period": 1, "reduction_factor": 2,
-            "max_mmacs": 5, "seed": 0}
+            "first_look": True, "max_mmacs": 5, "seed": 0}
 
 def space(trial):
     stages = trial.suggest_int("stages", 1, 2)
@@ -293,7 +293,7 @@ def resumable_space(epochs: int, num_samples: int) -> str:
     """A tiny space file for kill-and-resume tests: every trial runs all `epochs` (grace period
     = epochs), so a resumed search's runs are easy to count; one baseline goes first."""
     return (f'SETTINGS = {{"epochs": {epochs}, "num_samples": {num_samples}, '
-            f'"grace_period": {epochs}, "first_look": False, "seed": 0}}\n\n'
+            f'"grace_period": {epochs}, "seed": 0}}\n\n'
             'def space(trial):\n'
             '    trial.suggest_int("stages", 1, 2)\n'
             '    trial.suggest_categorical("filters", [8, 16])\n'

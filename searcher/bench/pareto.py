@@ -150,9 +150,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, help=f"most epochs per trial (default {FULL['epochs']})")
     p.add_argument("--grace-period", type=int, default=1, help="ASHA's grace period (epochs)")
     p.add_argument("--reduction-factor", type=int, default=2, help="ASHA's reduction factor")
-    p.add_argument("--no-first-look", action="store_true",
-                   help="no first looks: every trial trains a whole epoch before ASHA may stop "
-                        "it (the setting first_look=False); the default takes them, as a search does")
+    p.add_argument("--first-look", action="store_true",
+                   help="the variant with first looks: every trial is scored first after part "
+                        "of its first epoch (the setting first_look, off by default)")
     p.add_argument("--train-images", type=int,
                    help=f"training images, the first of the split (default {FULL['train_images']})")
     p.add_argument("--val-images", type=int,

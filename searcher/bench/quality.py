@@ -122,9 +122,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, help=f"most epochs per trial (default {FULL['epochs']})")
     p.add_argument("--grace-period", type=int, default=1, help="ASHA's grace period (epochs)")
     p.add_argument("--reduction-factor", type=int, default=2, help="ASHA's reduction factor")
-    p.add_argument("--no-first-look", action="store_true",
-                   help="no first looks: every trial trains a whole epoch before ASHA may stop "
-                        "it (the setting first_look=False); the default takes them, as a search does")
+    p.add_argument("--first-look", action="store_true",
+                   help="the variant with first looks: every trial is scored first after part "
+                        "of its first epoch (the setting first_look, off by default)")
     p.add_argument("--samplers", default=f"{DEFAULT_SAMPLER},{BASELINE}",
                    help="comma-separated, run in this order for each seed")
     p.add_argument("--train-images", type=int,
@@ -225,7 +225,7 @@ def earlier_baseline(args: argparse.Namespace) -> dict[str, Any]:
             "train_images": args.train_images, "val_images": args.val_images,
             "metric": METRIC, "smoke": args.smoke}
     differ = [k for k, v in task.items() if q["settings"].get(k) != v]
-    if q["settings"].get("first_look", False) == args.no_first_look:  # older runs took none
+    if q["settings"].get("first_look", False) != args.first_look:  # older runs took none
         differ.append("first_look")
     if bool(q["settings"].get("with_baselines")) != args.with_baselines:
         differ.append("with_baselines")

@@ -23,7 +23,7 @@ def overrides(sampler: str, seed: int, args: argparse.Namespace, folder: Path) -
     """The settings one search runs with: all but sampler and seed are the same for every run."""
     return {"sampler": sampler, "seed": seed, "metric": METRIC, "time_budget_s": args.budget,
             "num_samples": -1, "epochs": args.epochs, "grace_period": args.grace_period,
-            "reduction_factor": args.reduction_factor, "first_look": not args.no_first_look,
+            "reduction_factor": args.reduction_factor, "first_look": args.first_look,
             "storage_path": str(folder / "ray"),
             "experiment": f"quality-{sampler}-{seed}"}
 

@@ -39,8 +39,8 @@ OVERRIDES = {
                               "has GPU nodes or its autoscaler can start them)"),
     "max_concurrent_trials": (int, "cap on trials running at once (default: what the cluster "
                                    "holds, scaled to its node types' maximum)"),
-    "no_first_look": (bool, "train every trial a whole epoch before ASHA may stop it, instead "
-                            "of scoring it first after part of its first epoch (first_look)"),
+    "first_look": (bool, "score every trial first after part of its first epoch, where ASHA "
+                         "may stop it, instead of after a whole epoch"),
     "seed": (int, "seed for the sampler, the validation split and the trials"),
     "sampler": (str, "Optuna sampler: tpe (default) or random (the baseline to beat)"),
     "warm_start": (str, "learn from earlier searches first: an MLflow experiment, a search's "
@@ -58,9 +58,7 @@ OVERRIDES = {
     "verbose": (bool, "print a line per epoch per trial and per finished trial instead of one "
                       "progress line (MLflow records every epoch either way)"),
 }
-_SETTING_NAME = {"time_budget": "time_budget_s", "strict": "strict_data",
-                 "no_first_look": "first_look"}
-_NEGATED = {"no_first_look"}  # a flag that sets its setting to False
+_SETTING_NAME = {"time_budget": "time_budget_s", "strict": "strict_data"}
 
 
 def parse_args(argv: list[str] | None, prog: str = PROG) -> argparse.Namespace:
@@ -86,9 +84,7 @@ def parse_args(argv: list[str] | None, prog: str = PROG) -> argparse.Namespace:
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
-    given = {k: getattr(args, k) for k in OVERRIDES if getattr(args, k) is not None}
-    return {_SETTING_NAME.get(k, k): (False if k in _NEGATED and v is True else v)
-            for k, v in given.items()}
+    return {_SETTING_NAME.get(k, k): getattr(args, k) for k in OVERRIDES if getattr(args, k) is not None}
 
 
 # Settings a resumed search must keep, and why. A resume goes on with what Tune saved when the

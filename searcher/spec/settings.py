@@ -64,7 +64,8 @@ class Settings:
     # whole validation set after grace_period / reduction_factor of its first epoch's pass over
     # the training set (a seeded random share of it), and only the trials that rank there go
     # on to finish the epoch. A look's score is never a trial's result (see first_look_fraction).
-    first_look: bool = True
+    # Off by default: in the quality benchmark it cost TPE 2.5 points of mean best (BENCHMARKS.md)
+    first_look: bool = False
     # --- resources ---
     cpus_per_trial: float = 1.0  # also the number of torch threads a trial uses
     # None ("auto"): 0.25 when a node of the cluster, or a node type its autoscaler can start,

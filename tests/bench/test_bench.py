@@ -223,8 +223,7 @@ def test_quality_baseline_from_an_earlier_run_stands_in_for_random(tmp_path):
                            {"default": [None, 0.4, 0.7], "random": [None, 0.5, 0.6]})
     earlier["quality"]["settings"] = {"time_budget_s": 10.0, "epochs": 4, "grace_period": 1,
                                       "reduction_factor": 2, "train_images": 100,
-                                      "val_images": 20, "metric": "val_acc", "smoke": False,
-                                      "first_look": True}
+                                      "val_images": 20, "metric": "val_acc", "smoke": False}
     earlier["quality"]["random"]["final_best_mean"] = 0.6
     earlier["quality"]["runs"] = [{"sampler": "random", "seed": 0}, {"sampler": "tpe", "seed": 0}]
     path = tmp_path / "earlier.json"
@@ -249,7 +248,7 @@ def test_quality_baseline_from_an_earlier_run_stands_in_for_random(tmp_path):
     with pytest.raises(PoolError, match="another task.*epochs"):
         quality.earlier_baseline(quality.parse_args(argv + ["--epochs", "8"]))
     with pytest.raises(PoolError, match=r"another task \(first_look differ"):
-        quality.earlier_baseline(quality.parse_args(argv + ["--no-first-look"]))
+        quality.earlier_baseline(quality.parse_args(argv + ["--first-look"]))
 
 
 def test_journal_bench_times_both_backends(tmp_path):

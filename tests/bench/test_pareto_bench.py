@@ -90,7 +90,7 @@ def test_a_one_objective_variant_is_summarised_beside_the_default_without_random
     args = argparse.Namespace(seeds=2, first_seed=0, budget=10.0, max_latency_ms=1.0,
                               epochs=1, grace_period=1, reduction_factor=2, space=None,
                               data_dir=None, smoke=True, train_images=10, val_images=10,
-                              with_baselines=False, no_first_look=False)
+                              with_baselines=False, first_look=False)
     one = search_overrides(ONE_OBJECTIVE, 0, args, __import__("pathlib").Path("/tmp/x"))
     assert one["sampler"] == "tpe" and one["second_objective"] is None
     assert one["max_latency_ms"] == 1.0

@@ -60,8 +60,7 @@ def test_a_net_over_the_latency_bound_is_never_trained_and_optuna_is_told(local_
     assert fast.data.metrics["latency_ms"] <= BOUND_MS
     assert fast.data.metrics["throughput_ips"] > 0
     assert fast.data.metrics["latency_p95_ms"] >= fast.data.metrics["latency_ms"]
-    # its first look (step 0), then both epochs
-    assert sorted(m.step for m in client.get_metric_history(fast.info.run_id, "val_acc")) == [0, 1, 2]
+    assert len(client.get_metric_history(fast.info.run_id, "val_acc")) == 2
 
     (folder,) = [p for p in (tmp_path / "ray").iterdir() if p.name.startswith("bounded-")]
     study = load_study(folder)
@@ -107,9 +106,8 @@ def test_a_pareto_search_stops_trials_early_models_both_objectives_and_logs_its_
     # pruned trials with epochs in the study, never told as complete
     assert len(study.trials) == 16
     pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
-    # (step 0: the first look, after half the first epoch)
-    assert pruned and all(max(t.intermediate_values) < 2 for t in pruned)
-    assert all(sorted(t.intermediate_values) == [0, 1, 2] for t in study.trials
+    assert pruned and all(len(t.intermediate_values) == 1 for t in pruned)
+    assert all(len(t.intermediate_values) == 2 for t in study.trials
                if t.state == TrialState.COMPLETE)
     assert all("latency_ms" in t.user_attrs for t in study.trials)
 
