@@ -36,6 +36,7 @@ from searcher.tune import limits
 
 INFEASIBLE_ATTR = "infeasible"  # user attribute: why a proposal could not be trained
 FAILED_ATTR = "failed"
+WARM_START_ATTR = "warm_start_run"  # user attribute of a trial learnt from an earlier search
 # User attribute of a proposal that repeats a trial already run (its number): told FAIL, which
 # TPE skips, and never trained: the study holds that configuration's result already.
 REPEAT_ATTR = "repeat_of"
@@ -103,19 +104,28 @@ class StudySearcher(Searcher):
     _scanned = 0  # the trials looked at for `_run` so far, by number
 
     def _repeat_of(self, trial: optuna.Trial) -> int | None:
-        """The number of an earlier trial that ran (or runs) the same configuration as
-        `trial`, if any. Local search can undo a change it made (a stage added, then taken away
-        again), and a small categorical space repeats itself. Kept as a map, brought up to date
-        from the trials added since the last call: the study only grows."""
+        """The number of an earlier trial of this search that ran (or runs) the same
+        configuration as `trial`, if any. Local search can undo a change it made (a stage added,
+        then taken away again), and a small categorical space repeats itself. Trials learnt
+        from earlier searches do not count (their data may differ), nor do trials that never
+        ran (failed: lost before they started, or repeats themselves). Kept as a map, brought
+        up to date from the trials added since the last call: the study only grows."""
         if self._run is None:
             self._run, self._scanned = {}, 0
         trials = self.study.get_trials(deepcopy=False)
         for earlier in trials[self._scanned:trial.number]:
-            if earlier.params and INFEASIBLE_ATTR not in earlier.user_attrs \
-                    and REPEAT_ATTR not in earlier.user_attrs:
+            if (earlier.params and earlier.state != TrialState.FAIL
+                    and not {INFEASIBLE_ATTR, REPEAT_ATTR, WARM_START_ATTR} & set(earlier.user_attrs)):
                 self._run.setdefault(_key(earlier.params), earlier.number)
         self._scanned = max(self._scanned, trial.number)
-        return self._run.get(_key(trial.params))
+        if "fixed_params" in trials[trial.number].system_attrs:  # enqueued (a baseline):
+            return None  # run as its author asked, repeat or not
+        key = _key(trial.params)
+        number = self._run.get(key)
+        if number is not None and trials[number].state == TrialState.FAIL:  # lost since
+            del self._run[key]
+            return None
+        return number
 
     # ------------------------------------------------------------------------- feedback
 

@@ -45,8 +45,7 @@ from searcher.tracking.tags import (
     WARM_START_FILE,
     WARM_START_TAG,
 )
-
-WARM_START_ATTR = "warm_start_run"  # user attribute: the MLflow run a trial was learnt from
+from searcher.tune.study_searcher import WARM_START_ATTR  # the MLflow run a trial was learnt from
 
 
 # With the same data, the settings that make two searches' scores of one configuration the same

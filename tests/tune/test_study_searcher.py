@@ -238,3 +238,26 @@ def test_a_configuration_already_run_is_never_proposed_again(monkeypatch):
     assert repeats and all(t.state == TrialState.FAIL for t in repeats)
     for t in repeats:
         assert study.trials[t.user_attrs[REPEAT_ATTR]].params == t.params
+
+
+def test_a_lost_trial_may_run_again_and_an_enqueued_point_always_runs(monkeypatch):
+    from searcher.tune import study_searcher
+    monkeypatch.setattr(study_searcher, "MAX_PROPOSALS_IN_A_ROW", 30)
+
+    def one(trial):  # a single feasible configuration
+        trial.suggest_categorical("filters", [8, 512])
+        return {}
+
+    def sample_one(trial):
+        constants = one(trial)
+        return {**trial.params, **constants}
+
+    study = optuna.create_study(direction="maximize", sampler=make_sampler("random", 0))
+    searcher = StudySearcher(study, sample_one, too_wide, "val_acc", "max", MAX_EPOCHS)
+    assert searcher.suggest("lost") == {"filters": 8}
+    searcher.on_trial_complete("lost", error=True)  # lost with its node: it never measured
+    assert searcher.suggest("again") == {"filters": 8}
+    searcher.on_trial_complete("again", train(searcher, "again", [0.1, 0.2, 0.3, 0.4]))
+    study.enqueue_trial({"filters": 8})  # a baseline, as its author asked: run, repeat or not
+    assert searcher.suggest("enqueued") == {"filters": 8}
+    assert searcher.suggest("none left") == Searcher.FINISHED
