@@ -36,7 +36,8 @@ from searcher.tune import limits
 
 INFEASIBLE_ATTR = "infeasible"  # user attribute: why a proposal could not be trained
 FAILED_ATTR = "failed"
-WARM_START_ATTR = "warm_start_run"  # user attribute of a trial learnt from an earlier search
+WARM_START_ATTR = "warm_start_run"  # user attribute: the MLflow run a trial was learnt from
+SAME_DATA_ATTR = "same_data"  # ...and True when that run trained on this search's data
 # User attribute of a proposal that repeats a trial already run (its number): told FAIL, which
 # TPE skips, and never trained: the study holds that configuration's result already.
 REPEAT_ATTR = "repeat_of"
@@ -107,15 +108,17 @@ class StudySearcher(Searcher):
         """The number of an earlier trial of this search that ran (or runs) the same
         configuration as `trial`, if any. Local search can undo a change it made (a stage added,
         then taken away again), and a small categorical space repeats itself. Trials learnt
-        from earlier searches do not count (their data may differ), nor do trials that never
-        ran (failed: lost before they started, or repeats themselves). Kept as a map, brought
+        from earlier searches count only if they trained on this search's data; trials that
+        never ran (failed: lost before they started, or repeats themselves) do not. Kept as a map, brought
         up to date from the trials added since the last call: the study only grows."""
         if self._run is None:
             self._run, self._scanned = {}, 0
         trials = self.study.get_trials(deepcopy=False)
         for earlier in trials[self._scanned:trial.number]:
+            attrs = earlier.user_attrs
             if (earlier.params and earlier.state != TrialState.FAIL
-                    and not {INFEASIBLE_ATTR, REPEAT_ATTR, WARM_START_ATTR} & set(earlier.user_attrs)):
+                    and INFEASIBLE_ATTR not in attrs and REPEAT_ATTR not in attrs
+                    and (WARM_START_ATTR not in attrs or attrs.get(SAME_DATA_ATTR))):
                 self._run.setdefault(_key(earlier.params), earlier.number)
         self._scanned = max(self._scanned, trial.number)
         if "fixed_params" in trials[trial.number].system_attrs:  # enqueued (a baseline):

@@ -45,7 +45,7 @@ from searcher.tracking.tags import (
     WARM_START_FILE,
     WARM_START_TAG,
 )
-from searcher.tune.study_searcher import WARM_START_ATTR  # the MLflow run a trial was learnt from
+from searcher.tune.study_searcher import SAME_DATA_ATTR, WARM_START_ATTR
 
 
 # With the same data, the settings that make two searches' scores of one configuration the same
@@ -96,7 +96,7 @@ def _learn(client: MlflowClient, space: Space, parent: str, cost: Cost | None,
     same_data = _same_data(search, space, digests)
     for run in trial_runs(client, search):
         params = {k: param_value(v) for k, v in run.data.params.items()}
-        trial, why = _as_trial(client, run, params, space, cost)
+        trial, why = _as_trial(client, run, params, space, cost, same_data)
         if trial is None:
             found.skipped[why] = found.skipped.get(why, 0) + 1
             continue
@@ -188,7 +188,7 @@ def _replay(space: Space, params: dict[str, Any]) -> tuple[dict[str, BaseDistrib
 
 
 def _as_trial(client: MlflowClient, run: Any, params: dict[str, Any], space: Space,
-              cost: Cost | None) -> tuple[FrozenTrial | None, str]:
+              cost: Cost | None, same_data: bool = False) -> tuple[FrozenTrial | None, str]:
     """The run `run` (with its `params` parsed) as an Optuna trial, or None and why not."""
     s = space.settings
     outcome = run.data.tags.get(OUTCOME_TAG)
@@ -203,6 +203,8 @@ def _as_trial(client: MlflowClient, run: Any, params: dict[str, Any], space: Spa
     last = max(history)
     complete = outcome == "completed" and last >= s.epochs
     attrs: dict[str, Any] = {WARM_START_ATTR: run.info.run_id}
+    if same_data:  # its result holds for this search: not to be trained again
+        attrs[SAME_DATA_ATTR] = True
     mmacs = cost(params) if cost else None  # params: all the trial ran with, constants too
     if mmacs is not None:
         attrs[COST_ATTR] = mmacs
