@@ -215,21 +215,25 @@ def test_a_first_look_is_step_0_and_never_a_final_value():
     assert study.best_value == 0.6
 
 
-def test_a_configuration_already_run_is_never_proposed_again(monkeypatch):
+def over_categories(choices, monkeypatch):
+    """A random-sampling study over a space of categorical choices only (few configurations),
+    its searcher giving up after 40 asks in a row that bring nothing new."""
     from searcher.tune import study_searcher
-    monkeypatch.setattr(study_searcher, "MAX_PROPOSALS_IN_A_ROW", 50)  # asks before giving up
+    monkeypatch.setattr(study_searcher, "MAX_PROPOSALS_IN_A_ROW", 40)
 
-    def small(trial):  # six configurations, two of them infeasible
-        trial.suggest_categorical("filters", [8, 16, 512])
-        trial.suggest_categorical("batch_norm", [True, False])
-        return {}
-
-    def sample_small(trial):
-        constants = small(trial)
-        return {**trial.params, **constants}
+    def sample(trial):
+        for name, values in choices.items():
+            trial.suggest_categorical(name, values)
+        return dict(trial.params)
 
     study = optuna.create_study(direction="maximize", sampler=make_sampler("random", 0))
-    searcher = StudySearcher(study, sample_small, too_wide, "val_acc", "max", MAX_EPOCHS)
+    return study, StudySearcher(study, sample, too_wide, "val_acc", "max", MAX_EPOCHS)
+
+
+def test_a_configuration_already_run_is_never_proposed_again(monkeypatch):
+    # six configurations, two of them infeasible
+    study, searcher = over_categories({"filters": [8, 16, 512], "batch_norm": [True, False]},
+                                      monkeypatch)
     proposed = [searcher.suggest(f"t{i}") for i in range(5)]
     configs = [tuple(sorted(p.items())) for p in proposed[:4]]
     assert len(set(configs)) == 4  # every feasible configuration once
@@ -241,19 +245,7 @@ def test_a_configuration_already_run_is_never_proposed_again(monkeypatch):
 
 
 def test_a_lost_trial_may_run_again_and_an_enqueued_point_always_runs(monkeypatch):
-    from searcher.tune import study_searcher
-    monkeypatch.setattr(study_searcher, "MAX_PROPOSALS_IN_A_ROW", 30)
-
-    def one(trial):  # a single feasible configuration
-        trial.suggest_categorical("filters", [8, 512])
-        return {}
-
-    def sample_one(trial):
-        constants = one(trial)
-        return {**trial.params, **constants}
-
-    study = optuna.create_study(direction="maximize", sampler=make_sampler("random", 0))
-    searcher = StudySearcher(study, sample_one, too_wide, "val_acc", "max", MAX_EPOCHS)
+    study, searcher = over_categories({"filters": [8, 512]}, monkeypatch)  # one feasible
     assert searcher.suggest("lost") == {"filters": 8}
     searcher.on_trial_complete("lost", error=True)  # lost with its node: it never measured
     assert searcher.suggest("again") == {"filters": 8}
